@@ -1,0 +1,269 @@
+"""Typed recipes: YAML files validated by pydantic before anything starts.
+
+A recipe has a ``kind`` (``prepare``, ``pretrain``, ``finetune``) and is made of small sections, each
+its own model. Unknown keys and wrong types are rejected with the key path and the allowed keys or
+values (DESIGN.md, principle 2). ``--set a.b=value`` overrides are applied to the raw mapping and
+validated with it, so an override cannot smuggle in what a file could not.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
+from hypernym.errors import HypernymError
+
+__all__ = [
+    "DataSpec",
+    "FinetuneRecipe",
+    "ModelSpec",
+    "OptimSpec",
+    "PrepareRecipe",
+    "PretrainRecipe",
+    "Recipe",
+    "RegisterSpec",
+    "ScalingSpec",
+    "TrainSpec",
+    "apply_overrides",
+    "load_recipe",
+    "parse_recipe",
+]
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------- prepare
+
+
+class PrepareRecipe(Section):
+    """Raw images -> WebDataset shards + manifest.json."""
+
+    kind: Literal["prepare"] = "prepare"
+    source: str = Field(description="winter21 tar directory, or a folder per class (path or s3://)")
+    output: str = Field(description="dataset directory to write (path or s3://)")
+    source_format: Literal["auto", "winter21", "folder"] = "auto"
+    name: str | None = Field(None, description="dataset name; defaults to the output's basename")
+    val_per_class: int = Field(50, ge=0, description="images per class held out for validation")
+    min_per_class: int = Field(0, ge=0, description="drop classes with fewer images than this")
+    image_size: int = Field(224, ge=8, description="target size in pixels")
+    resize: Literal["squish", "shorter", "none"] = "squish"
+    jpeg_quality: int = Field(90, ge=1, le=100)
+    shard_samples: int = Field(1000, ge=1, description="samples per shard at most")
+    seed: int = 0
+    overwrite: bool = False
+
+
+# --------------------------------------------------------------------------- training
+
+
+class DataSpec(Section):
+    """Which prepared dataset to stream and how to turn samples into tensors."""
+
+    path: str = Field(description="a prepared dataset directory (path or s3://)")
+    img_size: int = Field(224, ge=8)
+    batch_size: int = Field(64, ge=1, description="per worker")
+    loader_workers: int = Field(0, ge=0, description="DataLoader processes per training worker")
+    seed: int = 0
+
+
+class ModelSpec(Section):
+    """A timm model by name."""
+
+    arch: str = Field(description="any name from timm.list_models()")
+    drop_rate: float = Field(0.0, ge=0.0, lt=1.0)
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="extra timm.create_model args")
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, value: str) -> str:
+        names = _timm_model_names()
+        if value not in names:
+            close = difflib.get_close_matches(value, names, n=5, cutoff=0.6)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise ValueError(
+                f"unknown timm model {value!r}.{hint} "
+                "See `python -c 'import timm; print(timm.list_models())'` for all names."
+            )
+        return value
+
+
+class OptimSpec(Section):
+    """timm optimizer and scheduler settings (timm.optim / timm.scheduler do the work)."""
+
+    opt: str = Field("adamw", description="timm optimizer name")
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    layer_decay: float | None = Field(None, gt=0, le=1, description="layer-wise LR decay")
+    sched: Literal["cosine", "step", "plateau", "none"] = "cosine"
+    warmup_epochs: int = Field(0, ge=0)
+    min_lr: float = Field(1e-6, ge=0)
+
+
+class TrainSpec(Section):
+    """The loop's budget and numerics."""
+
+    epochs: int = Field(10, ge=1)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    amp: Literal["auto", "bf16", "fp16", "off"] = Field("auto", description="auto: bf16 on GPU")
+    channels_last: bool = False
+    grad_clip: float | None = Field(None, gt=0)
+    log_every: int = Field(10, ge=1, description="steps between metric logs")
+
+
+class ScalingSpec(Section):
+    """Ray Train's worker group."""
+
+    num_workers: int = Field(2, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1, gt=0)
+    max_failures: int = Field(0, ge=-1, description="worker-group restarts from the last checkpoint")
+
+
+class RegisterSpec(Section):
+    """Where the trained model goes in the MLflow model registry."""
+
+    name: str | None = Field(None, description="registered model name; None skips registration")
+    alias: str | None = Field("candidate", description="alias set on the new version")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str | None) -> str | None:
+        if value is not None and any(c in value for c in "/:@"):
+            raise ValueError(f"registered model names cannot contain '/', ':' or '@': {value!r}")
+        return value
+
+    @field_validator("alias")
+    @classmethod
+    def _valid_alias(cls, value: str | None) -> str | None:
+        # MLflow reserves these two alias forms for its own lookups.
+        if value is not None and (value == "latest" or (value[:1] == "v" and value[1:].isdigit())):
+            raise ValueError(f"alias {value!r} is reserved by MLflow; pick another")
+        return value
+
+
+class _TrainRecipe(Section):
+    name: str = Field(description="run name; also the Ray Train run directory name")
+    experiment: str = "hypernym"
+    data: DataSpec
+    model: ModelSpec
+    optim: OptimSpec = Field(default_factory=OptimSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    scaling: ScalingSpec = Field(default_factory=ScalingSpec)
+    register: RegisterSpec = Field(default_factory=RegisterSpec)
+
+
+class PretrainRecipe(_TrainRecipe):
+    """Train a timm model from scratch on a prepared dataset."""
+
+    kind: Literal["pretrain"] = "pretrain"
+
+
+class FinetuneRecipe(_TrainRecipe):
+    """Start from a registered backbone, replace its head, train on domain data."""
+
+    kind: Literal["finetune"] = "finetune"
+    backbone: str | None = Field(
+        description="registry reference NAME@alias or NAME/version; null trains from random init"
+    )
+    mode: Literal["full", "linear"] = "full"
+
+
+Recipe = Annotated[
+    Union[PrepareRecipe, PretrainRecipe, FinetuneRecipe], Field(discriminator="kind")
+]
+_RECIPE = TypeAdapter(Recipe)
+_KINDS = {"prepare": PrepareRecipe, "pretrain": PretrainRecipe, "finetune": FinetuneRecipe}
+
+
+@functools.cache
+def _timm_model_names() -> list[str]:
+    import timm  # imported here: timm (and torch) take seconds to import
+
+    return timm.list_models()
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Apply ``key.path=value`` overrides to a raw recipe mapping (values parsed as YAML)."""
+    out = dict(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise HypernymError(f"--set expects key.path=value, got {item!r}")
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            child = dict(child) if isinstance(child, dict) else {}
+            node[part] = child
+            node = child
+        node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+    return out
+
+
+def parse_recipe(raw: Any, *, source: str = "recipe", kind: str | None = None):
+    """Validate a raw mapping as a recipe; errors name the key path and what is allowed."""
+    if not isinstance(raw, dict):
+        raise HypernymError(f"{source}: a recipe is a mapping of keys, got {type(raw).__name__}")
+    if kind is not None:
+        raw = {"kind": kind, **raw}
+    if raw.get("kind") not in _KINDS:
+        raise HypernymError(
+            f"{source}: 'kind' must be one of {', '.join(_KINDS)}; got {raw.get('kind')!r}"
+        )
+    try:
+        return _RECIPE.validate_python(raw)
+    except ValidationError as exc:
+        raise HypernymError(_explain(exc, _KINDS[raw["kind"]], source)) from None
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, kind=None):
+    """Read a YAML recipe, apply ``--set`` overrides, validate. Nothing starts before this passes."""
+    path = Path(path)
+    if not path.is_file():
+        raise HypernymError(f"recipe file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise HypernymError(f"{path}: not valid YAML: {exc}") from None
+    return parse_recipe(apply_overrides(raw, overrides), source=str(path), kind=kind)
+
+
+def _explain(exc: ValidationError, model: type[BaseModel], source: str) -> str:
+    lines = [f"{source}: invalid recipe ({exc.error_count()} problem(s)):"]
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"] if p not in _KINDS]  # drop the union tag
+        where = ".".join(loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            parent = _section_at(model, loc[:-1])
+            allowed = ", ".join(parent.model_fields) if parent else "?"
+            close = difflib.get_close_matches(loc[-1], list(parent.model_fields) if parent else [])
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            lines.append(f"  - {where}: unknown key{hint}; allowed keys: {allowed}")
+        elif err["type"] == "missing":
+            lines.append(f"  - {where}: required key is missing")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"  - {where}: {msg} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _section_at(model: type[BaseModel], loc: list[str]) -> type[BaseModel] | None:
+    for part in loc:
+        field = model.model_fields.get(part)
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
