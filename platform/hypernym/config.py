@@ -113,7 +113,7 @@ class TrainSpec(Section):
 
     epochs: int = Field(10, ge=1)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    amp: Literal["auto", "bf16", "fp16", "off"] = Field("auto", description="auto: bf16 on GPU")
+    amp: Literal["auto", "bf16", "off"] = Field("auto", description="auto: bf16 on GPU")
     channels_last: bool = False
     grad_clip: float | None = Field(None, gt=0)
     log_every: int = Field(10, ge=1, description="steps between metric logs")
@@ -158,7 +158,7 @@ class _TrainRecipe(Section):
     optim: OptimSpec = Field(default_factory=OptimSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
-    register: RegisterSpec = Field(default_factory=RegisterSpec)
+    registry: RegisterSpec = Field(default_factory=RegisterSpec)
 
 
 class PretrainRecipe(_TrainRecipe):

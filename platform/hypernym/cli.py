@@ -1,0 +1,172 @@
+"""The ``hypernym`` command. Thin: parse arguments, call the library, print.
+
+Every stage is a library function taking a validated recipe; ``hypernym run RECIPE`` and the
+stage commands call the same function a submitted job calls on the cluster.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from hypernym.errors import HypernymError
+
+__all__ = ["app", "main", "run_recipe"]
+
+console = Console(stderr=True)
+app = typer.Typer(
+    name="hypernym",
+    help="Pretrain image backbones at ImageNet-21K scale on Ray; transfer them to your data.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", "-s", help="Override a recipe key: key.path=value (repeatable)."),
+]
+
+
+@app.callback()
+def _global(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show Ray's and MLflow's own logs too.")
+    ] = False,
+) -> None:
+    from hypernym.runtime import configure_logging
+
+    configure_logging(verbose=verbose)
+
+
+def run_recipe(recipe, *, show_progress: bool = True):
+    """Run a validated recipe in this process (the same call a submitted job makes)."""
+    if recipe.kind == "prepare":
+        from hypernym.data.prepare import prepare
+
+        manifest = prepare(recipe, show_progress=show_progress)
+        console.print(
+            f"[green]dataset ready[/] {recipe.output}: {len(manifest.classes)} classes, "
+            + ", ".join(f"{s} {manifest.num_samples(s)}" for s in manifest.splits)
+            + f", fingerprint {manifest.fingerprint[:12]}"
+        )
+        return manifest
+    from hypernym.train.trainer import run_training
+
+    result = run_training(recipe, show_progress=show_progress)
+    shown = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith(("val/", "train/l"))}
+    console.print(f"[green]{recipe.kind} finished[/] run {result.run_id} metrics {shown}")
+    if result.registered is not None:
+        reg = result.registered
+        console.print(f"registered [bold]{reg.name}[/] version {reg.version}"
+                      + (f" alias @{reg.alias}" if reg.alias else ""))
+    return result
+
+
+def _load(recipe_path: Path, overrides: list[str] | None, kind: str | None = None):
+    from hypernym.config import load_recipe
+
+    recipe = load_recipe(recipe_path, overrides or [])
+    if kind is not None and recipe.kind != kind:
+        raise HypernymError(f"{recipe_path} is a {recipe.kind!r} recipe; use `hypernym run` for it")
+    return recipe
+
+
+@app.command()
+def run(recipe: Path, set_: SetOpt = None) -> None:
+    """Run any recipe (prepare, pretrain or finetune) here, on local Ray or RAY_ADDRESS."""
+    run_recipe(_load(recipe, set_))
+
+
+@app.command()
+def prepare(
+    recipe: Annotated[Optional[Path], typer.Argument(help="a prepare recipe YAML")] = None,
+    source: Annotated[Optional[str], typer.Option(help="images: winter21 tars or folders")] = None,
+    output: Annotated[Optional[str], typer.Option(help="dataset directory to write")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Prepare raw images into WebDataset shards + manifest.json."""
+    from hypernym.config import apply_overrides, parse_recipe
+
+    overrides = list(set_ or [])
+    overrides += [f"source={source}"] if source else []
+    overrides += [f"output={output}"] if output else []
+    if recipe is not None:
+        run_recipe(_load(recipe, overrides, kind="prepare"))
+    else:
+        run_recipe(parse_recipe(apply_overrides({}, overrides), source="--set", kind="prepare"))
+
+
+@app.command()
+def pretrain(recipe: Path, set_: SetOpt = None) -> None:
+    """Pretrain a timm model on a prepared dataset with Ray Train."""
+    run_recipe(_load(recipe, set_, kind="pretrain"))
+
+
+@app.command()
+def finetune(recipe: Path, set_: SetOpt = None) -> None:
+    """Fine-tune a registered backbone on domain data."""
+    run_recipe(_load(recipe, set_, kind="finetune"))
+
+
+@app.command()
+def demo(
+    workdir: Annotated[
+        Optional[Path], typer.Option(help="where demo data goes (default: <home>/demo)")
+    ] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Run the whole pipeline on generated data: prepare, pretrain, register, fine-tune, pull."""
+    from hypernym.demo import DemoConfig, run_demo
+
+    from hypernym.config import apply_overrides
+
+    try:
+        cfg = DemoConfig.model_validate(apply_overrides({}, set_ or []))
+    except ValueError as exc:
+        raise HypernymError(f"invalid demo settings: {exc}") from None
+    run_demo(cfg, workdir=workdir)
+
+
+@app.command()
+def info() -> None:
+    """Show where hypernym keeps things and which services it talks to."""
+    import hypernym
+    from hypernym.settings import get_settings
+
+    s = get_settings()
+    console.print(f"hypernym {hypernym.__version__}")
+    console.print(f"home:         {s.home}")
+    console.print(f"tracking:     {s.tracking_uri}")
+    console.print(f"artifacts:    {s.artifact_root}")
+    console.print(f"ray:          {s.ray_address or 'local (started on demand)'}")
+    console.print(f"mlflow ui:    {s.mlflow_ui_command()}")
+
+
+def _mount() -> None:
+    # Sub-apps live beside the library code they drive; this module only composes them.
+    from hypernym.jobs.cli import jobs_app, submit
+    from hypernym.registry.cli import models_app
+
+    app.command(name="submit")(submit)
+    app.add_typer(jobs_app, name="jobs", help="Follow and stop submitted jobs.")
+    app.add_typer(models_app, name="models", help="Registered models: list, show, pull.")
+
+
+_mount()
+
+
+def main() -> None:
+    """Console entry point: user errors print one clear message, without a traceback."""
+    try:
+        app()
+    except HypernymError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        sys.exit(130)

@@ -1,0 +1,193 @@
+"""The per-worker training loop, shared by pretraining and fine-tuning.
+
+Runs inside each Ray Train worker. It reads like the algorithm: build, restore, then per epoch
+train, evaluate, checkpoint and report. Only rank 0 logs to MLflow; every rank reports to Ray Train
+the same number of times (report is a barrier).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from hypernym.config import FinetuneRecipe, PretrainRecipe
+from hypernym.data.manifest import read_manifest
+from hypernym.data.reader import make_loader, steps_per_epoch
+from hypernym.train.checkpoint import TrainState, load_state, save_state, unwrap
+from hypernym.train.tasks import (
+    TaskSpec,
+    build_model,
+    build_optimizer,
+    build_scheduler,
+    normalizer,
+)
+
+__all__ = ["LoopJob", "train_loop_per_worker"]
+
+
+@dataclass(frozen=True)
+class LoopJob:
+    """What the driver sends to every worker (picklable)."""
+
+    recipe: PretrainRecipe | FinetuneRecipe
+    task: TaskSpec
+    run_id: str | None
+    tracking_uri: str | None
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float]:
+    job: LoopJob = config["job"]
+    data, train = job.recipe.data, job.recipe.train
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(data.seed + rank)
+
+    manifest = read_manifest(data.path)
+    steps = steps_per_epoch(manifest, "train", world_size=world, batch_size=data.batch_size)
+    model = build_model(job.task)
+    if train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, job.recipe.optim)
+    scheduler = build_scheduler(optimizer, job.recipe.optim, epochs=train.epochs, steps=steps)
+    model = ray.train.torch.prepare_model(model)
+    state = TrainState(model=model, optimizer=optimizer, scheduler=scheduler)
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        # Each rank reads its own copy (Ray issue 48726: shared downloads can race).
+        with checkpoint.as_directory() as ckpt_dir:
+            state.load_state_dict(load_state(ckpt_dir))
+
+    logger = _rank0_logger(job, rank)
+    normalize = normalizer(device)
+    autocast = _autocast(train.amp, device)
+    metrics: dict[str, float] = {}
+    for epoch in range(state.epoch, train.epochs):
+        loader = make_loader(
+            manifest, data.path, "train", rank=rank, world_size=world, epoch=epoch,
+            batch_size=data.batch_size, img_size=data.img_size, train=True,
+            seed=data.seed, num_workers=data.loader_workers,
+        )
+        metrics = _train_epoch(
+            state, loader, normalize, autocast, train, logger=logger, world=world,
+            epoch=epoch, steps=steps,
+        )
+        metrics.update(_evaluate(model, job, manifest, normalize, autocast, rank, world))
+        metrics["epoch"] = epoch + 1
+        metrics["progress/step"] = state.global_step
+        state.epoch = epoch + 1
+        if scheduler is not None:
+            scheduler.step(state.epoch)
+        if logger is not None:
+            logger.log_metrics(metrics, step=state.global_step)
+        _report(state, job, metrics, rank)
+    if logger is not None:
+        logger.flush()
+    return metrics
+
+
+def _train_epoch(state, loader, normalize, autocast, train, *, logger, world, epoch, steps):
+    model, optimizer, scheduler = state.model, state.optimizer, state.scheduler
+    model.train()
+    loss_sum, seen, data_wait = 0.0, 0, 0.0
+    start = tick = time.perf_counter()
+    for batch_index, (images, labels) in enumerate(loader):
+        data_wait += time.perf_counter() - tick
+        images = normalize(images)
+        if train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        labels = labels.to(images.device, non_blocking=True)
+        with autocast:
+            loss = F.cross_entropy(model(images), labels, label_smoothing=train.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+        optimizer.step()
+        state.global_step += 1
+        if scheduler is not None:
+            scheduler.step_update(num_updates=state.global_step)
+        loss_sum += loss.item() * len(labels)
+        seen += len(labels)
+        if logger is not None and state.global_step % train.log_every == 0:
+            logger.log_metrics(
+                {"train/loss_step": loss.item(), "train/lr": optimizer.param_groups[0]["lr"],
+                 "progress/step": state.global_step,
+                 "progress/epoch_float": epoch + (batch_index + 1) / max(steps, 1)},
+                step=state.global_step,
+            )
+        tick = time.perf_counter()
+    elapsed = max(time.perf_counter() - start, 1e-9)
+    return {
+        "train/loss": loss_sum / max(seen, 1),
+        "train/images_per_s": seen * world / elapsed,
+        "train/data_wait_frac": data_wait / elapsed,
+        "train/lr": optimizer.param_groups[0]["lr"],
+    }
+
+
+@torch.no_grad()
+def _evaluate(model, job, manifest, normalize, autocast, rank, world) -> dict[str, float]:
+    data = job.recipe.data
+    if manifest.num_samples("val") == 0:
+        return {}
+    loader = make_loader(
+        manifest, data.path, "val", rank=rank, world_size=world, epoch=0,
+        batch_size=data.batch_size, img_size=data.img_size, train=False,
+        seed=data.seed, num_workers=data.loader_workers,
+    )
+    net = unwrap(model)  # no DDP forward in eval: ranks may see different batch counts
+    net.eval()
+    totals = torch.zeros(4, dtype=torch.float64)  # loss sum, top-1, top-5, count
+    for images, labels in loader:
+        images = normalize(images)
+        labels = labels.to(images.device)
+        with autocast:
+            logits = net(images).float()
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        totals += torch.tensor([
+            F.cross_entropy(logits, labels, reduction="sum").item(),
+            (top[:, 0] == labels).sum().item(),
+            (top == labels[:, None]).any(dim=1).sum().item(),
+            len(labels),
+        ], dtype=torch.float64)
+    if world > 1 and dist.is_initialized():
+        dist.all_reduce(totals)
+    count = max(totals[3].item(), 1.0)
+    return {"val/loss": totals[0].item() / count, "val/top1": totals[1].item() / count,
+            "val/top5": totals[2].item() / count}
+
+
+def _report(state: TrainState, job: LoopJob, metrics: dict[str, float], rank: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = None
+        if rank == 0:  # DDP replicas are identical: one copy is the checkpoint
+            save_state(tmp, state, job.recipe.model_dump(mode="json"))
+            checkpoint = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=checkpoint,
+                         checkpoint_dir_name=f"epoch-{state.epoch:04d}")
+
+
+def _rank0_logger(job: LoopJob, rank: int):
+    if rank != 0 or job.run_id is None:
+        return None
+    from hypernym.registry.tracking import RunLogger
+
+    return RunLogger(job.run_id, tracking_uri=job.tracking_uri)
+
+
+def _autocast(amp: str, device: torch.device):
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return nullcontext()
+    # bf16 needs no loss scaling, which keeps the loop and its checkpoint state simple.
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)

@@ -1,0 +1,223 @@
+"""Driver side of a training run: validate, open the MLflow run, fit on Ray Train, register.
+
+Pretraining and fine-tuning both come through `run_training`; they differ only in the TaskSpec.
+The MLflow run is created here, in the driver, and its id handed to the workers, so a restarted
+worker group keeps logging into the same run (Ray's own integration would open a new one).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hypernym.config import FinetuneRecipe, PretrainRecipe
+from hypernym.data.manifest import Manifest, read_manifest
+from hypernym.data.reader import steps_per_epoch
+from hypernym.errors import HypernymError
+from hypernym.settings import Settings, get_settings
+from hypernym.train.tasks import TaskSpec
+
+__all__ = ["TrainResult", "run_training"]
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced."""
+
+    run_id: str
+    metrics: dict[str, float]
+    checkpoint_path: str | None
+    registered: Any = None  # hypernym.registry.models.RegisteredModel
+    wall_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def run_training(
+    recipe: PretrainRecipe | FinetuneRecipe,
+    *,
+    show_progress: bool = True,
+    settings: Settings | None = None,
+) -> TrainResult:
+    """Train ``recipe`` on Ray Train and register the result if ``recipe.registry.name`` is set.
+
+    Raises:
+        HypernymError: before any Ray work, for a missing dataset, a dataset too small for the
+            batch, or a backbone reference that does not resolve.
+    """
+    from hypernym.registry import tracking
+    from hypernym.registry.models import resolve
+
+    settings = settings or get_settings()
+    started = time.perf_counter()
+    manifest = read_manifest(recipe.data.path)
+    world, batch = recipe.scaling.num_workers, recipe.data.batch_size
+    steps = steps_per_epoch(manifest, "train", world_size=world, batch_size=batch)
+    if steps == 0:
+        raise HypernymError(
+            f"{recipe.data.path} has {manifest.num_samples('train')} training samples, fewer than "
+            f"one step of {world} workers x batch {batch}: lower data.batch_size or "
+            "scaling.num_workers"
+        )
+    backbone = None
+    if isinstance(recipe, FinetuneRecipe) and recipe.backbone:
+        version = resolve(recipe.backbone, settings=settings)
+        backbone = f"{version.name}/{version.version}"  # pin: an alias may move mid-run
+
+    tracking.ensure_experiment(recipe.experiment, settings=settings)
+    run_id = tracking.start_run(
+        experiment=recipe.experiment, run_name=recipe.name, settings=settings,
+        tags={"hypernym.kind": recipe.kind, "hypernym.dataset_fingerprint": manifest.fingerprint,
+              "hypernym.backbone": backbone or "", "mlflow.source.git.commit": _git_commit()},
+    )
+    logger = tracking.RunLogger(run_id, tracking_uri=settings.tracking_uri)
+    status = "FAILED"
+    try:
+        logger.log_params(recipe.model_dump(mode="json"))
+        logger.log_dict(recipe.model_dump(mode="json"), "recipe.json")
+        task = TaskSpec(
+            arch=recipe.model.arch, num_classes=len(manifest.classes), backbone_ref=backbone,
+            mode=getattr(recipe, "mode", "full"), drop_rate=recipe.model.drop_rate,
+            model_kwargs=recipe.model.kwargs, settings=settings,
+        )
+        result = _fit(recipe, task, run_id, settings, total_steps=steps * recipe.train.epochs,
+                      show_progress=show_progress)
+        metrics = dict(result.return_value or result.metrics or {})
+        checkpoint_path = result.checkpoint.path if result.checkpoint else None
+        registered = None
+        if recipe.registry.name and result.checkpoint is not None:
+            registered = _register(recipe, manifest, task, result.checkpoint, run_id, metrics,
+                                   parent=backbone, settings=settings)
+        status = "FINISHED"
+        return TrainResult(run_id=run_id, metrics=metrics, checkpoint_path=checkpoint_path,
+                           registered=registered, wall_s=time.perf_counter() - started)
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        logger.finish(status)
+
+
+def _fit(recipe, task, run_id, settings, *, total_steps: int, show_progress: bool):
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from hypernym.runtime import ensure_ray
+    from hypernym.train.loop import LoopJob, train_loop_per_worker
+
+    ensure_ray(settings=settings)
+    scaling = recipe.scaling
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"job": LoopJob(recipe=recipe, task=task, run_id=run_id,
+                                          tracking_uri=settings.tracking_uri)},
+        scaling_config=ScalingConfig(
+            num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
+            resources_per_worker={"CPU": scaling.cpus_per_worker},
+        ),
+        run_config=RunConfig(
+            # Named by the MLflow run: rerunning a recipe starts fresh, resuming names the run.
+            name=f"{recipe.name}-{run_id[:12]}",
+            storage_path=str(settings.runs_dir),
+            failure_config=FailureConfig(max_failures=scaling.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    with _ProgressWatcher(run_id, settings, total_steps=total_steps, label=recipe.kind,
+                          enabled=show_progress):
+        result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    return result
+
+
+def _register(recipe, manifest: Manifest, task: TaskSpec, checkpoint, run_id, metrics, *, parent,
+              settings):
+    import timm
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    import hypernym
+    from hypernym.registry.card import ModelCard
+    from hypernym.registry.models import register_model
+    from hypernym.train.checkpoint import load_state
+
+    model = timm.create_model(task.arch, pretrained=False, num_classes=task.num_classes,
+                              **(task.model_kwargs or {}))
+    with checkpoint.as_directory() as ckpt_dir:
+        model.load_state_dict(load_state(ckpt_dir)["model"])
+    size = recipe.data.img_size
+    card = ModelCard(
+        arch=task.arch, num_classes=task.num_classes,
+        classes=[{"id": c.id, "name": c.name} for c in manifest.classes],
+        input_size=[3, size, size], mean=list(IMAGENET_DEFAULT_MEAN),
+        std=list(IMAGENET_DEFAULT_STD), task=recipe.kind,
+        dataset={"name": manifest.name, "fingerprint": manifest.fingerprint,
+                 "uri": recipe.data.path},
+        run_id=run_id, parent=parent,
+        metrics={k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
+        hypernym_version=hypernym.__version__,
+    )
+    return register_model(run_id=run_id, name=recipe.registry.name, model=model, card=card,
+                          alias=recipe.registry.alias, settings=settings)
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, cwd=Path(__file__).parent)
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+class _ProgressWatcher:
+    """A progress bar fed by the run's MLflow metrics (works for local and remote clusters)."""
+
+    def __init__(self, run_id, settings, *, total_steps: int, label: str, enabled: bool) -> None:
+        self.run_id, self.settings, self.total, self.label = run_id, settings, total_steps, label
+        self.enabled = enabled
+        self._stop = threading.Event()
+        self._succeeded = False
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self):
+        if self.enabled:
+            self._thread = threading.Thread(target=self._poll, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self._succeeded = exc_type is None
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _poll(self) -> None:
+        from mlflow.tracking import MlflowClient
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        client = MlflowClient(self.settings.tracking_uri)
+        columns = (TextColumn("[bold]{task.description}"), BarColumn(),
+                   TextColumn("step {task.completed:.0f}/{task.total:.0f}"),
+                   TextColumn("{task.fields[info]}"), TimeElapsedColumn())
+        with Progress(*columns, transient=False) as progress:
+            bar = progress.add_task(f"{self.label}: starting Ray workers", total=self.total,
+                                    info="")
+            while True:
+                stopping = self._stop.wait(1.0)
+                try:
+                    m = client.get_run(self.run_id).data.metrics
+                except Exception:  # noqa: BLE001 - progress is best effort; training goes on
+                    m = {}
+                step = int(m.get("progress/step", 0))
+                info = " ".join(f"{k.split('/')[-1]} {m[k]:.3f}" for k in
+                                ("train/loss", "val/top1") if k in m)
+                desc = f"{self.label}: epoch {int(m.get('epoch', 0))}" if m else self.label
+                progress.update(bar, completed=min(step, self.total), description=desc, info=info)
+                if stopping:
+                    if self._succeeded:  # rank 0 logs every few steps; the end is exact
+                        progress.update(bar, completed=self.total)
+                    return

@@ -1,0 +1,100 @@
+"""Recipes are validated before anything starts, with errors that name the key and the fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from hypernym.config import (
+    FinetuneRecipe,
+    PrepareRecipe,
+    PretrainRecipe,
+    apply_overrides,
+    load_recipe,
+    parse_recipe,
+)
+from hypernym.errors import HypernymError
+
+PRETRAIN = """
+kind: pretrain
+name: r
+data: {path: /data/x, batch_size: 8}
+model: {arch: resnet18}
+optim: {lr: 0.01}
+"""
+
+
+def write(tmp_path, text, name="r.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_valid_recipe_with_defaults(tmp_path):
+    recipe = load_recipe(write(tmp_path, PRETRAIN))
+    assert isinstance(recipe, PretrainRecipe)
+    assert recipe.data.batch_size == 8 and recipe.optim.lr == 0.01
+    assert recipe.scaling.num_workers == 2 and recipe.train.epochs == 10
+
+
+def test_overrides_parse_yaml_values_and_create_sections(tmp_path):
+    recipe = load_recipe(
+        write(tmp_path, PRETRAIN),
+        ["optim.lr=0.5", "train.epochs=3", "scaling.use_gpu=true", "registry.name=bb"],
+    )
+    assert recipe.optim.lr == 0.5 and recipe.train.epochs == 3
+    assert recipe.scaling.use_gpu is True and recipe.registry.name == "bb"
+
+
+def test_unknown_key_names_path_and_allowed_keys(tmp_path):
+    with pytest.raises(HypernymError) as err:
+        load_recipe(write(tmp_path, PRETRAIN), ["optim.lrr=0.1"])
+    msg = str(err.value)
+    assert "optim.lrr" in msg and "did you mean 'lr'" in msg and "allowed keys:" in msg
+    assert "weight_decay" in msg
+
+
+def test_wrong_type_and_literal_list_allowed_values(tmp_path):
+    with pytest.raises(HypernymError) as err:
+        load_recipe(write(tmp_path, PRETRAIN), ["train.epochs=many", "optim.sched=linear"])
+    msg = str(err.value)
+    assert "train.epochs" in msg and "'many'" in msg
+    assert "optim.sched" in msg and "'cosine'" in msg and "'step'" in msg
+
+
+def test_unknown_timm_model_suggests_close_names(tmp_path):
+    with pytest.raises(HypernymError) as err:
+        load_recipe(write(tmp_path, PRETRAIN), ["model.arch=resnet51"])
+    msg = str(err.value)
+    assert "unknown timm model 'resnet51'" in msg and "resnet50" in msg
+
+
+def test_missing_required_and_bad_kind(tmp_path):
+    with pytest.raises(HypernymError, match="data: required key is missing"):
+        parse_recipe({"kind": "pretrain", "name": "x", "model": {"arch": "resnet18"}})
+    with pytest.raises(HypernymError, match="'kind' must be one of prepare, pretrain, finetune"):
+        parse_recipe({"kind": "train"})
+
+
+def test_register_names_and_reserved_aliases_rejected():
+    base = {"kind": "pretrain", "name": "x", "data": {"path": "p"}, "model": {"arch": "resnet18"}}
+    with pytest.raises(HypernymError, match="cannot contain"):
+        parse_recipe({**base, "registry": {"name": "a/b"}})
+    with pytest.raises(HypernymError, match="reserved"):
+        parse_recipe({**base, "registry": {"name": "a", "alias": "v3"}})
+
+
+def test_prepare_and_finetune_kinds():
+    prep = parse_recipe({"kind": "prepare", "source": "s", "output": "o"})
+    assert isinstance(prep, PrepareRecipe) and prep.resize == "squish" and prep.val_per_class == 50
+    fine = parse_recipe({"kind": "finetune", "name": "f", "data": {"path": "p"},
+                         "model": {"arch": "resnet18"}, "backbone": "bb@candidate"})
+    assert isinstance(fine, FinetuneRecipe) and fine.mode == "full"
+
+
+def test_bad_set_syntax_and_missing_file(tmp_path):
+    with pytest.raises(HypernymError, match="key.path=value"):
+        apply_overrides({}, ["novalue"])
+    with pytest.raises(HypernymError, match="recipe file not found"):
+        load_recipe(tmp_path / "absent.yaml")
+    with pytest.raises(HypernymError, match="not valid YAML"):
+        load_recipe(write(tmp_path, "a: [unclosed"))
