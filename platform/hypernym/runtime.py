@@ -15,7 +15,7 @@ from pathlib import Path
 
 from hypernym.settings import Settings, get_settings
 
-__all__ = ["configure_logging", "ensure_ray", "is_verbose", "log_file"]
+__all__ = ["configure_logging", "ensure_ray", "is_verbose", "log_file", "route_library_logs"]
 
 _NOISY = ("ray", "mlflow", "alembic", "urllib3", "botocore", "s3fs", "fsspec", "py.warnings")
 _state: dict[str, object] = {"verbose": False, "log_file": None}
@@ -56,11 +56,7 @@ def configure_logging(*, verbose: bool = False, settings: Settings | None = None
         root.addHandler(console)
 
     logging.captureWarnings(True)  # warnings become log records: file always, terminal if verbose
-    for name in _NOISY:
-        lib = logging.getLogger(name)
-        lib.handlers = [h for h in lib.handlers if not isinstance(h, logging.StreamHandler)]
-        lib.propagate = True
-        lib.setLevel(logging.INFO if verbose else logging.WARNING)
+    route_library_logs()
     if not verbose:
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
@@ -74,6 +70,20 @@ def configure_logging(*, verbose: bool = False, settings: Settings | None = None
     return path
 
 
+def route_library_logs() -> None:
+    """Send Ray's and MLflow's records through our handlers (call again after importing them:
+    both install their own terminal handlers and stop propagation on import)."""
+    verbose = is_verbose()
+    for name in _NOISY:
+        lib = logging.getLogger(name)
+        lib.handlers = [
+            h for h in lib.handlers
+            if not isinstance(h, logging.StreamHandler) or isinstance(h, logging.FileHandler)
+        ]
+        lib.propagate = True
+        lib.setLevel(logging.INFO if verbose else logging.WARNING)
+
+
 def ensure_ray(*, settings: Settings | None = None, num_cpus: int | None = None) -> None:
     """Connect to ``RAY_ADDRESS`` if set, else start (or reuse) a local Ray instance.
 
@@ -82,6 +92,7 @@ def ensure_ray(*, settings: Settings | None = None, num_cpus: int | None = None)
     """
     import ray
 
+    route_library_logs()
     if ray.is_initialized():
         return
     settings = settings or get_settings()
@@ -89,7 +100,8 @@ def ensure_ray(*, settings: Settings | None = None, num_cpus: int | None = None)
     kwargs: dict[str, object] = {
         "logging_level": logging.INFO if verbose else logging.WARNING,
         "log_to_driver": verbose,
-        "configure_logging": True,
+        # Ray would add its own terminal handler; its records go to our handlers instead.
+        "configure_logging": False,
     }
     if settings.ray_address:
         kwargs["address"] = settings.ray_address
