@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import functools
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
@@ -58,6 +58,9 @@ class PrepareRecipe(Section):
     resize: Literal["squish", "shorter", "none"] = "squish"
     jpeg_quality: int = Field(90, ge=1, le=100)
     shard_samples: int = Field(1000, ge=1, description="samples per shard at most")
+    max_bad_fraction: float = Field(
+        0.1, ge=0, le=1, description="fail when more source images than this are unusable"
+    )
     seed: int = 0
     overwrite: bool = False
 
@@ -178,7 +181,7 @@ class FinetuneRecipe(_TrainRecipe):
 
 
 Recipe = Annotated[
-    Union[PrepareRecipe, PretrainRecipe, FinetuneRecipe], Field(discriminator="kind")
+    PrepareRecipe | PretrainRecipe | FinetuneRecipe, Field(discriminator="kind")
 ]
 _RECIPE = TypeAdapter(Recipe)
 _KINDS = {"prepare": PrepareRecipe, "pretrain": PretrainRecipe, "finetune": FinetuneRecipe}

@@ -1,0 +1,103 @@
+"""The dataset contract: a directory of ``*.tar`` WebDataset shards plus ``manifest.json``.
+
+The manifest is written last: a directory without one is not a dataset (DESIGN.md, principle 3).
+Its fingerprint (recipe, classes, shard hashes) is the dataset's identity in lineage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hypernym.data.storage import join, open_fs
+from hypernym.errors import HypernymError
+
+__all__ = [
+    "MANIFEST",
+    "ClassInfo",
+    "Manifest",
+    "ShardInfo",
+    "fingerprint",
+    "read_manifest",
+    "write_manifest",
+]
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+class ShardInfo(BaseModel):
+    name: str
+    samples: int
+    bytes: int
+    sha256: str
+
+
+class ClassInfo(BaseModel):
+    index: int
+    id: str  # a WordNet synset id (winter21) or the folder name
+    name: str  # human-readable lemma
+
+
+class Manifest(BaseModel):
+    """What a prepared dataset holds; see docs in README ("Datasets")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: int = FORMAT_VERSION
+    name: str
+    created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    recipe: dict[str, Any]
+    classes: list[ClassInfo]
+    hierarchy: dict[str, Any] | None = None
+    splits: dict[str, list[ShardInfo]]
+    dropped: dict[str, int] = Field(default_factory=dict)
+    fingerprint: str
+
+    def num_samples(self, split: str) -> int:
+        return sum(s.samples for s in self.splits.get(split, []))
+
+    def shard_urls(self, root: str, split: str) -> list[str]:
+        return [join(root, s.name) for s in self.splits.get(split, [])]
+
+
+def fingerprint(recipe: dict[str, Any], class_ids: list[str], shards: list[ShardInfo]) -> str:
+    """sha256 over what defines the data: recipe, classes, shard contents (not times or paths)."""
+    stable = {k: v for k, v in recipe.items() if k not in ("source", "output", "overwrite")}
+    payload = json.dumps(
+        {"recipe": stable, "classes": class_ids, "shards": [(s.name, s.sha256) for s in shards]},
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def read_manifest(uri: str) -> Manifest:
+    """Load ``<uri>/manifest.json``.
+
+    Raises:
+        HypernymError: the path does not exist or holds no manifest (not a finished dataset).
+    """
+    fs, path = open_fs(uri)
+    target = join(path, MANIFEST)
+    if not fs.exists(target):
+        what = "does not exist" if not fs.exists(path) else "has no manifest.json"
+        raise HypernymError(
+            f"{uri} {what}: not a hypernym dataset (or its preparation did not finish). "
+            "Run `hypernym prepare --source RAW --output DIR` first and point data.path at DIR."
+        )
+    with fs.open(target, "rb") as fh:
+        return Manifest.model_validate_json(fh.read())
+
+
+def write_manifest(uri: str, manifest: Manifest) -> None:
+    """Write the manifest atomically where the filesystem allows (rename on local disks)."""
+    fs, path = open_fs(uri)
+    data = manifest.model_dump_json(indent=2).encode()
+    tmp = join(path, f".{MANIFEST}.tmp")
+    with fs.open(tmp, "wb") as fh:
+        fh.write(data)
+    fs.mv(tmp, join(path, MANIFEST))

@@ -1,0 +1,206 @@
+"""`prepare`: raw images -> WebDataset shards + manifest.json, as Ray tasks.
+
+The plan (which image goes to which split and shard) is a seeded, deterministic function computed
+in the driver; each shard is then one Ray task. Classes are mixed in every shard by a global
+shuffle, though the source is one tar per class. A rerun after a crash keeps the shards already
+finished (checked by sha256); the manifest is written last.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from hypernym.config import PrepareRecipe
+from hypernym.data.manifest import (
+    MANIFEST,
+    ClassInfo,
+    Manifest,
+    fingerprint,
+    write_manifest,
+)
+from hypernym.data.shards import PARTS_DIR, ShardResult, reuse_finished, write_shard
+from hypernym.data.sources import Item, Listing, list_source
+from hypernym.data.storage import join, open_fs
+from hypernym.errors import HypernymError
+
+__all__ = ["RECIPE_NAME", "RECIPE_VERSION", "plan_splits", "prepare"]
+
+RECIPE_NAME, RECIPE_VERSION = "hypernym-prepare", 1
+
+
+def plan_splits(
+    listing: Listing, recipe: PrepareRecipe
+) -> tuple[list[str], dict[str, list[list[Item]]], Counter]:
+    """Decide classes, splits and shards. Pure: same listing and recipe, same plan.
+
+    Returns:
+        (kept class ids in index order, {split: [shard items, ...]}, dropped counts by reason).
+    """
+    dropped: Counter = Counter()
+    kept: dict[str, list[Item]] = {}
+    for class_id in sorted(listing.items):
+        items = sorted(listing.items[class_id], key=lambda i: i.key)
+        if len(items) < max(recipe.min_per_class, recipe.val_per_class + 1):
+            dropped["class_too_small"] += 1
+            dropped["images_in_dropped_classes"] += len(items)
+            continue
+        kept[class_id] = items
+    if not kept:
+        raise HypernymError(
+            f"every class was dropped: none has at least max(min_per_class={recipe.min_per_class},"
+            f" val_per_class+1={recipe.val_per_class + 1}) images; lower those settings"
+        )
+    rng = random.Random(recipe.seed)
+    splits: dict[str, list[Item]] = {"train": [], "val": []}
+    for class_id, items in kept.items():
+        held = set(rng.sample(range(len(items)), recipe.val_per_class))
+        for i, item in enumerate(items):
+            splits["val" if i in held else "train"].append(item)
+    shards: dict[str, list[list[Item]]] = {}
+    for offset, (split, items) in enumerate(splits.items()):
+        random.Random(recipe.seed * 7919 + offset).shuffle(items)  # mixes classes across shards
+        n = recipe.shard_samples
+        shards[split] = [items[i : i + n] for i in range(0, len(items), n)]
+    return list(kept), shards, dropped
+
+
+def prepare(recipe: PrepareRecipe, *, show_progress: bool = True) -> Manifest:
+    """Prepare ``recipe.source`` into a dataset at ``recipe.output``.
+
+    Raises:
+        HypernymError: a missing or unrecognised source, an existing dataset without
+            ``overwrite``, or more bad images than ``max_bad_fraction`` allows.
+    """
+    out_fs, out_path = open_fs(recipe.output)
+    exists = out_fs.exists(join(out_path, MANIFEST))
+    if exists and not recipe.overwrite:
+        raise HypernymError(
+            f"{recipe.output} already holds a dataset; pass --set overwrite=true to replace it"
+        )
+    listing = list_source(recipe.source, recipe.source_format)  # bad sources fail here, early
+    class_ids, plan, dropped = plan_splits(listing, recipe)
+    if exists:
+        _clear(out_fs, out_path)  # the old manifest goes first: never a finished-looking mix
+    class_index = {c: i for i, c in enumerate(class_ids)}
+    out_fs.makedirs(join(out_path, PARTS_DIR), exist_ok=True)
+
+    jobs = [(split, f"{split}-{i:06d}.tar", items)
+            for split, shard_items in plan.items() for i, items in enumerate(shard_items)]
+    results = _run_tasks(jobs, recipe, class_index, show_progress=show_progress)
+
+    skipped = Counter(listing.skipped)
+    bad_sources = Counter(listing.skipped_sources)
+    for result in results.values():
+        skipped.update(result.skipped)
+        bad_sources.update(result.bad_sources)
+    total = sum(len(v) for v in listing.items.values()) + sum(listing.skipped.values())
+    bad = sum(skipped.values())
+    if total and bad / total > recipe.max_bad_fraction:
+        worst = ", ".join(f"{s.rsplit('/', 1)[-1]} ({n})" for s, n in bad_sources.most_common(5))
+        raise HypernymError(
+            f"{bad} of {total} source images are unusable ({dict(skipped)}), over "
+            f"max_bad_fraction={recipe.max_bad_fraction}; worst sources: {worst}. Fix or remove "
+            "them, or raise max_bad_fraction. Finished shards are kept for the rerun."
+        )
+    splits = {split: [results[name].info for s, name, _ in jobs if s == split]
+              for split in plan}
+    params = recipe.model_dump(mode="json")
+    manifest = Manifest(
+        name=recipe.name or out_path.rstrip("/").rsplit("/", 1)[-1],
+        recipe={"name": RECIPE_NAME, "version": RECIPE_VERSION, **params},
+        classes=[ClassInfo(index=i, id=c, name=_class_name(c)) for i, c in enumerate(class_ids)],
+        hierarchy=_hierarchy(class_ids),
+        splits=splits,
+        dropped={**dict(dropped), **{f"skipped_{k}": v for k, v in skipped.items()}},
+        fingerprint=fingerprint(params, class_ids, [i for v in splits.values() for i in v]),
+    )
+    write_manifest(recipe.output, manifest)  # last: only now is this a dataset
+    out_fs.rm(join(out_path, PARTS_DIR), recursive=True)
+    return manifest
+
+
+def _run_tasks(jobs, recipe: PrepareRecipe, class_index, *, show_progress: bool):
+    import ray
+
+    from hypernym.runtime import ensure_ray
+
+    results: dict[str, ShardResult] = {}
+    todo = []
+    for split, name, items in jobs:
+        reused = reuse_finished(recipe.output, name)
+        if reused is not None:
+            results[name] = reused
+        else:
+            todo.append((name, items))
+    if todo:
+        ensure_ray()
+    task = ray.remote(num_cpus=1)(write_shard) if todo else None
+    pending = {
+        task.remote(items=items, name=name, output=recipe.output, source=recipe.source,
+                    class_index=class_index, size=recipe.image_size, resize=recipe.resize,
+                    quality=recipe.jpeg_quality): name
+        for name, items in todo
+    }
+    with _progress(show_progress, total=len(jobs), done=len(results)) as advance:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                results[pending.pop(ref)] = ray.get(ref)
+                advance()
+    return results
+
+
+class _progress:
+    """A rich progress bar over shards (or nothing), with ETA."""
+
+    def __init__(self, enabled: bool, *, total: int, done: int) -> None:
+        self.enabled, self.total, self.done = enabled, total, done
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda: None
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self._bar = Progress(TextColumn("[bold]prepare"), BarColumn(), MofNCompleteColumn(),
+                             TextColumn("shards"), TimeRemainingColumn())
+        self._bar.start()
+        task = self._bar.add_task("shards", total=self.total, completed=self.done)
+        return lambda: self._bar.advance(task)
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self._bar.stop()
+
+
+def _clear(fs, path: str) -> None:
+    fs.rm(join(path, MANIFEST))
+    for entry in fs.ls(path, detail=False):
+        name = entry.rsplit("/", 1)[-1]
+        if name.endswith(".tar") or name == PARTS_DIR:
+            fs.rm(entry, recursive=True)
+
+
+def _class_name(class_id: str) -> str:
+    try:
+        from hypernym.taxonomy.hierarchy import Hierarchy
+
+        hierarchy = Hierarchy.imagenet21k()
+        return hierarchy.lemma(class_id) if class_id in hierarchy else class_id
+    except ImportError:  # taxonomy data not built yet
+        return class_id
+
+
+def _hierarchy(class_ids: list[str]) -> dict | None:
+    try:
+        from hypernym.taxonomy.hierarchy import class_hierarchy
+    except ImportError:
+        return None
+    return class_hierarchy(class_ids)
+

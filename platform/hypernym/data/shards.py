@@ -1,0 +1,103 @@
+"""Writing one shard: the unit of work of preparation (one Ray task each).
+
+A shard is built in memory, hashed, then stored under a temporary name and moved into place, with
+a small record in ``_parts/`` that lets a rerun after a crash keep it (verified by checksum).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+
+import webdataset as wds
+
+from hypernym.data.images import BadImage, process_image
+from hypernym.data.manifest import ShardInfo
+from hypernym.data.sources import Item, read_item
+from hypernym.data.storage import join, open_fs
+
+__all__ = ["PARTS_DIR", "ShardResult", "reuse_finished", "write_shard"]
+
+PARTS_DIR = "_parts"
+
+
+@dataclass
+class ShardResult:
+    info: ShardInfo
+    skipped: Counter = field(default_factory=Counter)
+    bad_sources: Counter = field(default_factory=Counter)
+    reused: bool = False
+
+
+def write_shard(
+    *,
+    items: list[Item],
+    name: str,
+    output: str,
+    source: str,
+    class_index: dict[str, int],
+    size: int,
+    resize: str,
+    quality: int,
+) -> ShardResult:
+    """Read, process and write ``items`` as the shard ``<output>/<name>``."""
+    src_fs, _ = open_fs(source)
+    out_fs, out_path = open_fs(output)
+    skipped, bad_sources, handles = Counter(), Counter(), {}
+    buffer, samples = io.BytesIO(), 0
+    try:
+        with wds.TarWriter(buffer) as sink:
+            for item in items:
+                try:
+                    raw = read_item(src_fs, item, handles)
+                    jpeg = process_image(raw, size=size, resize=resize, quality=quality)
+                except BadImage as bad:
+                    skipped[bad.reason] += 1
+                    bad_sources[item.source] += 1
+                    continue
+                except (OSError, EOFError):
+                    skipped["unreadable"] += 1
+                    bad_sources[item.source] += 1
+                    continue
+                sink.write({
+                    "__key__": item.key,
+                    "jpg": jpeg,  # bytes: TarWriter stores them as they are, no re-encode
+                    "cls": str(class_index[item.class_id]).encode(),
+                    "json": json.dumps({"class_id": item.class_id,
+                                        "source": item.source.rsplit("/", 1)[-1]}).encode(),
+                })
+                samples += 1
+    finally:
+        for fh in handles.values():
+            fh.close()
+    data = buffer.getvalue()
+    info = ShardInfo(name=name, samples=samples, bytes=len(data),
+                     sha256=hashlib.sha256(data).hexdigest())
+    tmp = join(out_path, f".{name}.tmp")
+    out_fs.pipe_file(tmp, data)
+    out_fs.mv(tmp, join(out_path, name))
+    record = {"info": info.model_dump(), "skipped": dict(skipped), "bad": dict(bad_sources)}
+    out_fs.pipe_file(join(out_path, PARTS_DIR, f"{name}.json"), json.dumps(record).encode())
+    return ShardResult(info=info, skipped=skipped, bad_sources=bad_sources)
+
+
+def reuse_finished(output: str, name: str) -> ShardResult | None:
+    """A shard a previous run finished, if its record exists and its bytes still match."""
+    fs, path = open_fs(output)
+    record_path = join(path, PARTS_DIR, f"{name}.json")
+    shard_path = join(path, name)
+    if not (fs.exists(record_path) and fs.exists(shard_path)):
+        return None
+    record = json.loads(fs.cat_file(record_path))
+    info = ShardInfo(**record["info"])
+    digest = hashlib.sha256()
+    with fs.open(shard_path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    if digest.hexdigest() != info.sha256:
+        return None
+    return ShardResult(info=info, skipped=Counter(record["skipped"]),
+                       bad_sources=Counter(record["bad"]), reused=True)

@@ -1,0 +1,29 @@
+"""Local paths and ``s3://`` URIs through one interface (fsspec/s3fs).
+
+An S3-compatible endpoint other than AWS (MinIO, a test server) is set the way boto sets it:
+``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``), with the usual ``AWS_*`` credentials.
+"""
+
+from __future__ import annotations
+
+import fsspec
+from fsspec.core import url_to_fs
+
+__all__ = ["is_remote", "join", "open_fs"]
+
+
+def open_fs(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem for ``uri`` and the path within it (scheme stripped)."""
+    return url_to_fs(str(uri))
+
+
+def join(root: str, *parts: str) -> str:
+    """Join with '/' whatever the filesystem (os.path.join would break s3:// URIs on Windows)."""
+    out = str(root).rstrip("/")
+    for part in parts:
+        out = f"{out}/{part.strip('/')}"
+    return out
+
+
+def is_remote(uri: str) -> bool:
+    return "://" in str(uri) and not str(uri).startswith("file://")

@@ -1,0 +1,145 @@
+"""The MLflow tracking adapter: the only module (with models.py) that imports MLflow.
+
+The driver creates the experiment and the run; Ray Train's rank 0 logs into that run by id through
+a `RunLogger`, which holds only strings, so it pickles to workers, and a restarted worker group
+keeps logging into the same run.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from hypernym.settings import Settings, get_settings
+
+__all__ = ["RunLogger", "client", "ensure_experiment", "flatten", "start_run"]
+
+log = logging.getLogger(__name__)
+_SECRET = re.compile(r"(key|token|password|secret|credential)", re.IGNORECASE)
+_MAX_PARAM = 6000  # MLflow's limit on a param value
+
+
+def _mlflow():
+    import mlflow
+
+    from hypernym.runtime import route_library_logs
+
+    route_library_logs()  # MLflow adds its own terminal handler on import
+    return mlflow
+
+
+def client(tracking_uri: str):
+    """An MlflowClient for ``tracking_uri`` (also the registry: embedded SQLite serves both)."""
+    return _mlflow().MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def ensure_experiment(name: str, *, settings: Settings | None = None) -> str:
+    """Create the experiment if missing (and so the SQLite schema, once, in the driver)."""
+    settings = settings or get_settings()
+    if settings.embedded_tracking:
+        settings.home.mkdir(parents=True, exist_ok=True)
+    mlflow = _mlflow()
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    c = client(settings.tracking_uri)
+    found = c.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = f"{settings.artifact_root.rstrip('/')}/{name}"
+    return c.create_experiment(name, artifact_location=location)
+
+
+def start_run(*, experiment: str, run_name: str, tags: dict[str, str] | None = None,
+              settings: Settings | None = None) -> str:
+    """A new RUNNING run (not a global active run); returns its id."""
+    settings = settings or get_settings()
+    experiment_id = ensure_experiment(experiment, settings=settings)
+    run = client(settings.tracking_uri).create_run(
+        experiment_id, run_name=run_name, tags={k: v for k, v in (tags or {}).items() if v}
+    )
+    return run.info.run_id
+
+
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": "1"}``; secrets are left out, long values truncated."""
+    out: dict[str, str] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if _SECRET.search(str(key)):
+            continue
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, prefix=f"{name}."))
+        else:
+            out[name] = str(value)[:_MAX_PARAM]
+    return out
+
+
+class RunLogger:
+    """Logs into one existing run by id; safe to pickle to Ray workers.
+
+    Metrics are sent asynchronously; a tracking error is logged and counted, never raised, so a
+    briefly unreachable server does not kill training.
+    """
+
+    def __init__(self, run_id: str, *, tracking_uri: str) -> None:
+        self.run_id, self.tracking_uri = run_id, tracking_uri
+        self.failures = 0
+        self._client = None
+
+    def __getstate__(self):
+        return {"run_id": self.run_id, "tracking_uri": self.tracking_uri, "failures": 0,
+                "_client": None}
+
+    @property
+    def mlflow_client(self):
+        if self._client is None:
+            self._client = client(self.tracking_uri)
+        return self._client
+
+    def _safe(self, what: str, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - tracking must not stop training
+            self.failures += 1
+            log.warning("MLflow %s failed (%d so far): %s", what, self.failures, exc)
+            return None
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in flatten(params).items()]
+        for i in range(0, len(items), 100):  # MLflow's batch limit for params
+            self._safe("log_params", self.mlflow_client.log_batch, self.run_id,
+                       params=items[i : i + 100])
+
+    def log_metrics(self, metrics: dict[str, float], *, step: int) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self._safe("log_metrics", self.mlflow_client.log_batch, self.run_id, metrics=items,
+                   synchronous=False)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self._safe("set_tags", self.mlflow_client.log_batch, self.run_id,
+                   tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_dict(self, obj: Any, artifact_file: str) -> None:
+        self._safe("log_dict", self.mlflow_client.log_dict, self.run_id, obj, artifact_file)
+
+    def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
+        self._safe("log_artifact", self.mlflow_client.log_artifact, self.run_id, path,
+                   artifact_path)
+
+    def flush(self) -> None:
+        self._safe("flush", _mlflow().flush_async_logging)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        """Flush pending metrics, then end the run as FINISHED, FAILED or KILLED."""
+        self.flush()
+        self._safe("finish", self.mlflow_client.set_terminated, self.run_id, status)
