@@ -1,9 +1,9 @@
 """Typed recipes: YAML files validated by pydantic before anything starts.
 
-A recipe has a ``kind`` (``prepare``, ``pretrain``, ``finetune``) and is made of small sections, each
-its own model. Unknown keys and wrong types are rejected with the key path and the allowed keys or
-values (DESIGN.md, principle 2). ``--set a.b=value`` overrides are applied to the raw mapping and
-validated with it, so an override cannot smuggle in what a file could not.
+A recipe has a ``kind`` (``prepare``, ``pretrain``, ``finetune``) and is made of small sections,
+each its own model. Unknown keys and wrong types are rejected with the key path and the allowed
+keys or values (DESIGN.md, principle 2). ``--set a.b=value`` overrides are applied to the raw
+mapping and validated with it, so an override cannot smuggle in what a file could not.
 """
 
 from __future__ import annotations
@@ -128,7 +128,9 @@ class ScalingSpec(Section):
     num_workers: int = Field(2, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1, gt=0)
-    max_failures: int = Field(0, ge=-1, description="worker-group restarts from the last checkpoint")
+    max_failures: int = Field(
+        0, ge=-1, description="worker-group restarts from the last checkpoint (-1: no limit)"
+    )
 
 
 class RegisterSpec(Section):
@@ -232,7 +234,7 @@ def parse_recipe(raw: Any, *, source: str = "recipe", kind: str | None = None):
 
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, kind=None):
-    """Read a YAML recipe, apply ``--set`` overrides, validate. Nothing starts before this passes."""
+    """Read a YAML recipe, apply ``--set`` overrides, validate: nothing starts before this."""
     path = Path(path)
     if not path.is_file():
         raise HypernymError(f"recipe file not found: {path}")

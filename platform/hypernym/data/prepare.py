@@ -53,7 +53,7 @@ def plan_splits(
         )
     rng = random.Random(recipe.seed)
     splits: dict[str, list[Item]] = {"train": [], "val": []}
-    for class_id, items in kept.items():
+    for items in kept.values():
         held = set(rng.sample(range(len(items)), recipe.val_per_class))
         for i, item in enumerate(items):
             splits["val" if i in held else "train"].append(item)
@@ -127,7 +127,7 @@ def _run_tasks(jobs, recipe: PrepareRecipe, class_index, *, show_progress: bool)
 
     results: dict[str, ShardResult] = {}
     todo = []
-    for split, name, items in jobs:
+    for _split, name, items in jobs:
         reused = reuse_finished(recipe.output, name)
         if reused is not None:
             results[name] = reused

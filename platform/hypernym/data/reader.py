@@ -70,7 +70,7 @@ class ShardStream(IterableDataset):
             if limit is not None:
                 limit = limit // info.num_workers + (info.id < limit % info.num_workers)
         worker = info.id if info else 0
-        rng = random.Random(((self.seed * 1_000_003 + self.epoch) * 4099 + self.rank) * 131 + worker)
+        rng = random.Random(f"{self.seed}/{self.epoch}/{self.rank}/{worker}")
         samples = self._cycle(mine) if limit is not None else self._once(mine)
         if self.train:
             samples = _shuffled(samples, rng, self.buffer)
