@@ -108,7 +108,7 @@ def prepare(recipe: PrepareRecipe, *, show_progress: bool = True) -> Manifest:
     params = recipe.model_dump(mode="json")
     manifest = Manifest(
         name=recipe.name or out_path.rstrip("/").rsplit("/", 1)[-1],
-        recipe={"name": RECIPE_NAME, "version": RECIPE_VERSION, **params},
+        recipe={"name": RECIPE_NAME, "version": RECIPE_VERSION, "params": params},
         classes=[ClassInfo(index=i, id=c, name=_class_name(c)) for i, c in enumerate(class_ids)],
         hierarchy=_hierarchy(class_ids),
         splits=splits,

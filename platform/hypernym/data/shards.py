@@ -49,7 +49,8 @@ def write_shard(
     skipped, bad_sources, handles = Counter(), Counter(), {}
     buffer, samples = io.BytesIO(), 0
     try:
-        with wds.TarWriter(buffer) as sink:
+        # A fixed mtime makes shards byte-reproducible: a rerun's shard has the same sha256.
+        with wds.TarWriter(buffer, mtime=0) as sink:
             for item in items:
                 try:
                     raw = read_item(src_fs, item, handles)

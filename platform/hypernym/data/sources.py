@@ -79,26 +79,29 @@ def list_source(uri: str, source_format: str = "auto", *, threads: int = 8) -> L
         if not tars:
             raise HypernymError(f"{uri} holds no nXXXXXXXX.tar files (winter21 layout)")
         with ThreadPoolExecutor(threads) as pool:  # I/O bound: headers, many small reads
-            for class_id, items, skipped in pool.map(lambda t: _list_tar(fs, t), tars):
-                _merge(listing, class_id, items, skipped)
+            for tar, (class_id, items, skipped) in zip(
+                tars, pool.map(lambda t: _list_tar(fs, t), tars)
+            ):
+                _merge(listing, class_id, items, skipped, source=tar)
     else:
         classes = sorted(p for p in fs.ls(path, detail=False) if fs.isdir(p))
         if not classes:
             raise HypernymError(f"{uri} holds no class folders (folder-per-class layout)")
         for class_dir in classes:
             class_id, items, skipped = _list_folder(fs, class_dir)
-            _merge(listing, class_id, items, skipped)
+            _merge(listing, class_id, items, skipped, source=class_dir)
     if not listing.items:
         raise HypernymError(f"{uri}: no images found ({dict(listing.skipped) or 'empty'})")
     return listing
 
 
-def _merge(listing: Listing, class_id: str, items: list[Item], skipped: Counter) -> None:
+def _merge(listing: Listing, class_id: str, items: list[Item], skipped: Counter, *,
+           source: str) -> None:
     if items:
         listing.items[class_id] = items
     listing.skipped.update(skipped)
     if skipped:
-        listing.skipped_sources[class_id] += sum(skipped.values())
+        listing.skipped_sources[source] += sum(skipped.values())
 
 
 def _list_tar(fs, tar_path: str) -> tuple[str, list[Item], Counter]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from hypernym.config import (
     FinetuneRecipe,
     PrepareRecipe,

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from hypernym.config import load_recipe, parse_recipe
 from hypernym.demo import DemoConfig, demo_recipes
 

@@ -1,0 +1,51 @@
+"""Small raw sources made on the spot: winter21-layout tars and class folders, with planted
+bad inputs, and one local Ray for the module."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SYNSETS = ["n02085620", "n02085782", "n02123045", "n02123159", "n03100240"]
+
+
+def jpeg(seed: int, size=(64, 48)) -> bytes:
+    rng = np.random.default_rng(seed)
+    out = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(out, "JPEG")
+    return out.getvalue()
+
+
+def add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def make_winter21(root: Path, *, per_class: int = 12, bad: bool = False) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for c, synset in enumerate(SYNSETS):
+        with tarfile.open(root / f"{synset}.tar", "w") as tar:
+            for i in range(per_class):
+                add(tar, f"{synset}_{i}.JPEG", jpeg(c * 1000 + i))
+            if bad and c == 0:
+                add(tar, f"{synset}_corrupt.JPEG", b"\xff\xd8\xff garbage")
+                add(tar, f"{synset}_empty.JPEG", b"")
+                add(tar, "README.txt", b"not an image")
+                truncated = jpeg(99, size=(300, 300))
+                add(tar, f"{synset}_truncated.JPEG", truncated[: len(truncated) // 3])
+    return root
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()

@@ -1,0 +1,115 @@
+"""prepare on real Ray tasks: winter21 tars and class folders -> shards + manifest."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+import webdataset as wds
+from PIL import Image
+
+from hypernym.config import parse_recipe
+from hypernym.data.manifest import read_manifest
+from hypernym.data.prepare import prepare
+from hypernym.data.reader import make_loader
+from hypernym.errors import HypernymError
+
+from .conftest import SYNSETS, jpeg, make_winter21
+
+pytestmark = pytest.mark.integration
+
+
+def recipe(source, output, **kw):
+    return parse_recipe({"kind": "prepare", "source": str(source), "output": str(output),
+                         "val_per_class": 2, "image_size": 32, "shard_samples": 16, **kw})
+
+
+def test_winter21_to_mixed_shards_with_bad_inputs_counted(tmp_path, ray_local):
+    src = make_winter21(tmp_path / "raw", bad=True)
+    manifest = prepare(recipe(src, tmp_path / "out", max_bad_fraction=0.2), show_progress=False)
+
+    assert [c.id for c in manifest.classes] == SYNSETS
+    # every good image is written once; the held-out 2 per class are drawn before decoding,
+    # so a bad image drawn for validation leaves its class one short there
+    assert manifest.num_samples("val") + manifest.num_samples("train") == 12 * len(SYNSETS)
+    assert 2 * len(SYNSETS) - 2 <= manifest.num_samples("val") <= 2 * len(SYNSETS)
+    assert manifest.recipe["name"] == "hypernym-prepare" and manifest.recipe["params"]["seed"] == 0
+    assert manifest.dropped["skipped_corrupt_image"] == 2  # garbage + truncated
+    assert manifest.dropped["skipped_empty_file"] == 1
+    assert manifest.dropped["skipped_not_an_image"] == 1
+    assert len(manifest.fingerprint) == 64
+
+    urls = manifest.shard_urls(str(tmp_path / "out"), "train")
+    assert len(urls) == 4
+    samples = list(wds.WebDataset(urls, shardshuffle=False))
+    assert len(samples) == manifest.num_samples("train")
+    for url in urls:  # classes are mixed in every shard, though the source is a tar per class
+        labels = Counter(int(s["cls"]) for s in wds.WebDataset([url], shardshuffle=False))
+        assert len(labels) >= 3, labels
+    first = samples[0]
+    assert set(first) >= {"__key__", "jpg", "cls", "json"} and "." not in first["__key__"]
+    assert json.loads(first["json"])["class_id"] in SYNSETS
+    assert manifest.classes[0].name != manifest.classes[0].id  # a WordNet lemma
+    assert manifest.hierarchy and manifest.hierarchy["kind"] == "wordnet"
+    # the manifest on disk is the one returned, and the work files are gone
+    assert read_manifest(str(tmp_path / "out")) == manifest
+    assert not (tmp_path / "out" / "_parts").exists()
+
+
+def test_folder_source_png_and_splits(tmp_path, ray_local):
+    for c in ("cat", "dog", "fish"):
+        (tmp_path / "raw" / c).mkdir(parents=True)
+        for i in range(5):
+            Image.open(__import__("io").BytesIO(jpeg(i))).save(tmp_path / "raw" / c / f"{i}.png")
+    manifest = prepare(recipe(tmp_path / "raw", tmp_path / "out", val_per_class=1,
+                              resize="shorter"), show_progress=False)
+    assert [c.name for c in manifest.classes] == ["cat", "dog", "fish"]
+    assert manifest.hierarchy["kind"] == "flat"
+    assert manifest.num_samples("val") == 3 and manifest.num_samples("train") == 12
+    loader = make_loader(manifest, str(tmp_path / "out"), "train", rank=0, world_size=1, epoch=0,
+                         batch_size=4, img_size=24, train=True)
+    batches = list(loader)
+    assert len(batches) == 3 and batches[0][0].shape == (4, 3, 24, 24)
+
+
+def test_errors_before_any_work(tmp_path):
+    with pytest.raises(HypernymError, match="does not exist"):
+        prepare(recipe(tmp_path / "missing", tmp_path / "out"), show_progress=False)
+    (tmp_path / "mixed" / "a").mkdir(parents=True)
+    (tmp_path / "mixed" / "x.tar").write_bytes(b"")
+    with pytest.raises(HypernymError, match="cannot tell the layout"):
+        prepare(recipe(tmp_path / "mixed", tmp_path / "out"), show_progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_existing_dataset_needs_overwrite_and_bad_budget(tmp_path, ray_local):
+    src = make_winter21(tmp_path / "raw", per_class=4, bad=True)
+    with pytest.raises(HypernymError, match=r"worst sources: n02085620\.tar"):
+        prepare(recipe(src, tmp_path / "out"), show_progress=False)  # 4 bad of 24: over 10 %
+    assert not (tmp_path / "out" / "manifest.json").exists()  # never looks finished
+    prepare(recipe(src, tmp_path / "out", max_bad_fraction=0.5), show_progress=False)
+    with pytest.raises(HypernymError, match="overwrite=true"):
+        prepare(recipe(src, tmp_path / "out", max_bad_fraction=0.5), show_progress=False)
+    again = prepare(recipe(src, tmp_path / "out", max_bad_fraction=0.5, overwrite=True),
+                    show_progress=False)
+    assert again.num_samples("train") + again.num_samples("val") == 4 * len(SYNSETS)
+
+
+def test_rerun_after_a_crash_keeps_finished_shards(tmp_path, ray_local):
+    src = make_winter21(tmp_path / "raw")
+    out = tmp_path / "out"
+    full = prepare(recipe(src, out), show_progress=False)
+    # Simulate a crash after all shards but before the manifest: put the work records back.
+    (out / "manifest.json").unlink()
+    (out / "_parts").mkdir()
+    for info in full.splits["train"] + full.splits["val"]:
+        (out / "_parts" / f"{info.name}.json").write_text(json.dumps(
+            {"info": info.model_dump(), "skipped": {}, "bad": {}}))
+    victim = full.splits["train"][1].name
+    (out / victim).write_bytes(b"half-written")  # one shard damaged: must be redone
+    stamp = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tar")}
+    again = prepare(recipe(src, out), show_progress=False)
+    assert again.fingerprint == full.fingerprint
+    changed = {p.name for p in out.glob("*.tar") if p.stat().st_mtime_ns != stamp[p.name]}
+    assert changed == {victim}
