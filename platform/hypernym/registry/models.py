@@ -18,7 +18,7 @@ import torch
 
 from hypernym.errors import HypernymError
 from hypernym.registry.card import CARD_FILE, WEIGHTS_FILE, ModelCard
-from hypernym.registry.tracking import _mlflow, client
+from hypernym.registry.tracking import _mlflow, client, tracking_uri
 from hypernym.settings import Settings, get_settings
 
 __all__ = [
@@ -69,9 +69,7 @@ def register_model(*, run_id: str, name: str, model: torch.nn.Module, card: Mode
 
     settings = settings or get_settings()
     mlflow = _mlflow()
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.tracking_uri)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, tracking_uri(settings.tracking_uri):
         weights, card_path = Path(tmp) / WEIGHTS_FILE, Path(tmp) / CARD_FILE
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(weights))
@@ -83,13 +81,13 @@ def register_model(*, run_id: str, name: str, model: torch.nn.Module, card: Mode
                 artifacts={"weights": str(weights), "card": str(card_path)},
                 pip_requirements=_PIP,
             )
-    c = client(settings.tracking_uri)
-    # The client API rather than mlflow.register_model, which prints to stderr on every call.
-    if not c.search_registered_models(filter_string=f"name='{name}'"):
-        c.create_registered_model(name, description=f"{card.task} of timm {card.arch}")
-    version = c.create_model_version(name=name, source=info.model_uri, run_id=run_id,
-                                     tags=_lineage_tags(card), await_creation_for=0,
-                                     model_id=info.model_id)
+        c = client(settings.tracking_uri)
+        # The client API rather than mlflow.register_model, which prints to stderr every call.
+        if not c.search_registered_models(filter_string=f"name='{name}'"):
+            c.create_registered_model(name, description=f"{card.task} of timm {card.arch}")
+        version = c.create_model_version(name=name, source=info.model_uri, run_id=run_id,
+                                         tags=_lineage_tags(card), await_creation_for=0,
+                                         model_id=info.model_id)
     if alias:
         c.set_registered_model_alias(name, alias, version.version)
     return RegisteredModel(name=name, version=int(version.version), alias=alias,
@@ -150,9 +148,8 @@ def pull(ref: str, out_dir: str | Path, *, settings: Settings | None = None) -> 
     uri = f"models:/{version.name}/{version.version}/artifacts"
     for attempt in range(3):  # a freshly registered version may be a moment from READY
         try:
-            with tempfile.TemporaryDirectory() as tmp:
-                local = Path(mlflow.artifacts.download_artifacts(
-                    artifact_uri=uri, dst_path=tmp, tracking_uri=settings.tracking_uri))
+            with tempfile.TemporaryDirectory() as tmp, tracking_uri(settings.tracking_uri):
+                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
                 for name in (WEIGHTS_FILE, CARD_FILE):
                     (out / name).write_bytes((local / name).read_bytes())
             return out

@@ -8,12 +8,15 @@ keeps logging into the same run.
 from __future__ import annotations
 
 import logging
+import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from hypernym.settings import Settings, get_settings
 
-__all__ = ["RunLogger", "client", "ensure_experiment", "flatten", "start_run"]
+__all__ = ["RunLogger", "client", "ensure_experiment", "flatten", "start_run", "tracking_uri"]
 
 log = logging.getLogger(__name__)
 _SECRET = re.compile(r"(key|token|password|secret|credential)", re.IGNORECASE)
@@ -34,14 +37,27 @@ def client(tracking_uri: str):
     return _mlflow().MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
+@contextmanager
+def tracking_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API at ``uri`` for a block, then restore it.
+
+    ``mlflow.set_tracking_uri`` also exports MLFLOW_TRACKING_URI, which would change this
+    process's settings (and its children's) for good; everything else here passes URIs.
+    """
+    mlflow = _mlflow()
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved)  # None unsets it again
+
+
 def ensure_experiment(name: str, *, settings: Settings | None = None) -> str:
     """Create the experiment if missing (and so the SQLite schema, once, in the driver)."""
     settings = settings or get_settings()
     if settings.embedded_tracking:
         settings.home.mkdir(parents=True, exist_ok=True)
-    mlflow = _mlflow()
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.tracking_uri)
     c = client(settings.tracking_uri)
     found = c.get_experiment_by_name(name)
     if found is not None:

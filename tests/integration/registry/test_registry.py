@@ -1,0 +1,147 @@
+"""Register, resolve, pull and load with real MLflow: embedded SQLite, and a real server."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+from hypernym.errors import HypernymError
+from hypernym.registry.card import ModelCard
+from hypernym.registry.models import load_backbone, load_card, pull, register_model, resolve
+from hypernym.registry.tracking import RunLogger, client, start_run
+from hypernym.settings import get_settings
+
+pytestmark = pytest.mark.integration
+
+
+def card(run_id: str, **kw) -> ModelCard:
+    return ModelCard(arch="resnet10t", num_classes=5, input_size=[3, 32, 32], mean=[0.4] * 3,
+                     std=[0.2] * 3, task="pretrain", run_id=run_id,
+                     dataset={"name": "d", "fingerprint": "f" * 64, "uri": "/d"}, **kw)
+
+
+def _log_from_child(run_id: str, uri: str) -> None:
+    logger = RunLogger(run_id, tracking_uri=uri)
+    logger.log_metrics({"loss": 1.5}, step=3)
+    logger.flush()
+
+
+def register_tiny(settings, name="bb", alias="candidate"):
+    run_id = start_run(experiment="t", run_name="r", settings=settings)
+    model = timm.create_model("resnet10t", num_classes=5).eval()
+    reg = register_model(run_id=run_id, name=name, model=model, card=card(run_id), alias=alias,
+                         settings=settings)
+    return run_id, model, reg
+
+
+def test_register_pull_load_without_pickle(tmp_path):
+    settings = get_settings()
+    run_id, model, reg = register_tiny(settings)
+    assert (reg.name, reg.version, reg.alias) == ("bb", 1, "candidate")
+
+    # a RunLogger pickled into another process logs into the same run
+    ctx = mp.get_context("spawn")
+    child = ctx.Process(target=_log_from_child, args=(run_id, settings.tracking_uri))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    c = client(settings.tracking_uri)
+    assert [(m.value, m.step) for m in c.get_metric_history(run_id, "loss")] == [(1.5, 3)]
+
+    version = resolve("bb@candidate", settings=settings)
+    assert version.tags["run_id"] == run_id and version.tags["dataset_fingerprint"] == "f" * 64
+    assert resolve("bb", settings=settings).version == resolve("bb/1", settings=settings).version
+
+    out = pull("bb@candidate", tmp_path / "w", settings=settings)
+    assert sorted(p.name for p in out.iterdir()) == ["card.json", "model.safetensors"]
+    artifacts = [f.path for f in c.list_artifacts(run_id)]
+    assert not any(p.endswith((".pkl", ".pt", ".pth")) for p in artifacts)
+
+    x = torch.randn(2, 3, 32, 32)
+    loaded = load_backbone("bb@candidate", settings=settings).eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    assert timm.data.resolve_data_config({}, model=loaded)["mean"] == (0.4, 0.4, 0.4)
+    assert loaded.hypernym_card.run_id == run_id
+    assert load_backbone("bb/1", num_classes=3, settings=settings)(x).shape == (2, 3)
+    assert load_backbone("bb", num_classes=0, settings=settings)(x).shape == (2, 512)
+    assert load_card("bb/1", settings=settings).dataset["uri"] == "/d"
+
+    import mlflow
+
+    from hypernym.registry.tracking import tracking_uri
+
+    with tracking_uri(settings.tracking_uri):
+        pyfunc = mlflow.pyfunc.load_model("models:/bb@candidate")
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # nothing leaks into later settings
+    np.testing.assert_allclose(pyfunc.predict(x.numpy()), model(x).detach().numpy(), atol=1e-5)
+
+    # a second registration is version 2 and moves the alias
+    _, _, second = register_tiny(settings)
+    assert second.version == 2 and int(resolve("bb@candidate", settings=settings).version) == 2
+
+
+def test_missing_names_aliases_versions_are_explained():
+    settings = get_settings()
+    with pytest.raises(HypernymError, match="registry is empty"):
+        resolve("bb", settings=settings)
+    register_tiny(settings)
+    with pytest.raises(HypernymError, match="did you mean bb"):
+        resolve("bbb@candidate", settings=settings)
+    with pytest.raises(HypernymError, match=r"no such alias; bb has versions \[1\] and aliases"):
+        resolve("bb@prod", settings=settings)
+    with pytest.raises(HypernymError, match="no such version"):
+        resolve("bb/7", settings=settings)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = free_port()
+    exe = Path(sys.executable).parent / "mlflow"
+    proc = subprocess.Popen(
+        [str(exe), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "server-artifacts")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("mlflow server did not start")
+    yield url
+    os.killpg(proc.pid, 15)
+    proc.wait(30)
+
+
+def test_against_a_real_mlflow_server(mlflow_server, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    settings = get_settings()
+    assert settings.tracking_uri == mlflow_server
+    _, model, reg = register_tiny(settings, name="served")
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(load_backbone("served@candidate", settings=settings).eval()(x),
+                           model(x))
