@@ -1,0 +1,79 @@
+"""`hypernym submit` and `hypernym jobs ...` (thin over submit.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hypernym.jobs import submit as jobs
+
+__all__ = ["jobs_app", "submit"]
+
+out = Console()
+err = Console(stderr=True)
+jobs_app = typer.Typer(no_args_is_help=True)
+Address = Annotated[
+    Optional[str],
+    typer.Option("--address", help="Ray dashboard URL (default: RAY_ADDRESS or 127.0.0.1:8265)"),
+]
+
+
+def submit(
+    recipe: Path,
+    address: Address = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="key.path=value")] = None,
+    upload_package: Annotated[
+        bool, typer.Option(help="ship this hypernym package with the job (py_modules)")
+    ] = False,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="stream logs until done")] = False,
+) -> None:
+    """Run a recipe on a Ray cluster (validated here first) through the Jobs API."""
+    job_id = jobs.submit_recipe(recipe, address=address, overrides=set_ or [],
+                                upload_package=upload_package)
+    where = f" --address {address}" if address else ""
+    err.print(f"submitted [bold]{job_id}[/] to {jobs.resolve_address(address)}")
+    if not follow:
+        err.print(f"follow: hypernym jobs logs {job_id} --follow{where}\n"
+                  f"stop:   hypernym jobs stop {job_id}{where}")
+        out.print(job_id)
+        return
+    for chunk in jobs.job_logs(job_id, address=address, follow=True):
+        out.print(chunk, end="", markup=False, highlight=False)
+    status = jobs.wait_for(job_id, address=address)
+    err.print(f"job {job_id}: {status}")
+    raise typer.Exit(0 if status == "SUCCEEDED" else 1)
+
+
+@jobs_app.command()
+def status(job_id: str, address: Address = None) -> None:
+    """SUCCEEDED, FAILED, STOPPED, RUNNING or PENDING."""
+    out.print(jobs.job_status(job_id, address=address))
+
+
+@jobs_app.command()
+def logs(job_id: str, address: Address = None,
+         follow: Annotated[bool, typer.Option("--follow", "-f")] = False) -> None:
+    """The job's output (streamed with --follow)."""
+    for chunk in jobs.job_logs(job_id, address=address, follow=follow):
+        out.print(chunk, end="", markup=False, highlight=False)
+
+
+@jobs_app.command()
+def stop(job_id: str, address: Address = None) -> None:
+    """Ask the cluster to stop the job."""
+    stopped = jobs.stop_job(job_id, address=address)
+    out.print(f"stop requested for {job_id}" if stopped else f"{job_id} had already ended")
+
+
+@jobs_app.command("list")
+def list_(address: Address = None) -> None:
+    """Jobs on the cluster, oldest first."""
+    table = Table("job id", "status", "entrypoint", "kind")
+    for job in jobs.list_jobs(address=address):
+        table.add_row(job.submission_id or job.job_id or "", str(job.status.value),
+                      job.entrypoint[:60], (job.metadata or {}).get("hypernym.kind", ""))
+    out.print(table)
