@@ -83,6 +83,18 @@ def _absolute(value: str) -> str:
     return value if "://" in value else str(Path(value).expanduser().resolve())
 
 
+def _submit(client, **kwargs) -> str:
+    # A head that just started answers the Jobs API before its job agent is up.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return client.submit_job(**kwargs)
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
 def submit_recipe(recipe_path: str | Path, *, address: str | None = None,
                   overrides: Sequence[str] = (), upload_package: bool = False,
                   env: dict[str, str] | None = None) -> str:
@@ -103,7 +115,8 @@ def submit_recipe(recipe_path: str | Path, *, address: str | None = None,
         import hypernym
 
         runtime_env["py_modules"] = [str(Path(hypernym.__file__).parent)]
-    return client.submit_job(
+    return _submit(
+        client,
         entrypoint="python -m hypernym run recipe.yaml",
         runtime_env=runtime_env,
         metadata={"hypernym.kind": recipe.kind, "hypernym.recipe": str(recipe_path)},
@@ -113,8 +126,8 @@ def submit_recipe(recipe_path: str | Path, *, address: str | None = None,
 def submit_command(entrypoint: str, *, address: str | None = None,
                    env: dict[str, str] | None = None) -> str:
     """Submit a raw shell entrypoint (tools and tests; recipes go through submit_recipe)."""
-    return _client(address).submit_job(entrypoint=entrypoint,
-                                       runtime_env={"env_vars": _env_vars(env)})
+    return _submit(_client(address), entrypoint=entrypoint,
+                   runtime_env={"env_vars": _env_vars(env)})
 
 
 def job_status(job_id: str, *, address: str | None = None) -> str:
