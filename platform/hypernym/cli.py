@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -27,7 +27,7 @@ app = typer.Typer(
 )
 
 SetOpt = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--set", "-s", help="Override a recipe key: key.path=value (repeatable)."),
 ]
 
@@ -84,9 +84,9 @@ def run(recipe: Path, set_: SetOpt = None) -> None:
 
 @app.command()
 def prepare(
-    recipe: Annotated[Optional[Path], typer.Argument(help="a prepare recipe YAML")] = None,
-    source: Annotated[Optional[str], typer.Option(help="images: winter21 tars or folders")] = None,
-    output: Annotated[Optional[str], typer.Option(help="dataset directory to write")] = None,
+    recipe: Annotated[Path | None, typer.Argument(help="a prepare recipe YAML")] = None,
+    source: Annotated[str | None, typer.Option(help="images: winter21 tars or folders")] = None,
+    output: Annotated[str | None, typer.Option(help="dataset directory to write")] = None,
     set_: SetOpt = None,
 ) -> None:
     """Prepare raw images into WebDataset shards + manifest.json."""
@@ -116,14 +116,13 @@ def finetune(recipe: Path, set_: SetOpt = None) -> None:
 @app.command()
 def demo(
     workdir: Annotated[
-        Optional[Path], typer.Option(help="where demo data goes (default: <home>/demo)")
+        Path | None, typer.Option(help="where demo data goes (default: <home>/demo)")
     ] = None,
     set_: SetOpt = None,
 ) -> None:
     """Run the whole pipeline on generated data: prepare, pretrain, register, fine-tune, pull."""
-    from hypernym.demo import DemoConfig, run_demo
-
     from hypernym.config import apply_overrides
+    from hypernym.demo import DemoConfig, run_demo
 
     try:
         cfg = DemoConfig.model_validate(apply_overrides({}, set_ or []))

@@ -119,7 +119,8 @@ def run_demo(cfg: DemoConfig, *, workdir: Path | None = None) -> dict:
         make_digits_folder(raw / "digits"),
     ))[0]
     console.print(f"miniature winter21: {len(synsets)} synsets; digits: 10 classes")
-    stage("prepare", lambda: [run_recipe(recipes[k]) for k in ("prepare-mini21k", "prepare-digits")])
+    stage("prepare", lambda: [run_recipe(recipes[k]) for k in ("prepare-mini21k",
+                                                               "prepare-digits")])
     pre = stage("pretrain + register", lambda: run_recipe(recipes["pretrain"]))
     fine = stage("fine-tune from backbone", lambda: run_recipe(recipes["finetune"]))
     scratch = stage("fine-tune from random init", lambda: run_recipe(recipes["finetune-scratch"]))

@@ -80,7 +80,7 @@ def list_source(uri: str, source_format: str = "auto", *, threads: int = 8) -> L
             raise HypernymError(f"{uri} holds no nXXXXXXXX.tar files (winter21 layout)")
         with ThreadPoolExecutor(threads) as pool:  # I/O bound: headers, many small reads
             for tar, (class_id, items, skipped) in zip(
-                tars, pool.map(lambda t: _list_tar(fs, t), tars)
+                tars, pool.map(lambda t: _list_tar(fs, t), tars), strict=True
             ):
                 _merge(listing, class_id, items, skipped, source=tar)
     else:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -17,7 +17,7 @@ out = Console()
 err = Console(stderr=True)
 jobs_app = typer.Typer(no_args_is_help=True)
 Address = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--address", help="Ray dashboard URL (default: RAY_ADDRESS or 127.0.0.1:8265)"),
 ]
 
@@ -25,7 +25,7 @@ Address = Annotated[
 def submit(
     recipe: Path,
     address: Address = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="key.path=value")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="key.path=value")] = None,
     upload_package: Annotated[
         bool, typer.Option(help="ship this hypernym package with the job (py_modules)")
     ] = False,

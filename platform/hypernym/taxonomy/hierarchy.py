@@ -103,7 +103,7 @@ def class_hierarchy(class_ids: list[str], *, hierarchy: Hierarchy | None = None)
         paths = {c: hierarchy.path(c) for c in class_ids}
         nodes = {}
         for path in paths.values():
-            for parent, node in zip([None, *path], path):
+            for parent, node in zip([None, *path[:-1]], path, strict=True):
                 nodes[node] = {"parent": parent, "lemma": hierarchy.lemma(node)}
         return {"kind": "wordnet", "root": ROOT, "class_paths": paths, "nodes": nodes,
                 "levels": {c: len(p) - 1 for c, p in paths.items()}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from hypernym.config import parse_recipe
 from hypernym.errors import HypernymError
 
@@ -15,6 +16,7 @@ pytestmark = pytest.mark.integration
 def workspace(tmp_path_factory):
     """Prepared datasets and a running local Ray, shared by the tests of this module."""
     import ray
+
     from hypernym.data.demo import make_digits_folder, make_winter21
     from hypernym.data.prepare import prepare
 
@@ -50,10 +52,11 @@ def train_recipe(kind: str, path, **extra) -> dict:
 
 
 def test_pretrain_register_finetune_load(workspace, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
     from hypernym.registry.models import load_backbone, resolve
     from hypernym.settings import get_settings
     from hypernym.train.trainer import run_training
-    from mlflow.tracking import MlflowClient
 
     monkeypatch.setenv("HYPERNYM_HOME", str(workspace["root"] / "home"))
     settings = get_settings()
@@ -91,9 +94,10 @@ def test_pretrain_register_finetune_load(workspace, monkeypatch):
 
 
 def test_failed_worker_marks_run_failed(workspace, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
     from hypernym.settings import get_settings
     from hypernym.train.trainer import run_training
-    from mlflow.tracking import MlflowClient
 
     monkeypatch.setenv("HYPERNYM_HOME", str(workspace["root"] / "home"))
     recipe = parse_recipe(train_recipe(

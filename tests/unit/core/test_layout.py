@@ -19,7 +19,8 @@ def test_platform_is_still_the_standard_library():
 
 def test_import_hypernym_is_cheap():
     # The CLI imports hypernym before parsing arguments: torch/ray/mlflow must not load.
-    code = "import sys, hypernym, hypernym.config; print(sorted({'torch','ray','mlflow'} & set(sys.modules)))"
+    code = ("import sys, hypernym, hypernym.config; "
+            "print(sorted({'torch', 'ray', 'mlflow'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from hypernym.config import load_recipe, parse_recipe
 from hypernym.demo import DemoConfig, demo_recipes
 
@@ -25,5 +26,6 @@ def test_demo_recipes_in_pipelines_match_the_demo():
         demo_recipe = parse_recipe(ran[name]).model_dump()
         # the demo overwrites its own outputs; a user's recipe must not by default
         demo_recipe.pop("overwrite", None), file_recipe.pop("overwrite", None)
-        for key in ("data", "model", "optim", "scaling", "registry", "backbone", "source", "output"):
+        keys = ("data", "model", "optim", "scaling", "registry", "backbone", "source", "output")
+        for key in keys:
             assert file_recipe.get(key) == demo_recipe.get(key), (shipped, key)
