@@ -74,6 +74,9 @@ class DataSpec(Section):
     path: str = Field(description="a prepared dataset directory (path or s3://)")
     img_size: int = Field(224, ge=8)
     batch_size: int = Field(64, ge=1, description="per worker")
+    crop_scale: tuple[float, float] = Field(
+        (0.08, 1.0), description="RandomResizedCrop area range (timm's default 0.08-1)"
+    )
     loader_workers: int = Field(0, ge=0, description="DataLoader processes per training worker")
     seed: int = 0
 

@@ -52,11 +52,13 @@ class ShardStream(IterableDataset):
     """
 
     def __init__(self, *, urls: list[str], rank: int, world_size: int, epoch: int, seed: int,
-                 img_size: int, train: bool, limit: int | None, buffer: int = 512) -> None:
+                 img_size: int, train: bool, limit: int | None, buffer: int = 512,
+                 crop_scale: tuple[float, float] = (0.08, 1.0)) -> None:
         self.urls, self.rank, self.world_size = urls, rank, world_size
         self.epoch, self.seed, self.train = epoch, seed, train
         self.limit, self.buffer = limit, buffer
-        self.transform = train_transform(img_size) if train else eval_transform(img_size)
+        self.transform = (train_transform(img_size, crop_scale) if train
+                          else eval_transform(img_size))
         self.bad_samples = 0
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, int]]:
@@ -125,14 +127,16 @@ def _read_shard(url: str):
 
 def make_loader(manifest: Manifest, root: str, split: str, *, rank: int, world_size: int,
                 epoch: int, batch_size: int, img_size: int, train: bool, seed: int = 0,
-                num_workers: int = 0) -> DataLoader:
+                num_workers: int = 0,
+                crop_scale: tuple[float, float] = (0.08, 1.0)) -> DataLoader:
     """A DataLoader of (uint8 [B,3,H,W], int64 [B]) batches for this rank."""
     limit = None
     if train:
         limit = steps_per_epoch(manifest, split, world_size=world_size,
                                 batch_size=batch_size) * batch_size
     stream = ShardStream(urls=manifest.shard_urls(root, split), rank=rank, world_size=world_size,
-                         epoch=epoch, seed=seed, img_size=img_size, train=train, limit=limit)
+                         epoch=epoch, seed=seed, img_size=img_size, train=train, limit=limit,
+                         crop_scale=crop_scale)
     return DataLoader(stream, batch_size=batch_size, num_workers=num_workers, drop_last=train,
                       pin_memory=torch.cuda.is_available(),
                       persistent_workers=False)

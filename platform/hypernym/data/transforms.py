@@ -24,11 +24,11 @@ def decode(data: bytes, *, target: int) -> Image.Image:
     return image.convert("RGB")
 
 
-def train_transform(img_size: int):
+def train_transform(img_size: int, scale: tuple[float, float] = (0.08, 1.0)):
     """RandomResizedCrop + horizontal flip, to a uint8 tensor."""
     pipeline = v2.Compose([
         v2.PILToTensor(),
-        v2.RandomResizedCrop(img_size, antialias=True),
+        v2.RandomResizedCrop(img_size, scale=scale, antialias=True),
         v2.RandomHorizontalFlip(),
     ])
     return _with_decode(pipeline, img_size)

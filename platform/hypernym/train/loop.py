@@ -76,7 +76,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float]:
         loader = make_loader(
             manifest, data.path, "train", rank=rank, world_size=world, epoch=epoch,
             batch_size=data.batch_size, img_size=data.img_size, train=True,
-            seed=data.seed, num_workers=data.loader_workers,
+            seed=data.seed, num_workers=data.loader_workers, crop_scale=data.crop_scale,
         )
         metrics = _train_epoch(
             state, loader, normalize, autocast, train, logger=logger, world=world,
