@@ -86,7 +86,8 @@ def read_manifest(uri: str) -> Manifest:
     if not fs.exists(target):
         what = "does not exist" if not fs.exists(path) else "has no manifest.json"
         raise HypernymError(
-            f"{uri} {what}: not a hypernym dataset (or its preparation did not finish). "
+            f"{uri} {what}: not a hypernym dataset (a dataset is shards + manifest.json, written "
+            "when preparation finishes). "
             "Run `hypernym prepare --source RAW --output DIR` first and point data.path at DIR."
         )
     with fs.open(target, "rb") as fh:

@@ -46,6 +46,7 @@ def make_winter21(root: Path, *, per_class: int = 12, bad: bool = False) -> Path
 def ray_local():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False)
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False)
     yield
     ray.shutdown()

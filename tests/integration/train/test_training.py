@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pytest
+import timm
 import torch
 
 from hypernym.config import parse_recipe
@@ -21,6 +22,8 @@ def workspace(tmp_path_factory):
     from hypernym.data.prepare import prepare
 
     root = tmp_path_factory.mktemp("train")
+    if not ray.is_initialized():  # before prepare(), which would start one of its own
+        ray.init(num_cpus=2, include_dashboard=False)
     mp = pytest.MonkeyPatch()
     mp.setenv("HYPERNYM_HOME", str(root / "home"))
     make_winter21(root / "raw", images_per_class=24, image_size=(96, 80), seed=1)
@@ -33,7 +36,6 @@ def workspace(tmp_path_factory):
         "kind": "prepare", "source": str(root / "digits-raw"), "output": str(root / "digits"),
         "val_per_class": 10, "image_size": 32, "shard_samples": 256,
     }), show_progress=False)
-    ray.init(num_cpus=2, include_dashboard=False)
     yield {"root": root, "pre": pre, "fine": fine}
     ray.shutdown()
     mp.undo()
@@ -87,10 +89,14 @@ def test_pretrain_register_finetune_load(workspace, monkeypatch):
     assert model.num_classes == 10
     assert fine.metrics["val/top1"] > 0.2  # ten classes: chance is 0.1
 
-    # The backbone's non-head weights really were the starting point: a 0-step fine-tune
-    # is not observable here, so check the registered backbone loads with a new head instead.
-    feat = load_backbone("bb@candidate", num_classes=0, settings=settings)
-    assert feat(torch.zeros(1, 3, 32, 32)).shape[0] == 1
+    # The fine-tune started from the backbone: its first conv layer (never the head) moved
+    # only a little from the registered one, while a fresh init is far from both.
+    backbone = load_backbone("bb@candidate", num_classes=0, settings=settings).eval()
+    assert backbone(torch.zeros(1, 3, 32, 32)).shape == (1, 512)
+    first = "conv1.0.weight"
+    start, tuned = backbone.state_dict()[first], model.state_dict()[first]
+    fresh = timm.create_model("resnet10t", num_classes=10).state_dict()[first]
+    assert (tuned - start).norm() < (fresh - start).norm()
 
 
 def test_failed_worker_marks_run_failed(workspace, monkeypatch):
