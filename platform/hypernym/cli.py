@@ -17,7 +17,7 @@ from hypernym.errors import HypernymError
 
 __all__ = ["app", "main", "run_recipe"]
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # commands stay copy-pastable
 app = typer.Typer(
     name="hypernym",
     help="Pretrain image backbones at ImageNet-21K scale on Ray; transfer them to your data.",

@@ -21,7 +21,7 @@ from hypernym.settings import get_settings
 
 __all__ = ["DemoConfig", "demo_recipes", "run_demo"]
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # commands stay copy-pastable
 
 
 class DemoConfig(BaseModel):
