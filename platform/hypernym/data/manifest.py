@@ -24,9 +24,11 @@ __all__ = [
     "fingerprint",
     "read_manifest",
     "write_manifest",
+    "write_timm_info",
 ]
 
 MANIFEST = "manifest.json"
+TIMM_INFO = "_info.json"
 FORMAT_VERSION = 1
 
 
@@ -73,6 +75,22 @@ def fingerprint(recipe: dict[str, Any], class_ids: list[str], shards: list[Shard
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def write_timm_info(uri: str, manifest: Manifest) -> None:
+    """``_info.json`` for timm's WebDataset reader (``timm.data.create_dataset("wds/...")``),
+    which takes split sizes and shard lists from it: a timm train.py user trains on these shards
+    with ``--dataset wds/NAME --data-dir URI``."""
+    fs, path = open_fs(uri)
+    splits = {
+        split: {"name": split, "num_samples": manifest.num_samples(split),
+                "filenames": [s.name for s in shards],
+                "shard_lengths": [s.samples for s in shards]}
+        for split, shards in manifest.splits.items()
+    }
+    info = {"name": manifest.name, "num_classes": len(manifest.classes), "splits": splits}
+    with fs.open(join(path, TIMM_INFO), "wb") as fh:
+        fh.write(json.dumps(info, indent=2).encode())
 
 
 def read_manifest(uri: str) -> Manifest:

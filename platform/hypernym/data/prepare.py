@@ -14,10 +14,12 @@ from collections import Counter
 from hypernym.config import PrepareRecipe
 from hypernym.data.manifest import (
     MANIFEST,
+    TIMM_INFO,
     ClassInfo,
     Manifest,
     fingerprint,
     write_manifest,
+    write_timm_info,
 )
 from hypernym.data.shards import PARTS_DIR, ShardResult, reuse_finished, write_shard
 from hypernym.data.sources import Item, Listing, list_source
@@ -115,6 +117,7 @@ def prepare(recipe: PrepareRecipe, *, show_progress: bool = True) -> Manifest:
         dropped={**dict(dropped), **{f"skipped_{k}": v for k, v in skipped.items()}},
         fingerprint=fingerprint(params, class_ids, [i for v in splits.values() for i in v]),
     )
+    write_timm_info(recipe.output, manifest)
     write_manifest(recipe.output, manifest)  # last: only now is this a dataset
     out_fs.rm(join(out_path, PARTS_DIR), recursive=True)
     return manifest
@@ -181,6 +184,8 @@ class _progress:
 
 def _clear(fs, path: str) -> None:
     fs.rm(join(path, MANIFEST))
+    if fs.exists(join(path, TIMM_INFO)):
+        fs.rm(join(path, TIMM_INFO))
     for entry in fs.ls(path, detail=False):
         name = entry.rsplit("/", 1)[-1]
         if name.endswith(".tar") or name == PARTS_DIR:
