@@ -47,3 +47,21 @@ def test_ray_data_read_webdataset(dataset):
     rows = ds.take_all()
     assert len(rows) == manifest.num_samples("train")
     assert {"jpg", "cls"} <= set(rows[0])
+
+
+def test_inspect_prints_summary_and_writes_contact_sheet(dataset, tmp_path):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from hypernym.cli import app
+
+    out, manifest = dataset
+    sheet = tmp_path / "sheet.png"
+    result = CliRunner().invoke(app, ["data", "inspect", str(out), "--sheet", str(sheet),
+                                      "--classes", "3"])
+    assert result.exit_code == 0, result.output
+    assert f"{len(manifest.classes)} classes" in result.output and "wordnet" in result.output
+    assert str(manifest.num_samples("train")) in result.output
+    image = Image.open(sheet)
+    assert image.size == (160 + 6 * 96, 3 * 96)
+    assert len(set(image.convert("L").getdata())) > 50  # real thumbnails, not a blank page

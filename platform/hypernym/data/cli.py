@@ -1,0 +1,38 @@
+"""`hypernym data inspect URI`: summary of a prepared dataset and a contact sheet PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["data_app"]
+
+data_app = typer.Typer(no_args_is_help=True)
+out = Console(soft_wrap=True)
+
+
+@data_app.command()
+def inspect(
+    uri: str,
+    sheet: Annotated[Optional[Path], typer.Option(help="contact sheet PNG path")] = None,
+    classes: Annotated[int, typer.Option(help="rows in the contact sheet")] = 16,
+) -> None:
+    """Print what a dataset holds and write a contact sheet of samples per class."""
+    from hypernym.data.inspect import contact_sheet, summary
+    from hypernym.data.manifest import read_manifest
+
+    info = summary(read_manifest(uri))
+    out.print(f"[bold]{info['name']}[/]: {info['classes']} classes, hierarchy "
+              f"{info['hierarchy']}, fingerprint {info['fingerprint'][:16]}")
+    table = Table("split", "shards", "samples", "MB")
+    for split, s in info["splits"].items():
+        table.add_row(split, str(s["shards"]), str(s["samples"]), f"{s['bytes'] / 1e6:.1f}")
+    out.print(table)
+    if info["dropped"]:
+        out.print("dropped: " + ", ".join(f"{k} {v}" for k, v in info["dropped"].items()))
+    path = contact_sheet(uri, sheet or Path(f"{info['name']}-contact.png"), classes=classes)
+    out.print(f"contact sheet: {path}")
