@@ -15,6 +15,7 @@ recipe = parse_recipe({
     "output": output or ".hypernym/examples/digits",
     "source_format": "folder",
     "val_per_class": 20,
+    "min_per_class": 0,
     "image_size": 64,
     "overwrite": True,
 })

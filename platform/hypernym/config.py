@@ -48,12 +48,20 @@ class PrepareRecipe(Section):
     """Raw images -> WebDataset shards + manifest.json."""
 
     kind: Literal["prepare"] = "prepare"
-    source: str = Field(description="winter21 tar directory, or a folder per class (path or s3://)")
+    source: str = Field(
+        description="winter21 tar directory, a folder per class, or a CSV/JSONL of path,label "
+        "(paths or s3:// URIs)"
+    )
     output: str = Field(description="dataset directory to write (path or s3://)")
-    source_format: Literal["auto", "winter21", "folder"] = "auto"
+    source_format: Literal["auto", "winter21", "folder", "csv", "jsonl"] = "auto"
     name: str | None = Field(None, description="dataset name; defaults to the output's basename")
     val_per_class: int = Field(50, ge=0, description="images per class held out for validation")
-    min_per_class: int = Field(0, ge=0, description="drop classes with fewer images than this")
+    # Defaults follow the published ImageNet-21K-P processing (Ridnik et al., 2021).
+    min_per_class: int = Field(500, ge=0, description="drop classes with fewer images than this")
+    exclude_subtrees: list[str] = Field(
+        default_factory=list, description="WordNet synset ids whose whole subtree is left out"
+    )
+    dedupe: bool = Field(False, description="drop exact duplicate images (by content hash)")
     image_size: int = Field(224, ge=8, description="target size in pixels")
     resize: Literal["squish", "shorter", "none"] = "squish"
     jpeg_quality: int = Field(90, ge=1, le=100)

@@ -62,12 +62,14 @@ def demo_recipes(cfg: DemoConfig, workdir: Path) -> dict[str, dict]:
         "prepare-mini21k": {
             "kind": "prepare", "source": str(workdir / "raw" / "winter21"),
             "output": str(data / "mini21k"), "source_format": "winter21", "val_per_class": 10,
+            "min_per_class": 0,
             "image_size": int(cfg.img_size * 1.15), "resize": "shorter", "shard_samples": 128,
             "overwrite": True,
         },
         "prepare-digits": {
             "kind": "prepare", "source": str(workdir / "raw" / "digits"),
             "output": str(data / "digits"), "source_format": "folder", "val_per_class": 30,
+            "min_per_class": 0,
             "image_size": cfg.img_size, "resize": "squish", "shard_samples": 256,
             "overwrite": True,
         },

@@ -58,6 +58,7 @@ class Manifest(BaseModel):
     hierarchy: dict[str, Any] | None = None
     splits: dict[str, list[ShardInfo]]
     dropped: dict[str, int] = Field(default_factory=dict)
+    stats: dict[str, Any] = Field(default_factory=dict)  # e.g. class mixing per split
     fingerprint: str
 
     def num_samples(self, split: str) -> int:

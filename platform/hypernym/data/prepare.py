@@ -12,6 +12,7 @@ import random
 from collections import Counter
 
 from hypernym.config import PrepareRecipe
+from hypernym.data.filters import drop_duplicates, exclude_subtrees
 from hypernym.data.manifest import (
     MANIFEST,
     TIMM_INFO,
@@ -26,7 +27,7 @@ from hypernym.data.sources import Item, Listing, list_source
 from hypernym.data.storage import join, open_fs
 from hypernym.errors import HypernymError
 
-__all__ = ["RECIPE_NAME", "RECIPE_VERSION", "plan_splits", "prepare"]
+__all__ = ["RECIPE_NAME", "RECIPE_VERSION", "mixing", "plan_splits", "prepare"]
 
 RECIPE_NAME, RECIPE_VERSION = "hypernym-prepare", 1
 
@@ -81,7 +82,11 @@ def prepare(recipe: PrepareRecipe, *, show_progress: bool = True) -> Manifest:
             f"{recipe.output} already holds a dataset; pass --set overwrite=true to replace it"
         )
     listing = list_source(recipe.source, recipe.source_format)  # bad sources fail here, early
+    filtered = exclude_subtrees(listing, recipe.exclude_subtrees)
+    if recipe.dedupe:
+        filtered.update(drop_duplicates(listing, recipe.source))
     class_ids, plan, dropped = plan_splits(listing, recipe)
+    dropped.update(filtered)
     if exists:
         _clear(out_fs, out_path)  # the old manifest goes first: never a finished-looking mix
     class_index = {c: i for i, c in enumerate(class_ids)}
@@ -115,12 +120,34 @@ def prepare(recipe: PrepareRecipe, *, show_progress: bool = True) -> Manifest:
         hierarchy=_hierarchy(class_ids),
         splits=splits,
         dropped={**dict(dropped), **{f"skipped_{k}": v for k, v in skipped.items()}},
+        stats={"mixing": {split: mixing([results[name].class_counts for s, name, _ in jobs
+                                         if s == split]) for split in plan}},
         fingerprint=fingerprint(params, class_ids, [i for v in splits.values() for i in v]),
     )
     write_timm_info(recipe.output, manifest)
     write_manifest(recipe.output, manifest)  # last: only now is this a dataset
     out_fs.rm(join(out_path, PARTS_DIR), recursive=True)
     return manifest
+
+
+def mixing(shard_counts: list[Counter]) -> dict[str, float]:
+    """How well classes are mixed: each shard's class histogram against the split's.
+
+    ``tv_mean``/``tv_max`` are total-variation distances (0: a shard is a perfect miniature of
+    the split; 1: disjoint, as one-tar-per-class shards would be).
+    """
+    total = Counter()
+    for counts in shard_counts:
+        total.update(counts)
+    n = sum(total.values())
+    if not n:
+        return {"tv_mean": 0.0, "tv_max": 0.0, "classes_per_shard": 0.0}
+    tvs = []
+    for counts in shard_counts:
+        m = sum(counts.values()) or 1
+        tvs.append(0.5 * sum(abs(counts[c] / m - total[c] / n) for c in total))
+    return {"tv_mean": round(sum(tvs) / len(tvs), 4), "tv_max": round(max(tvs), 4),
+            "classes_per_shard": round(sum(len(c) for c in shard_counts) / len(shard_counts), 2)}
 
 
 def _run_tasks(jobs, recipe: PrepareRecipe, class_index, *, show_progress: bool):

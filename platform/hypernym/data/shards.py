@@ -29,6 +29,7 @@ class ShardResult:
     info: ShardInfo
     skipped: Counter = field(default_factory=Counter)
     bad_sources: Counter = field(default_factory=Counter)
+    class_counts: Counter = field(default_factory=Counter)  # class index -> samples written
     reused: bool = False
 
 
@@ -46,7 +47,7 @@ def write_shard(
     """Read, process and write ``items`` as the shard ``<output>/<name>``."""
     src_fs, _ = open_fs(source)
     out_fs, out_path = open_fs(output)
-    skipped, bad_sources, handles = Counter(), Counter(), {}
+    skipped, bad_sources, class_counts, handles = Counter(), Counter(), Counter(), {}
     buffer, samples = io.BytesIO(), 0
     try:
         # A fixed mtime makes shards byte-reproducible: a rerun's shard has the same sha256.
@@ -71,6 +72,7 @@ def write_shard(
                                         "source": item.source.rsplit("/", 1)[-1]}).encode(),
                 })
                 samples += 1
+                class_counts[class_index[item.class_id]] += 1
     finally:
         for fh in handles.values():
             fh.close()
@@ -80,9 +82,11 @@ def write_shard(
     tmp = join(out_path, f".{name}.tmp")
     out_fs.pipe_file(tmp, data)
     out_fs.mv(tmp, join(out_path, name))
-    record = {"info": info.model_dump(), "skipped": dict(skipped), "bad": dict(bad_sources)}
+    record = {"info": info.model_dump(), "skipped": dict(skipped), "bad": dict(bad_sources),
+              "classes": {str(k): v for k, v in class_counts.items()}}
     out_fs.pipe_file(join(out_path, PARTS_DIR, f"{name}.json"), json.dumps(record).encode())
-    return ShardResult(info=info, skipped=skipped, bad_sources=bad_sources)
+    return ShardResult(info=info, skipped=skipped, bad_sources=bad_sources,
+                       class_counts=class_counts)
 
 
 def reuse_finished(output: str, name: str) -> ShardResult | None:
@@ -101,4 +105,5 @@ def reuse_finished(output: str, name: str) -> ShardResult | None:
     if digest.hexdigest() != info.sha256:
         return None
     return ShardResult(info=info, skipped=Counter(record["skipped"]),
-                       bad_sources=Counter(record["bad"]), reused=True)
+                       bad_sources=Counter(record["bad"]), reused=True,
+                       class_counts=Counter({int(k): v for k, v in record["classes"].items()}))

@@ -48,10 +48,12 @@ def _key(*parts: str) -> str:
 def detect_format(uri: str) -> str:
     """``winter21`` for a directory of nXXXXXXXX.tar files, ``folder`` for class folders."""
     fs, path = open_fs(uri)
+    if fs.isfile(path) and path.lower().endswith((".csv", ".jsonl")):
+        return "csv" if path.lower().endswith(".csv") else "jsonl"
     if not fs.isdir(path):
         raise HypernymError(
             f"source {uri} does not exist or is not a directory: give a directory of "
-            "nXXXXXXXX.tar files (winter21) or of class folders"
+            "nXXXXXXXX.tar files (winter21), of class folders, or a .csv/.jsonl of path,label"
         )
     entries = fs.ls(path, detail=True)
     tars = [e for e in entries if e["type"] == "file" and e["name"].endswith(".tar")]
@@ -71,6 +73,8 @@ def list_source(uri: str, source_format: str = "auto", *, threads: int = 8) -> L
     """List every image of the source, with per-reason counts of what was skipped."""
     fmt = detect_format(uri) if source_format == "auto" else source_format
     fs, path = open_fs(uri)
+    if fmt in ("csv", "jsonl"):
+        return _list_table(fs, path, fmt)
     if not fs.isdir(path):
         raise HypernymError(f"source {uri} does not exist or is not a directory")
     listing = Listing()
@@ -152,8 +156,48 @@ def _list_folder(fs, class_dir: str) -> tuple[str, list[Item], Counter]:
     return class_id, items, skipped
 
 
+def _list_table(fs, path: str, fmt: str) -> Listing:
+    """A CSV (header ``path,label``) or JSONL ({"path", "label"}) of images. Relative paths are
+    relative to the table's folder; absolute paths and s3:// URIs are taken as they are."""
+    import csv
+    import io
+    import json
+
+    if not fs.isfile(path):
+        raise HypernymError(f"source table {path} does not exist")
+    text = fs.cat_file(path).decode("utf-8")
+    if fmt == "csv":
+        rows = list(csv.DictReader(io.StringIO(text)))
+    else:
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    if rows and not {"path", "label"} <= set(rows[0]):
+        raise HypernymError(f"{path}: each row needs 'path' and 'label' (got {sorted(rows[0])})")
+    base = path.rsplit("/", 1)[0]
+    listing, seen = Listing(), set()
+    for row in rows:
+        src, label = str(row["path"]), str(row["label"])
+        if "://" not in src and not src.startswith("/"):
+            src = f"{base}/{src}"
+        stem, _, ext = src.rsplit("/", 1)[-1].rpartition(".")
+        if f".{ext.lower()}" not in IMAGE_EXTENSIONS:
+            listing.skipped["not_an_image"] += 1
+            listing.skipped_sources[path] += 1
+            continue
+        key = _key(label, stem)
+        while key in seen:
+            key += "_"
+        seen.add(key)
+        listing.items.setdefault(label, []).append(Item(label, key, src))
+    if not listing.items:
+        raise HypernymError(f"{path}: no image rows found")
+    return listing
+
+
 def read_item(fs, item: Item, handles: dict) -> bytes:
     """The raw bytes of one item (tar handles are cached per task in ``handles``)."""
+    if "://" in item.source:  # a table row may point at another store than the table itself
+        other, path = open_fs(item.source)
+        return other.cat_file(path)
     if item.offset < 0:
         return fs.cat_file(item.source)
     fh = handles.get(item.source)

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.integration
 
 def recipe(source, output, **kw):
     return parse_recipe({"kind": "prepare", "source": str(source), "output": str(output),
-                         "val_per_class": 2, "image_size": 32, "shard_samples": 16, **kw})
+                         "val_per_class": 2, "min_per_class": 0, "image_size": 32,
+                         "shard_samples": 16, **kw})
 
 
 def test_winter21_to_mixed_shards_with_bad_inputs_counted(tmp_path, ray_local):
@@ -105,7 +106,7 @@ def test_rerun_after_a_crash_keeps_finished_shards(tmp_path, ray_local):
     (out / "_parts").mkdir()
     for info in full.splits["train"] + full.splits["val"]:
         (out / "_parts" / f"{info.name}.json").write_text(json.dumps(
-            {"info": info.model_dump(), "skipped": {}, "bad": {}}))
+            {"info": info.model_dump(), "skipped": {}, "bad": {}, "classes": {}}))
     victim = full.splits["train"][1].name
     (out / victim).write_bytes(b"half-written")  # one shard damaged: must be redone
     stamp = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tar")}

@@ -19,6 +19,7 @@ def dataset(tmp_path_factory, ray_local):
     src = make_winter21(root / "raw", per_class=8)
     manifest = prepare(parse_recipe({
         "kind": "prepare", "source": str(src), "output": str(root / "out"), "val_per_class": 2,
+        "min_per_class": 0,
         "image_size": 32, "shard_samples": 10,
     }), show_progress=False)
     return root / "out", manifest

@@ -57,6 +57,7 @@ def test_prepare_from_and_to_s3_and_stream(s3, tmp_path):
 
     manifest = prepare(parse_recipe({
         "kind": "prepare", "source": f"{s3}/raw", "output": f"{s3}/ds", "val_per_class": 1,
+        "min_per_class": 0,
         "image_size": 32, "shard_samples": 8,
     }), show_progress=False)
     assert manifest.num_samples("train") == 25 and manifest.num_samples("val") == 5

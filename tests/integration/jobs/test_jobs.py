@@ -90,7 +90,7 @@ def test_submit_prepare_recipe_runs_on_the_cluster(ray_head, tmp_path):
     src = make_folder(tmp_path / "raw")
     recipe = tmp_path / "prep.yaml"
     recipe.write_text(f"kind: prepare\nsource: {src}\noutput: {tmp_path / 'out'}\n"
-                      "source_format: folder\nval_per_class: 1\nimage_size: 16\n")
+                      "source_format: folder\nval_per_class: 1\nmin_per_class: 0\nimage_size: 16\n")
     job_id = submit_recipe(recipe, address=ray_head, overrides=["jpeg_quality=80"],
                            env={"HYPERNYM_HOME": str(tmp_path / "home")})
     assert wait_for(job_id, address=ray_head, timeout=240) == "SUCCEEDED", \

@@ -30,11 +30,12 @@ def workspace(tmp_path_factory):
     make_digits_folder(root / "digits-raw", size=16)
     pre = prepare(parse_recipe({
         "kind": "prepare", "source": str(root / "raw"), "output": str(root / "mini21k"),
-        "val_per_class": 4, "image_size": 40, "resize": "shorter", "shard_samples": 64,
+        "val_per_class": 4, "min_per_class": 0, "image_size": 40, "resize": "shorter",
+        "shard_samples": 64,
     }), show_progress=False)
     fine = prepare(parse_recipe({
         "kind": "prepare", "source": str(root / "digits-raw"), "output": str(root / "digits"),
-        "val_per_class": 10, "image_size": 32, "shard_samples": 256,
+        "val_per_class": 10, "min_per_class": 0, "image_size": 32, "shard_samples": 256,
     }), show_progress=False)
     yield {"root": root, "pre": pre, "fine": fine}
     ray.shutdown()

@@ -86,6 +86,7 @@ def test_register_names_and_reserved_aliases_rejected():
 def test_prepare_and_finetune_kinds():
     prep = parse_recipe({"kind": "prepare", "source": "s", "output": "o"})
     assert isinstance(prep, PrepareRecipe) and prep.resize == "squish" and prep.val_per_class == 50
+    assert prep.min_per_class == 500 and prep.image_size == 224  # the 21K-P defaults
     fine = parse_recipe({"kind": "finetune", "name": "f", "data": {"path": "p"},
                          "model": {"arch": "resnet18"}, "backbone": "bb@candidate"})
     assert isinstance(fine, FinetuneRecipe) and fine.mode == "full"
