@@ -114,3 +114,44 @@ def test_rerun_after_a_crash_keeps_finished_shards(tmp_path, ray_local):
     assert again.fingerprint == full.fingerprint
     changed = {p.name for p in out.glob("*.tar") if p.stat().st_mtime_ns != stamp[p.name]}
     assert changed == {victim}
+
+
+def test_a_killed_run_resumes_where_it_stopped(tmp_path):
+    """Kill a real `hypernym prepare` process (and its Ray) mid-run; rerun finishes the rest."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    src = make_winter21(tmp_path / "raw", per_class=40)
+    out = tmp_path / "out"
+    args = ["--source", str(src), "--output", str(out), "--set", "val_per_class=2",
+            "--set", "min_per_class=0", "--set", "image_size=32", "--set", "shard_samples=4"]
+    exe = str(Path(sys.executable).parent / "hypernym")
+    proc = subprocess.Popen([exe, "prepare", *args], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "HYPERNYM_HOME": str(tmp_path / "home")})
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((out / "_parts").glob("*.json")):
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
+    proc.wait(30)
+    done = {p.stem for p in (out / "_parts").glob("*.json")}
+    assert done, "the run was killed before any shard finished"
+    assert not (out / "manifest.json").exists()  # a killed run never looks finished
+    stamps = {name: (out / name).stat().st_mtime_ns for name in done}
+
+    manifest = prepare(parse_recipe({
+        "kind": "prepare", "source": str(src), "output": str(out), "val_per_class": 2,
+        "min_per_class": 0, "image_size": 32, "shard_samples": 4}), show_progress=False)
+    total = len(manifest.splits["train"]) + len(manifest.splits["val"])
+    assert len(done) < total  # there was work left
+    assert all((out / name).stat().st_mtime_ns == stamps[name] for name in done)  # kept
+    assert manifest.num_samples("train") + manifest.num_samples("val") == 40 * len(SYNSETS)
+    clean = prepare(parse_recipe({
+        "kind": "prepare", "source": str(src), "output": str(tmp_path / "clean"),
+        "val_per_class": 2, "min_per_class": 0, "image_size": 32, "shard_samples": 4}),
+        show_progress=False)
+    assert clean.fingerprint == manifest.fingerprint  # same dataset as an uninterrupted run
