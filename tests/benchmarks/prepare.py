@@ -53,7 +53,11 @@ def main() -> None:
                         for d in raw)
         bound = n / (time.perf_counter() - start)
 
-        ensure_ray()  # start-up is not preparation work
+        ensure_ray()  # start-up is not preparation work, and neither is a worker's first import
+        import ray
+
+        warm = ray.remote(num_cpus=1)(lambda: __import__("hypernym.data.shards") and 0)
+        ray.get([warm.remote() for _ in range(cores)])
         recipe = parse_recipe({"kind": "prepare", "source": str(src),
                                "output": str(Path(tmp) / "out"), "min_per_class": 0,
                                "val_per_class": 5, "shard_samples": 200})
@@ -72,8 +76,9 @@ def main() -> None:
     print("extrapolated to winter21 (at this machine's per-core rate):")
     print(f"  CPU-hours: {FULL_IN / per_core / 3600:,.0f}  "
           f"(e.g. {FULL_IN / per_core / 3600 / 64:,.1f} h on 64 cores)")
-    print(f"  output: {FULL_KEPT * written / max(manifest.num_samples('train') + manifest.num_samples('val'), 1) / 1e9:,.0f} GB in "
-          f"{-(-11_060_223 // 1000) + -(-522_500 // 1000):,} shards of 1000")
+    kept = manifest.num_samples("train") + manifest.num_samples("val")
+    shards = -(-11_060_223 // 1000) + -(-522_500 // 1000)
+    print(f"  output: {FULL_KEPT * written / kept / 1e9:,.0f} GB in {shards:,} shards of 1000")
 
 
 if __name__ == "__main__":

@@ -59,14 +59,19 @@ def ray_head(tmp_path_factory):
         except HypernymError:
             time.sleep(1)
     yield url
-    # Only this head's processes: they all carry its GCS port or temp dir on their command line.
-    out = subprocess.run(["pgrep", "-f", f"({port}|{temp})"], capture_output=True, text=True)
-    for pid in map(int, out.stdout.split()):
-        if pid != os.getpid():
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+    # Only this head's processes: they all carry its GCS port or temp dir on their command line
+    # (a global `ray stop` would also stop other Ray instances on the machine).
+    for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 0)):
+        out = subprocess.run(["pgrep", "-f", f"({port}|{temp})"], capture_output=True,
+                             text=True)
+        for pid in map(int, out.stdout.split()):
+            if pid != os.getpid():
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+        time.sleep(grace)
+    assert not subprocess.run(["pgrep", "-f", str(temp)], capture_output=True).stdout
 
 
 def tempfile_short() -> str:
