@@ -62,6 +62,10 @@ class PrepareRecipe(Section):
         default_factory=list, description="WordNet synset ids whose whole subtree is left out"
     )
     dedupe: bool = Field(False, description="drop exact duplicate images (by content hash)")
+    hierarchy: str | None = Field(
+        None, description="for classes that are not synsets: a JSON/YAML file mapping each "
+        "class (and inner node) to its parent; the default is a flat hierarchy"
+    )
     image_size: int = Field(224, ge=8, description="target size in pixels")
     resize: Literal["squish", "shorter", "none"] = "squish"
     jpeg_quality: int = Field(90, ge=1, le=100)

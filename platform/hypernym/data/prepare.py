@@ -90,6 +90,7 @@ def prepare(recipe: PrepareRecipe, *, show_progress: bool = True) -> Manifest:
     if exists:
         _clear(out_fs, out_path)  # the old manifest goes first: never a finished-looking mix
     class_index = {c: i for i, c in enumerate(class_ids)}
+    hierarchy = _hierarchy(class_ids, recipe.hierarchy)  # a bad tree file fails before any work
     out_fs.makedirs(join(out_path, PARTS_DIR), exist_ok=True)
 
     jobs = [(split, f"{split}-{i:06d}.tar", items)
@@ -117,7 +118,7 @@ def prepare(recipe: PrepareRecipe, *, show_progress: bool = True) -> Manifest:
         name=recipe.name or out_path.rstrip("/").rsplit("/", 1)[-1],
         recipe={"name": RECIPE_NAME, "version": RECIPE_VERSION, "params": params},
         classes=[ClassInfo(index=i, id=c, name=_class_name(c)) for i, c in enumerate(class_ids)],
-        hierarchy=_hierarchy(class_ids),
+        hierarchy=hierarchy,
         splits=splits,
         dropped={**dict(dropped), **{f"skipped_{k}": v for k, v in skipped.items()}},
         stats={"mixing": {split: mixing([results[name].class_counts for s, name, _ in jobs
@@ -220,19 +221,23 @@ def _clear(fs, path: str) -> None:
 
 
 def _class_name(class_id: str) -> str:
-    try:
-        from hypernym.taxonomy.hierarchy import Hierarchy
+    from hypernym.taxonomy.hierarchy import Hierarchy
 
-        hierarchy = Hierarchy.imagenet21k()
-        return hierarchy.lemma(class_id) if class_id in hierarchy else class_id
-    except ImportError:  # taxonomy data not built yet
-        return class_id
+    hierarchy = Hierarchy.imagenet21k()
+    return hierarchy.lemma(class_id) if class_id in hierarchy else class_id
 
 
-def _hierarchy(class_ids: list[str]) -> dict | None:
-    try:
-        from hypernym.taxonomy.hierarchy import class_hierarchy
-    except ImportError:
-        return None
-    return class_hierarchy(class_ids)
+def _hierarchy(class_ids: list[str], tree_file: str | None) -> dict:
+    from hypernym.taxonomy.hierarchy import class_hierarchy, tree_hierarchy
 
+    if tree_file is None:
+        return class_hierarchy(class_ids)
+    import yaml
+
+    fs, path = open_fs(tree_file)
+    if not fs.isfile(path):
+        raise HypernymError(f"hierarchy file {tree_file} does not exist")
+    parents = yaml.safe_load(fs.cat_file(path))  # YAML is a superset of JSON
+    if not isinstance(parents, dict):
+        raise HypernymError(f"{tree_file}: expected a mapping of class -> parent")
+    return tree_hierarchy(class_ids, {str(k): v for k, v in parents.items()})

@@ -14,7 +14,7 @@ from importlib import resources
 
 from hypernym.errors import HypernymError
 
-__all__ = ["ROOT", "Hierarchy", "class_hierarchy", "stats"]
+__all__ = ["ROOT", "Hierarchy", "class_hierarchy", "stats", "tree_hierarchy"]
 
 ROOT = "n00001740"  # entity
 _FILE = "imagenet21k_hierarchy.json.gz"
@@ -111,6 +111,31 @@ def class_hierarchy(class_ids: list[str], *, hierarchy: Hierarchy | None = None)
             "nodes": {"root": {"parent": None, "lemma": "root"},
                       **{c: {"parent": "root", "lemma": c} for c in class_ids}},
             "levels": dict.fromkeys(class_ids, 1)}
+
+
+def tree_hierarchy(class_ids: list[str], parents: dict[str, str | None]) -> dict:
+    """A user-given tree: ``parents`` maps every class and inner node to its parent (the root
+    to None or absent). Same shape as the WordNet hierarchy, kind ``custom``."""
+    missing = [c for c in class_ids if c not in parents]
+    if missing:
+        raise HypernymError(f"hierarchy file has no parent for classes {missing[:5]}: every "
+                            "class needs an entry `class: parent`")
+    paths, nodes = {}, {}
+    for class_id in class_ids:
+        path, node = [class_id], class_id
+        while parents.get(node) is not None:
+            node = parents[node]
+            if node in path:
+                raise HypernymError(f"hierarchy file has a cycle through {node!r}")
+            path.append(node)
+        path.reverse()
+        paths[class_id] = path
+        for parent, child in zip([None, *path[:-1]], path, strict=True):
+            nodes[child] = {"parent": parent, "lemma": child}
+    roots = {p[0] for p in paths.values()}
+    return {"kind": "custom", "root": sorted(roots)[0] if len(roots) == 1 else None,
+            "class_paths": paths, "nodes": nodes,
+            "levels": {c: len(p) - 1 for c, p in paths.items()}}
 
 
 def stats(class_ids: list[str], *, hierarchy: Hierarchy | None = None) -> dict:

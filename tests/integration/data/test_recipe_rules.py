@@ -88,3 +88,23 @@ def test_truncated_tar_keeps_what_it_can_and_is_counted(tmp_path, ray_local):
     kept = manifest.num_samples("train") + manifest.num_samples("val")
     assert 40 < kept < 50  # the other four classes whole, some of the cut one
     shutil.rmtree(tmp_path / "out")
+
+
+def test_user_given_hierarchy_for_a_folder_dataset(tmp_path, ray_local):
+    from PIL import Image
+
+    for c in ("tabby", "beagle"):
+        (tmp_path / "raw" / c).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (20, 20), (i * 40, 10, 10)).save(tmp_path / "raw" / c / f"{i}.jpg")
+    tree = tmp_path / "tree.yaml"
+    tree.write_text("tabby: cat\nbeagle: dog\ncat: pet\ndog: pet\n")
+    manifest = prepare(recipe(tmp_path / "raw", tmp_path / "out", hierarchy=str(tree)),
+                       show_progress=False)
+    assert manifest.hierarchy["kind"] == "custom"
+    assert manifest.hierarchy["class_paths"]["tabby"] == ["pet", "cat", "tabby"]
+    tree.write_text("tabby: cat\n")
+    with pytest.raises(HypernymError, match="no parent for classes"):
+        prepare(recipe(tmp_path / "raw", tmp_path / "out2", hierarchy=str(tree)),
+                show_progress=False)
+    assert not (tmp_path / "out2" / "train-000000.tar").exists()  # failed before any work

@@ -52,3 +52,17 @@ def test_stats(h):
     s = stats([CHIHUAHUA, TABBY])
     assert s["classes"] == 2 and s["max_depth"] == max(h.depth(CHIHUAHUA), h.depth(TABBY))
     assert sum(s["classes_per_depth"].values()) == 2
+
+
+def test_user_given_tree():
+    from hypernym.taxonomy.hierarchy import tree_hierarchy
+
+    tree = tree_hierarchy(["tabby", "beagle"], {"tabby": "cat", "beagle": "dog", "cat": "pet",
+                                                "dog": "pet", "pet": None})
+    assert tree["kind"] == "custom" and tree["root"] == "pet"
+    assert tree["class_paths"]["beagle"] == ["pet", "dog", "beagle"]
+    assert tree["levels"] == {"tabby": 2, "beagle": 2}
+    with pytest.raises(HypernymError, match="no parent for classes"):
+        tree_hierarchy(["eel"], {"tabby": "cat"})
+    with pytest.raises(HypernymError, match="cycle"):
+        tree_hierarchy(["a"], {"a": "b", "b": "a"})
