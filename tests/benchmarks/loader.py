@@ -1,0 +1,152 @@
+"""Data loading throughput: hypernym's reader against the loaders users know, in one run.
+
+    .venv/bin/python tests/benchmarks/loader.py [--images 2000] [--workers 2]
+
+Same generated JPEGs (500x375, quality 90), same augmentation (RandomResizedCrop 224 + flip to
+uint8, then float on the consumer side), batch 64:
+  (a) torchvision ImageFolder over individual JPEG files, DataLoader
+  (b) a plain webdataset pipeline over the shards, DataLoader
+  (c) ray.data.read_webdataset(decoder=None) + map_batches decode + iter_torch_batches
+  (d) hypernym's reader (make_loader)
+  (e) decode + augment alone in a tight loop, one process (the bound per core)
+Prints images/s, per core, and the ratios d/a, d/b, d/c, d/e.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from hypernym.config import parse_recipe
+from hypernym.data.demo import DEMO_SYNSETS, make_winter21
+from hypernym.data.manifest import read_manifest
+from hypernym.data.prepare import prepare
+from hypernym.data.reader import make_loader
+from hypernym.data.transforms import train_transform
+from hypernym.runtime import configure_logging, ensure_ray
+
+SIZE, BATCH = 224, 64
+
+
+def consume(batches) -> int:
+    n = 0
+    for images, _ in batches:
+        images.float().div_(255)  # the consumer side's conversion, as in training
+        n += len(images)
+    return n
+
+
+def timed(name: str, fn) -> float:
+    start = time.perf_counter()
+    n = fn()
+    rate = n / (time.perf_counter() - start)
+    print(f"  {name:<44} {rate:8.1f} img/s  ({n} images)")
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+    configure_logging()
+    per_class = max(args.images // len(DEMO_SYNSETS), 2)
+    augment = train_transform(SIZE)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        make_winter21(tmp / "raw", images_per_class=per_class, image_size=(500, 375))
+        prepare(parse_recipe({"kind": "prepare", "source": str(tmp / "raw"),
+                              "output": str(tmp / "wds"), "min_per_class": 0,
+                              "val_per_class": 0, "resize": "none", "shard_samples": 256}),
+                show_progress=False)
+        manifest = read_manifest(str(tmp / "wds"))
+        folder = _as_folder(tmp / "raw", tmp / "folder")
+        urls = manifest.shard_urls(str(tmp / "wds"), "train")
+        raw = [jpg for _, jpg in _samples(urls)]
+        workers = args.workers
+        print(f"{len(raw)} images, {workers} loader workers, batch {BATCH}, crop {SIZE}")
+        rates = {
+            "a": timed("(a) ImageFolder + DataLoader", lambda: consume(_imagefolder(folder,
+                                                                                   workers))),
+            "b": timed("(b) webdataset + DataLoader", lambda: consume(_webdataset(urls,
+                                                                                 workers))),
+            "c": timed("(c) ray.data.read_webdataset", lambda: _ray_data(urls)),
+            "d": timed("(d) hypernym reader", lambda: consume(make_loader(
+                manifest, str(tmp / "wds"), "train", rank=0, world_size=1, epoch=0,
+                batch_size=BATCH, img_size=SIZE, train=True, num_workers=workers))),
+            "e": timed("(e) decode + augment, tight loop, 1 core", lambda: sum(
+                1 for data in raw if augment(data) is not None)),
+        }
+    cores = os.cpu_count() or 1
+    print(f"per core ({cores} cores): " + ", ".join(f"{k} {v / cores:.1f}" for k, v in
+                                                     rates.items()))
+    print(f"ratios: d/a {rates['d'] / rates['a']:.2f}  d/b {rates['d'] / rates['b']:.2f}  "
+          f"d/c {rates['d'] / rates['c']:.2f}  d/(e x {workers}) "
+          f"{rates['d'] / (rates['e'] * workers):.2f}")
+
+
+def _samples(urls):
+    from hypernym.data.reader import _read_shard
+
+    for url in urls:
+        for jpg, label in _read_shard(url):
+            yield label, jpg
+
+
+def _as_folder(raw: Path, out: Path) -> Path:
+    import tarfile
+
+    for tar_path in raw.glob("*.tar"):
+        (out / tar_path.stem).mkdir(parents=True, exist_ok=True)
+        with tarfile.open(tar_path) as tar:
+            tar.extractall(out / tar_path.stem, filter="data")
+    return out
+
+
+def _imagefolder(root: Path, workers: int):
+    from torchvision import datasets
+    from torchvision.transforms import v2
+
+    tf = v2.Compose([v2.PILToTensor(), v2.RandomResizedCrop(SIZE, antialias=True),
+                     v2.RandomHorizontalFlip()])
+    ds = datasets.ImageFolder(str(root), transform=tf, loader=lambda p: Image.open(p).convert(
+        "RGB"))
+    return torch.utils.data.DataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=workers)
+
+
+def _webdataset(urls, workers: int):
+    import webdataset as wds
+
+    augment = train_transform(SIZE)
+    ds = (wds.WebDataset(urls, shardshuffle=False, empty_check=False)
+          .map(lambda s: (augment(s["jpg"]), int(s["cls"]))))
+    return torch.utils.data.DataLoader(ds, batch_size=BATCH, num_workers=workers)
+
+
+def _ray_data(urls) -> int:
+    import ray.data
+
+    ensure_ray()
+    augment = train_transform(SIZE)
+
+    def decode(batch):
+        return {"image": np.stack([augment(bytes(b)).numpy() for b in batch["jpg"]]),
+                "label": np.array([int(bytes(c)) for c in batch["cls"]])}
+
+    ds = ray.data.read_webdataset(urls, decoder=None).map_batches(decode, batch_size=BATCH)
+    n = 0
+    for batch in ds.iter_torch_batches(batch_size=BATCH):
+        batch["image"].float().div_(255)
+        n += len(batch["image"])
+    return n
+
+
+if __name__ == "__main__":
+    main()
