@@ -58,3 +58,15 @@ def test_transforms_give_uint8_chw():
     for transform in (train_transform(64), eval_transform(64)):
         out = transform(data)
         assert out.dtype == torch.uint8 and out.shape == (3, 64, 64)
+
+
+def test_decode_scales_in_the_dct_domain_only_when_the_target_allows():
+    from hypernym.data.transforms import decode
+
+    big = encode("RGB", size=(640, 480))
+    assert decode(big, target=64).shape == (3, 240, 320)  # 1/2 scale: still >= 2x target
+    assert decode(big, target=224).shape == (3, 480, 640)  # full size, libjpeg-turbo path
+    png = encode("RGB", size=(50, 40), fmt="PNG")
+    assert decode(png, target=32).shape == (3, 40, 50)
+    gray = encode("L", size=(50, 40))
+    assert decode(gray, target=32).shape == (3, 40, 50)  # greyscale JPEG comes out RGB
