@@ -10,7 +10,7 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,6 @@ class TrainResult:
     checkpoint_path: str | None
     registered: Any = None  # hypernym.registry.models.RegisteredModel
     wall_s: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def run_training(

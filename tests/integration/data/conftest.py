@@ -42,6 +42,15 @@ def make_winter21(root: Path, *, per_class: int = 12, bad: bool = False) -> Path
     return root
 
 
+def small_recipe(source, output, **settings):
+    """A prepare recipe for tiny test data: every class kept, small images and shards."""
+    from hypernym.config import parse_recipe
+
+    base = {"val_per_class": 1, "min_per_class": 0, "image_size": 24, "shard_samples": 10}
+    return parse_recipe({"kind": "prepare", "source": str(source), "output": str(output),
+                         **base, **settings})
+
+
 @pytest.fixture(scope="module")
 def ray_local():
     import ray

@@ -15,15 +15,14 @@ from hypernym.data.prepare import prepare
 from hypernym.data.reader import make_loader
 from hypernym.errors import HypernymError
 
-from .conftest import SYNSETS, jpeg, make_winter21
+from .conftest import SYNSETS, jpeg, make_winter21, small_recipe
 
 pytestmark = pytest.mark.integration
 
 
 def recipe(source, output, **kw):
-    return parse_recipe({"kind": "prepare", "source": str(source), "output": str(output),
-                         "val_per_class": 2, "min_per_class": 0, "image_size": 32,
-                         "shard_samples": 16, **kw})
+    return small_recipe(source, output, **{"val_per_class": 2, "image_size": 32,
+                                           "shard_samples": 16, **kw})
 
 
 def test_winter21_to_mixed_shards_with_bad_inputs_counted(tmp_path, ray_local):

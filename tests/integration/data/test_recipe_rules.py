@@ -8,19 +8,13 @@ import shutil
 
 import pytest
 
-from hypernym.config import parse_recipe
 from hypernym.data.prepare import prepare
 from hypernym.errors import HypernymError
 
 from .conftest import SYNSETS, add, jpeg, make_winter21
+from .conftest import small_recipe as recipe
 
 pytestmark = pytest.mark.integration
-
-
-def recipe(source, output, **kw):
-    return parse_recipe({"kind": "prepare", "source": str(source), "output": str(output),
-                         "val_per_class": 1, "min_per_class": 0, "image_size": 24,
-                         "shard_samples": 10, **kw})
 
 
 def test_csv_and_jsonl_sources(tmp_path, ray_local):
