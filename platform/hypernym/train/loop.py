@@ -31,7 +31,7 @@ from hypernym.train.tasks import (
     normalizer,
 )
 
-__all__ = ["LoopJob", "train_loop_per_worker"]
+__all__ = ["LoopJob", "train_epoch", "train_loop_per_worker"]
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float]:
             batch_size=data.batch_size, img_size=data.img_size, train=True,
             seed=data.seed, num_workers=data.loader_workers, crop_scale=data.crop_scale,
         )
-        metrics = _train_epoch(
+        metrics = train_epoch(
             state, loader, normalize, autocast, train, logger=logger, world=world,
             epoch=epoch, steps=steps,
         )
@@ -96,7 +96,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float]:
     return metrics
 
 
-def _train_epoch(state, loader, normalize, autocast, train, *, logger, world, epoch, steps):
+def train_epoch(state, loader, normalize, autocast, train, *, logger, world, epoch, steps):
+    """One pass over ``loader``: the step itself, plus the bookkeeping a run needs (rank-0
+    metric logs every ``train.log_every`` steps, throughput, time waiting for data)."""
     model, optimizer, scheduler = state.model, state.optimizer, state.scheduler
     model.train()
     loss_sum, seen, data_wait = 0.0, 0, 0.0
