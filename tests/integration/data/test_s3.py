@@ -69,3 +69,23 @@ def test_prepare_from_and_to_s3_and_stream(s3, tmp_path):
                          batch_size=5, img_size=24, train=True)
     batches = list(loader)
     assert len(batches) == 5 and batches[0][0].shape == (5, 3, 24, 24)
+
+
+def test_local_csv_pointing_at_s3_images(s3, tmp_path):
+    import fsspec
+
+    from .conftest import jpeg
+
+    fs = fsspec.filesystem("s3")
+    rows = ["path,label"]
+    for i in range(8):
+        fs.pipe_file(f"{s3}/loose/img{i}.jpg", jpeg(i))
+        rows.append(f"{s3}/loose/img{i}.jpg,{'ab'[i % 2]}")
+    table = tmp_path / "images.csv"
+    table.write_text("\n".join(rows) + "\n")
+    manifest = prepare(parse_recipe({
+        "kind": "prepare", "source": str(table), "output": str(tmp_path / "ds"),
+        "val_per_class": 1, "min_per_class": 0, "image_size": 16,
+    }), show_progress=False)
+    assert [c.id for c in manifest.classes] == ["a", "b"]
+    assert manifest.num_samples("train") == 6 and manifest.num_samples("val") == 2
