@@ -12,11 +12,14 @@ from __future__ import annotations
 import colorsys
 import io
 import os
+import re
 import tarfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from hypernym.errors import HypernymError
 
 __all__ = ["DEMO_SYNSETS", "make_digits_folder", "make_winter21"]
 
@@ -40,9 +43,10 @@ def make_winter21(out_dir: str | Path, *, images_per_class: int = 60,
     A tar that already holds ``images_per_class`` members is kept, so reruns are quick.
     Returns the synset ids written.
     """
+    classes = DEMO_SYNSETS if classes is None else classes
+    _check(classes, images_per_class)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    classes = classes or DEMO_SYNSETS
     for index, synset in enumerate(classes):
         target = out / f"{synset}.tar"
         if target.exists() and _member_count(target) == images_per_class:
@@ -77,6 +81,19 @@ def make_digits_folder(out_dir: str | Path, *, size: int = 32) -> list[str]:
         img = Image.fromarray(pixels, mode="L").resize((size, size), Image.BILINEAR)
         img.save(out / str(label) / f"digit_{i}.png")
     return names
+
+
+def _check(classes: list[str], images_per_class: int) -> None:
+    bad = [c for c in classes if not re.fullmatch(r"n\d{8}", c)]
+    if bad or not classes:
+        raise HypernymError(f"demo classes must be WordNet ids like n02085620, got "
+                            f"{bad[:3] or classes}: pass classes=None for the 16 built-in synsets")
+    duplicates = sorted({c for c in classes if classes.count(c) > 1})
+    if duplicates:
+        raise HypernymError(f"demo classes {duplicates[:3]} are listed twice: each synset is one "
+                            "tar, list it once")
+    if images_per_class < 1:
+        raise HypernymError(f"images_per_class is {images_per_class}: it must be at least 1")
 
 
 def _position(synset: str, index: int) -> tuple[int, int]:

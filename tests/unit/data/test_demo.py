@@ -6,9 +6,11 @@ import io
 import tarfile
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from hypernym.data.demo import DEMO_GROUPS, DEMO_SYNSETS, make_digits_folder, make_winter21
+from hypernym.errors import HypernymError
 from hypernym.taxonomy.build import timm_21k_synsets
 from hypernym.taxonomy.hierarchy import Hierarchy
 
@@ -67,3 +69,15 @@ def test_digits_folder(tmp_path):
     files = list(tmp_path.glob("*/*.png"))
     assert len(files) == 1797
     assert Image.open(files[0]).size == (16, 16)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"classes": ["dog"]}, "WordNet ids like"),
+    ({"classes": []}, "WordNet ids like"),
+    ({"classes": ["n02085620", "n02085620"]}, "listed twice"),
+    ({"images_per_class": 0}, "at least 1"),
+])
+def test_bad_arguments_are_explained(tmp_path, kwargs, match):
+    with pytest.raises(HypernymError, match=match):
+        make_winter21(tmp_path, **kwargs)
+    assert not list(tmp_path.iterdir())  # nothing written before the check
