@@ -13,8 +13,8 @@ from hypernym.jobs import submit as jobs
 
 __all__ = ["jobs_app", "submit"]
 
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)  # data (ids, logs) must not be re-wrapped at 80 columns
+err = Console(stderr=True, soft_wrap=True)  # printed commands stay copy-pastable
 jobs_app = typer.Typer(no_args_is_help=True)
 Address = Annotated[
     str | None,
@@ -50,8 +50,11 @@ def submit(
 
 @jobs_app.command()
 def status(job_id: str, address: Address = None) -> None:
-    """SUCCEEDED, FAILED, STOPPED, RUNNING or PENDING."""
-    out.print(jobs.job_status(job_id, address=address))
+    """PENDING, RUNNING, SUCCEEDED, FAILED or STOPPED (and Ray's message, if any, on stderr)."""
+    info = jobs.job_info(job_id, address=address)
+    out.print(str(info.status.value))
+    if info.message:
+        err.print(info.message, markup=False, highlight=False)
 
 
 @jobs_app.command()
