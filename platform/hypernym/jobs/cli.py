@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from hypernym.jobs import submit as jobs
 
@@ -18,7 +18,8 @@ err = Console(stderr=True, soft_wrap=True)  # printed commands stay copy-pastabl
 jobs_app = typer.Typer(no_args_is_help=True)
 Address = Annotated[
     str | None,
-    typer.Option("--address", help="Ray dashboard URL (default: RAY_ADDRESS or 127.0.0.1:8265)"),
+    typer.Option("--address", help="Ray dashboard URL (default: RAY_API_SERVER_ADDRESS, "
+                 "RAY_ADDRESS or http://127.0.0.1:8265)"),
 ]
 
 
@@ -75,7 +76,8 @@ def stop(job_id: str, address: Address = None) -> None:
 @jobs_app.command("list")
 def list_(address: Address = None) -> None:
     """Jobs on the cluster, oldest first."""
-    table = Table("job id", "status", "entrypoint", "kind")
+    table = Table(Column("job id", no_wrap=True), Column("status", no_wrap=True), "entrypoint",
+                  Column("kind", no_wrap=True))
     for job in jobs.list_jobs(address=address):
         table.add_row(job.submission_id or job.job_id or "", str(job.status.value),
                       job.entrypoint[:60], (job.metadata or {}).get("hypernym.kind", ""))

@@ -6,32 +6,27 @@ recipe travels in the job's working_dir.
 
 Paths in a recipe must exist where the job runs: local paths are made absolute (right for a
 cluster on this machine or with a shared filesystem); ``s3://`` URIs are the portable choice.
-
-Token authentication (Ray 2.59+): with ``RAY_AUTH_MODE=token`` the token comes from
-``RAY_AUTH_TOKEN``, the file ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token`` (Ray's own order);
-with the mode unset a token is sent only if one of those exists (as ``ray.init`` does); with
-``RAY_AUTH_MODE=disabled`` none is sent.
+Addresses and token authentication are handled in `hypernym.jobs.client`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import socket
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import yaml
 
 from hypernym.config import load_recipe
 from hypernym.errors import HypernymError
+from hypernym.jobs.client import DEFAULT_ADDRESS, call, errors, make_client, resolve_address
 
 __all__ = [
     "DEFAULT_ADDRESS",
+    "ENTRYPOINT",
     "TERMINAL",
     "job_info",
     "job_logs",
@@ -44,118 +39,9 @@ __all__ = [
     "wait_for",
 ]
 
-DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
 ENTRYPOINT = "python -m hypernym run recipe.yaml"
 _PASS_THROUGH = ("MLFLOW_TRACKING_URI", "HYPERNYM_HOME", "HYPERNYM_ARTIFACT_ROOT")
-_CONNECT_TIMEOUT_S = 5.0
-_NO_CLUSTER_FIX = (
-    "start one with `infra/local_cluster.sh start` or `ray start --head --dashboard-host "
-    "0.0.0.0`, or set RAY_ADDRESS=http://HEAD:8265"
-)
-_TOKEN_FIX = (
-    "set RAY_AUTH_MODE=token and give the cluster's token (`ray get-auth-token` on the head "
-    "node) as RAY_AUTH_TOKEN, in a file named by RAY_AUTH_TOKEN_PATH, or in ~/.ray/auth_token"
-)
-
-
-def resolve_address(address: str | None = None) -> str:
-    """Explicit address, else an http(s) RAY_ADDRESS, else the local dashboard."""
-    if address:
-        return address.rstrip("/")
-    env = os.environ.get("RAY_ADDRESS", "")
-    return env.rstrip("/") if env.startswith(("http://", "https://")) else DEFAULT_ADDRESS
-
-
-# --------------------------------------------------------------------------- client & errors
-
-
-def _local_token() -> str | None:
-    """The token Ray itself would use: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token."""
-    if token := os.environ.get("RAY_AUTH_TOKEN", "").strip():
-        return token
-    named = os.environ.get("RAY_AUTH_TOKEN_PATH")
-    path = Path(named).expanduser() if named else Path.home() / ".ray" / "auth_token"
-    try:
-        return path.read_text().strip() or None
-    except OSError:
-        if named:
-            raise HypernymError(
-                f"RAY_AUTH_TOKEN_PATH={named} cannot be read: point it at the file holding the "
-                "cluster's token, or unset it"
-            ) from None
-        return None
-
-
-def _auth_headers() -> dict[str, str]:
-    # Built here rather than left to Ray: Ray caches the auth mode per process when its config
-    # is first read, and a client should follow the environment at call time.
-    mode = os.environ.get("RAY_AUTH_MODE", "").strip().lower()
-    if mode == "disabled":
-        return {}
-    token = _local_token()
-    if token is None:
-        if mode == "token":
-            raise HypernymError(f"RAY_AUTH_MODE=token but no token was found: {_TOKEN_FIX}")
-        return {}
-    return {"Authorization": f"Bearer {token}"}
-
-
-def _probe(url: str) -> None:
-    # requests has no connect timeout by default: a firewalled head would hang for minutes.
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise HypernymError(f"Ray dashboard address must look like http://HOST:8265, got {url!r}")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        socket.create_connection((parts.hostname, port), timeout=_CONNECT_TIMEOUT_S).close()
-    except OSError as exc:
-        raise HypernymError(f"no Ray Jobs API at {url} ({exc}): {_NO_CLUSTER_FIX}") from None
-
-
-@contextlib.contextmanager
-def _errors(url: str, job_id: str | None = None) -> Iterator[None]:
-    """Turn Ray's and requests' exceptions into one HypernymError that says how to fix it."""
-    import requests
-    from ray.exceptions import AuthenticationError
-
-    try:
-        yield
-    except AuthenticationError as exc:
-        if "Authentication failed" in str(exc):  # HTTP 403: a token was sent and refused
-            raise HypernymError(f"the Ray cluster at {url} rejected the token: {_TOKEN_FIX}") \
-                from None
-        raise HypernymError(f"the Ray cluster at {url} requires a token: {_TOKEN_FIX}") from None
-    except (ConnectionError, requests.exceptions.ConnectionError) as exc:
-        raise HypernymError(f"no Ray Jobs API at {url} ({exc}): {_NO_CLUSTER_FIX}") from None
-    except RuntimeError as exc:
-        text = str(exc)
-        if job_id is not None and ("does not exist" in text or "status code 404" in text):
-            raise HypernymError(
-                f"no job {job_id!r} on the cluster at {url}: see `hypernym jobs list"
-                f"{'' if url == DEFAULT_ADDRESS else ' --address ' + url}`"
-            ) from None
-        if "status code 404" in text or "Version check" in text:
-            raise HypernymError(f"no Ray Jobs API at {url} ({text[:200]}): {_NO_CLUSTER_FIX}") \
-                from None
-        raise
-
-
-def _client(address: str | None):
-    from ray.job_submission import JobSubmissionClient
-
-    url = resolve_address(address)
-    _probe(url)
-    with _errors(url):
-        client = JobSubmissionClient(url, headers=_auth_headers())
-    client.hypernym_url = url  # for error messages of later calls
-    return client
-
-
-def _call(client, method: str, job_id: str | None = None, **kwargs):
-    with _errors(client.hypernym_url, job_id):
-        fn = getattr(client, method)
-        return fn(job_id, **kwargs) if job_id is not None else fn(**kwargs)
 
 
 # --------------------------------------------------------------------------- submission
@@ -166,8 +52,19 @@ def _env_vars(extra: dict[str, str] | None) -> dict[str, str]:
     return {**passed, **(extra or {})}
 
 
-def _absolute(value: str) -> str:
-    return value if "://" in value else str(Path(value).expanduser().resolve())
+def _absolute(value: str | None) -> str | None:
+    if value is None or "://" in value:
+        return value
+    return str(Path(value).expanduser().resolve())
+
+
+def _with_absolute_paths(recipe):
+    """The recipe with its local paths made absolute (the job runs in another directory)."""
+    if recipe.kind == "prepare":
+        return recipe.model_copy(update={
+            key: _absolute(getattr(recipe, key)) for key in ("source", "output", "hierarchy")})
+    data = recipe.data.model_copy(update={"path": _absolute(recipe.data.path)})
+    return recipe.model_copy(update={"data": data})
 
 
 def _submit(client, **kwargs) -> str:
@@ -175,7 +72,7 @@ def _submit(client, **kwargs) -> str:
     deadline = time.monotonic() + 60
     while True:
         try:
-            return _call(client, "submit_job", **kwargs)
+            return call(client, "submit_job", **kwargs)
         except RuntimeError as exc:
             if "No available agent" not in str(exc) or time.monotonic() > deadline:
                 raise
@@ -184,29 +81,33 @@ def _submit(client, **kwargs) -> str:
 
 def submit_recipe(recipe_path: str | Path, *, address: str | None = None,
                   overrides: Sequence[str] = (), upload_package: bool = False,
-                  env: dict[str, str] | None = None) -> str:
+                  env: dict[str, str] | None = None, wait: bool = False) -> str:
     """Validate a recipe here, then run it on the cluster with ``hypernym run``.
+
+    Local paths in the recipe (``source``, ``output``, ``hierarchy``, ``data.path``) are made
+    absolute here. On a remote cluster they must exist at those paths there (a shared
+    filesystem); ``s3://`` URIs are the portable choice.
 
     Args:
         recipe_path: a recipe YAML file.
-        address: the Ray dashboard URL (see `resolve_address`).
+        address: the Ray dashboard URL (see `hypernym.jobs.client.resolve_address`).
         overrides: ``key.path=value`` overrides, as ``--set`` takes them.
         upload_package: ship this installed hypernym package with the job (``py_modules``), for
             a cluster whose image has the dependencies but not hypernym.
         env: extra environment variables for the job (beside MLFLOW_TRACKING_URI,
             HYPERNYM_HOME, HYPERNYM_ARTIFACT_ROOT and AWS_*, passed through when set here).
+        wait: block until the job ends.
 
     Returns:
         The job's submission id.
+
+    Raises:
+        HypernymError: the recipe is invalid (nothing is sent), the cluster cannot be reached
+            or refuses the token, or (``wait``) the job did not succeed.
     """
     recipe = load_recipe(recipe_path, list(overrides))  # a bad recipe fails before any upload
-    if recipe.kind == "prepare":
-        recipe = recipe.model_copy(update={"source": _absolute(recipe.source),
-                                           "output": _absolute(recipe.output)})
-    else:
-        data = recipe.data.model_copy(update={"path": _absolute(recipe.data.path)})
-        recipe = recipe.model_copy(update={"data": data})
-    client = _client(address)
+    recipe = _with_absolute_paths(recipe)
+    client = make_client(address)
     runtime_env: dict = {"env_vars": _env_vars(env)}
     if upload_package:
         import hypernym
@@ -216,18 +117,21 @@ def submit_recipe(recipe_path: str | Path, *, address: str | None = None,
     with tempfile.TemporaryDirectory(prefix="hypernym-job-") as workdir:
         (Path(workdir) / "recipe.yaml").write_text(
             yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
-        return _submit(
+        job_id = _submit(
             client,
             entrypoint=ENTRYPOINT,
             runtime_env={**runtime_env, "working_dir": workdir},
             metadata={"hypernym.kind": recipe.kind, "hypernym.recipe": str(recipe_path)},
         )
+    if wait:
+        _wait(client, job_id, timeout=None, poll=1.0, must_succeed=True)
+    return job_id
 
 
 def submit_command(entrypoint: str, *, address: str | None = None,
                    env: dict[str, str] | None = None) -> str:
     """Submit a raw shell entrypoint (tools and tests; recipes go through `submit_recipe`)."""
-    return _submit(_client(address), entrypoint=entrypoint,
+    return _submit(make_client(address), entrypoint=entrypoint,
                    runtime_env={"env_vars": _env_vars(env)})
 
 
@@ -235,55 +139,65 @@ def submit_command(entrypoint: str, *, address: str | None = None,
 
 
 def job_status(job_id: str, *, address: str | None = None) -> str:
-    """PENDING, RUNNING, SUCCEEDED, FAILED or STOPPED."""
-    return str(_call(_client(address), "get_job_status", job_id).value)
+    """PENDING, RUNNING, SUCCEEDED, FAILED or STOPPED (`job_info` has the details)."""
+    return str(call(make_client(address), "get_job_status", job_id).value)
 
 
 def job_info(job_id: str, *, address: str | None = None):
     """Ray's ``JobDetails`` for the job: status, message, entrypoint, times, metadata."""
-    return _call(_client(address), "get_job_info", job_id)
+    return call(make_client(address), "get_job_info", job_id)
 
 
 def list_jobs(*, address: str | None = None) -> list:
     """Every job the cluster knows (``JobDetails``), oldest first."""
-    return sorted(_call(_client(address), "list_jobs"), key=lambda j: j.start_time or 0)
+    return sorted(call(make_client(address), "list_jobs"), key=lambda j: j.start_time or 0)
 
 
 def stop_job(job_id: str, *, address: str | None = None) -> bool:
     """Ask the cluster to stop the job; False when it had already ended."""
-    return bool(_call(_client(address), "stop_job", job_id))
+    return bool(call(make_client(address), "stop_job", job_id))
 
 
 def wait_for(job_id: str, *, address: str | None = None, timeout: float | None = None,
              poll: float = 1.0) -> str:
     """Block until the job ends; returns SUCCEEDED, FAILED or STOPPED."""
-    client = _client(address)
+    return _wait(make_client(address), job_id, timeout=timeout, poll=poll, must_succeed=False)
+
+
+def _wait(client, job_id: str, *, timeout: float | None, poll: float, must_succeed: bool) -> str:
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        status = str(_call(client, "get_job_status", job_id).value)
+        status = str(call(client, "get_job_status", job_id).value)
         if status in TERMINAL:
-            return status
+            break
         if deadline is not None and time.monotonic() > deadline:
             raise HypernymError(
                 f"job {job_id} still {status} after {timeout:.0f}s: follow it with "
                 f"`hypernym jobs logs {job_id} --follow` or stop it with `hypernym jobs stop`")
         time.sleep(poll)
+    if must_succeed and status != "SUCCEEDED":
+        info = call(client, "get_job_info", job_id)
+        tail = "\n".join(call(client, "get_job_logs", job_id).splitlines()[-20:])
+        raise HypernymError(
+            f"job {job_id} {status}: {info.message or ''}\n{tail}\n"
+            f"full output: `hypernym jobs logs {job_id}`")
+    return status
 
 
 def job_logs(job_id: str, *, address: str | None = None, follow: bool = False) -> Iterator[str]:
     """The job's output so far, or (``follow``) chunks streamed until the job ends."""
-    client = _client(address)
+    client = make_client(address)
     if not follow:
-        yield _call(client, "get_job_logs", job_id)
+        yield call(client, "get_job_logs", job_id)
         return
-    _call(client, "get_job_status", job_id)  # a clear error for an unknown id, before streaming
+    call(client, "get_job_status", job_id)  # a clear error for an unknown id, before streaming
     # tail_job_logs is async only; drive it from a private loop so callers stay synchronous.
     stream = client.tail_job_logs(job_id)
     loop = asyncio.new_event_loop()
     try:
         while True:
             try:
-                with _errors(client.hypernym_url, job_id):
+                with errors(client.hypernym_url, job_id):
                     chunk = loop.run_until_complete(stream.__anext__())
             except StopAsyncIteration:
                 return

@@ -43,8 +43,8 @@ def make_folder(root: Path) -> Path:
 
 
 def prepare_recipe(tmp_path: Path, **extra: str) -> Path:
-    src = make_folder(tmp_path / "raw")
-    lines = {"kind": "prepare", "source": str(src), "output": str(tmp_path / "out"),
+    make_folder(tmp_path / "raw")
+    lines = {"kind": "prepare", "source": str(tmp_path / "raw"), "output": str(tmp_path / "out"),
              "source_format": "folder", "val_per_class": "1", "min_per_class": "0",
              "image_size": "32", **extra}
     recipe = tmp_path / "prep.yaml"
@@ -52,15 +52,22 @@ def prepare_recipe(tmp_path: Path, **extra: str) -> Path:
     return recipe
 
 
-def test_submit_prepare_recipe_runs_on_the_cluster(ray_head, tmp_path):
-    recipe = prepare_recipe(tmp_path)
+def test_submit_prepare_recipe_runs_on_the_cluster(ray_head, tmp_path, monkeypatch):
+    # Relative paths, as a user writes them: the job runs in its own working_dir, so they only
+    # land here if submit_recipe made them absolute.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tree.yaml").write_text("a: things\nb: things\nc: things\n")
+    recipe = Path(prepare_recipe(tmp_path, source="raw", output="out", hierarchy="tree.yaml").name)
+    # An ambient RAY_ADDRESS naming another cluster must not win over the explicit address
+    # (Ray's own client lets the variable override its argument).
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:9")
     job_id = submit_recipe(recipe, address=ray_head, overrides=["jpeg_quality=80"],
-                           env={"HYPERNYM_HOME": str(tmp_path / "home")})
-    assert wait_for(job_id, address=ray_head, timeout=120) == "SUCCEEDED", \
-        "".join(job_logs(job_id, address=ray_head))
+                           env={"HYPERNYM_HOME": str(tmp_path / "home")}, wait=True)
+    assert job_status(job_id, address=ray_head) == "SUCCEEDED"
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert len(manifest["classes"]) == 3
-    assert "dataset ready" in "".join(job_logs(job_id, address=ray_head))
+    assert manifest["hierarchy"]["root"] == "things"
+    assert f"dataset ready {tmp_path / 'out'}" in "".join(job_logs(job_id, address=ray_head))
     info = job_info(job_id, address=ray_head)
     assert info.entrypoint == "python -m hypernym run recipe.yaml"
     assert info.metadata["hypernym.kind"] == "prepare"
@@ -115,6 +122,15 @@ def test_bad_recipe_is_rejected_before_submission(ray_head, tmp_path):
     assert len(list_jobs(address=ray_head)) == before
 
 
+def test_wait_raises_when_the_job_fails_on_the_cluster(ray_head, tmp_path):
+    # valid here, but its source does not exist where the job runs
+    recipe = prepare_recipe(tmp_path, source=str(tmp_path / "missing"))
+    with pytest.raises(HypernymError, match=r"(?s)job raysubmit_\w+ FAILED.*missing.*"
+                                            r"hypernym jobs logs raysubmit_"):
+        submit_recipe(recipe, address=ray_head, wait=True)
+    assert list_jobs(address=ray_head)[-1].status.value == "FAILED"
+
+
 def test_stop_a_running_job_and_follow_its_logs(ray_head):
     job_id = submit_command(
         'python -c "import time; print(\'started\', flush=True); time.sleep(300)"',
@@ -146,13 +162,22 @@ def test_unreachable_cluster_fails_fast_and_clearly(monkeypatch):
     with pytest.raises(HypernymError, match="no Ray Jobs API at http://10.255.255.1:8265"):
         job_status("x", address="http://10.255.255.1:8265")
     assert time.monotonic() - started < 15
-    with pytest.raises(HypernymError, match="must look like http://HOST:8265"):
-        list_jobs(address="127.0.0.1:8265")
-    # address resolution: explicit, else an http(s) RAY_ADDRESS, else the local dashboard
+    for bad in ("ftp://head:8265", "not an address", "ray://:10001"):
+        with pytest.raises(HypernymError, match="must look like http://HOST:8265"):
+            list_jobs(address=bad)
+    # address resolution, in ray job's order: explicit, RAY_API_SERVER_ADDRESS, RAY_ADDRESS
+    monkeypatch.delenv("RAY_API_SERVER_ADDRESS", raising=False)
+    assert resolve_address() == "http://127.0.0.1:8265"
     monkeypatch.setenv("RAY_ADDRESS", "auto")
     assert resolve_address() == "http://127.0.0.1:8265"
     monkeypatch.setenv("RAY_ADDRESS", "https://head:8265/")
     assert resolve_address() == "https://head:8265"
+    # a cluster address means the dashboard on its host
+    for cluster_address in ("10.0.0.5:6379", "ray://10.0.0.5:10001", "10.0.0.5"):
+        monkeypatch.setenv("RAY_ADDRESS", cluster_address)
+        assert resolve_address() == "http://10.0.0.5:8265"
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "http://api:8265")
+    assert resolve_address() == "http://api:8265"
     assert resolve_address("http://x:1") == "http://x:1"
 
 
@@ -162,6 +187,16 @@ def test_token_auth_cluster(start_head, monkeypatch, tmp_path):
     for var in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"):
         monkeypatch.delenv(var, raising=False)
 
+    # Prime Ray's per-process auth cache with some other token, as an earlier call in this
+    # process may have done (CI hit this): with none configured now, none may be sent.
+    (tmp_path / "stale_token").write_text("1" * 64)
+    with monkeypatch.context() as m:
+        m.setenv("RAY_AUTH_MODE", "token")
+        m.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "stale_token"))
+        from ray._private.authentication.http_token_authentication import (
+            get_auth_headers_if_auth_enabled,
+        )
+        get_auth_headers_if_auth_enabled({})
     with pytest.raises(HypernymError, match="requires a token.*RAY_AUTH_MODE=token"):
         list_jobs(address=head.url)
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
@@ -178,6 +213,9 @@ def test_token_auth_cluster(start_head, monkeypatch, tmp_path):
                             address=head.url)
     assert wait_for(job_id, address=head.url, timeout=60) == "SUCCEEDED"
     assert "hello from a token cluster" in "".join(job_logs(job_id, address=head.url))
+    # the log stream (a websocket) carries the token too
+    assert "hello from a token cluster" in "".join(job_logs(job_id, address=head.url,
+                                                            follow=True))
     # ... and as RAY_AUTH_TOKEN, with the mode left unset (sent because one is available)
     monkeypatch.delenv("RAY_AUTH_TOKEN_PATH")
     monkeypatch.delenv("RAY_AUTH_MODE")
