@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hypernym.data.storage import join, open_fs
+from hypernym.data.storage import is_remote, join, open_fs
 from hypernym.errors import HypernymError
 
 __all__ = [
@@ -114,9 +114,16 @@ def read_manifest(uri: str) -> Manifest:
 
 
 def write_manifest(uri: str, manifest: Manifest) -> None:
-    """Write the manifest atomically where the filesystem allows (rename on local disks)."""
+    """Write ``<uri>/manifest.json`` so that it is never seen half-written.
+
+    Local disks: a temporary file renamed into place. Object stores: one PUT, which is atomic
+    (a rename there would be a copy plus a delete, and leave a second object behind on a crash).
+    """
     fs, path = open_fs(uri)
     data = manifest.model_dump_json(indent=2).encode()
+    if is_remote(uri):
+        fs.pipe_file(join(path, MANIFEST), data)
+        return
     tmp = join(path, f".{MANIFEST}.tmp")
     with fs.open(tmp, "wb") as fh:
         fh.write(data)

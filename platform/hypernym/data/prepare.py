@@ -3,12 +3,14 @@
 The plan (which image goes to which split and shard) is a seeded, deterministic function computed
 in the driver; each shard is then one Ray task. Classes are mixed in every shard by a global
 shuffle, though the source is one tar per class. A rerun after a crash keeps the shards already
-finished (checked by sha256); the manifest is written last.
+finished (same work, same sha256: checked inside each task); the manifest is written last.
 """
 
 from __future__ import annotations
 
+import os
 import random
+import re
 from collections import Counter
 
 from hypernym.config import PrepareRecipe
@@ -22,7 +24,7 @@ from hypernym.data.manifest import (
     write_manifest,
     write_timm_info,
 )
-from hypernym.data.shards import PARTS_DIR, ShardResult, reuse_finished, write_shard
+from hypernym.data.shards import PARTS_DIR, ShardResult, write_shard
 from hypernym.data.sources import Item, Listing, list_source
 from hypernym.data.storage import join, open_fs
 from hypernym.errors import HypernymError
@@ -75,6 +77,7 @@ def prepare(recipe: PrepareRecipe, *, show_progress: bool = True) -> Manifest:
         HypernymError: a missing or unrecognised source, an existing dataset without
             ``overwrite``, or more bad images than ``max_bad_fraction`` allows.
     """
+    _check_apart(recipe.source, recipe.output)
     out_fs, out_path = open_fs(recipe.output)
     exists = out_fs.exists(join(out_path, MANIFEST))
     if exists and not recipe.overwrite:
@@ -125,6 +128,7 @@ def prepare(recipe: PrepareRecipe, *, show_progress: bool = True) -> Manifest:
                                          if s == split]) for split in plan}},
         fingerprint=fingerprint(params, class_ids, [i for v in splits.values() for i in v]),
     )
+    _remove_strays(out_fs, out_path, keep={name for _, name, _ in jobs})
     write_timm_info(recipe.output, manifest)
     write_manifest(recipe.output, manifest)  # last: only now is this a dataset
     out_fs.rm(join(out_path, PARTS_DIR), recursive=True)
@@ -156,24 +160,18 @@ def _run_tasks(jobs, recipe: PrepareRecipe, class_index, *, show_progress: bool)
 
     from hypernym.runtime import ensure_ray
 
+    ensure_ray()
     results: dict[str, ShardResult] = {}
-    todo = []
-    for _split, name, items in jobs:
-        reused = reuse_finished(recipe.output, name)
-        if reused is not None:
-            results[name] = reused
-        else:
-            todo.append((name, items))
-    if todo:
-        ensure_ray()
-    task = ray.remote(num_cpus=1)(write_shard) if todo else None
+    task = ray.remote(num_cpus=1)(write_shard)
+    # Every shard is a task, finished ones too: the task checks a previous run's shard (by
+    # re-hashing it), so that check runs in parallel on the cluster, not serially here.
     pending = {
         task.remote(items=items, name=name, output=recipe.output, source=recipe.source,
                     class_index=class_index, size=recipe.image_size, resize=recipe.resize,
                     quality=recipe.jpeg_quality): name
-        for name, items in todo
+        for _split, name, items in jobs
     }
-    with _progress(show_progress, total=len(jobs), done=len(results)) as advance:
+    with _progress(show_progress, total=len(jobs), done=0) as advance:
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
@@ -218,6 +216,36 @@ def _clear(fs, path: str) -> None:
         name = entry.rsplit("/", 1)[-1]
         if name.endswith(".tar") or name == PARTS_DIR:
             fs.rm(entry, recursive=True)
+
+
+_SHARD_NAME = re.compile(r"\.?[a-z]+-\d{6}\.tar(\.tmp)?")
+
+
+def _remove_strays(fs, path: str, *, keep: set[str]) -> None:
+    """Shards of an earlier, different plan (and temp files of a crashed write) are not part of
+    this dataset: remove them, so a glob over the directory finds only the manifest's shards.
+    Only names this module writes are touched."""
+    for entry in fs.ls(path, detail=False):
+        name = entry.rstrip("/").rsplit("/", 1)[-1]
+        if _SHARD_NAME.fullmatch(name) and name not in keep:
+            fs.rm(entry)
+
+
+def _check_apart(source: str, output: str) -> None:
+    """Output and a source directory must not overlap: overwriting and the clean-up of stale
+    shards delete ``*.tar`` files in the output, which in a winter21 source are the raw data."""
+    src_fs, src = open_fs(source)
+    out_fs, out = open_fs(output)
+    if src_fs.protocol != out_fs.protocol or src_fs.isfile(src):  # a table's folder may hold it
+        return
+    if not src_fs.exists(src):
+        return  # listing reports the missing source
+    if "://" not in str(source):
+        src, out = os.path.realpath(src), os.path.realpath(out)
+    src, out = src.rstrip("/") + "/", out.rstrip("/") + "/"
+    if out.startswith(src) or src.startswith(out):
+        raise HypernymError(f"output {output} overlaps the source {source}: write the dataset "
+                            "to a directory outside the raw images (and not above them)")
 
 
 def _class_name(class_id: str) -> str:

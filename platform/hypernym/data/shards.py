@@ -1,7 +1,9 @@
 """Writing one shard: the unit of work of preparation (one Ray task each).
 
 A shard is built in memory, hashed, then stored under a temporary name and moved into place, with
-a small record in ``_parts/`` that lets a rerun after a crash keep it (verified by checksum).
+a small record in ``_parts/`` that lets a rerun after a crash keep it. The record names the work
+(a digest of the shard's items and image settings) and the shard's sha256: a rerun keeps a shard
+only if both still match, and checks that inside the task, so the re-hashing is parallel too.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from hypernym.data.manifest import ShardInfo
 from hypernym.data.sources import Item, read_item
 from hypernym.data.storage import join, open_fs
 
-__all__ = ["PARTS_DIR", "ShardResult", "reuse_finished", "write_shard"]
+__all__ = ["PARTS_DIR", "ShardResult", "plan_digest", "reuse_finished", "write_shard"]
 
 PARTS_DIR = "_parts"
 
@@ -44,7 +46,15 @@ def write_shard(
     resize: str,
     quality: int,
 ) -> ShardResult:
-    """Read, process and write ``items`` as the shard ``<output>/<name>``."""
+    """Read, process and write ``items`` as the shard ``<output>/<name>``.
+
+    A shard a previous run finished with the same work is kept as it is (see `reuse_finished`).
+    Bad images are skipped and counted per reason; they never fail the task.
+    """
+    plan = plan_digest(items, class_index=class_index, size=size, resize=resize, quality=quality)
+    reused = reuse_finished(output, name, plan=plan)
+    if reused is not None:
+        return reused
     src_fs, _ = open_fs(source)
     out_fs, out_path = open_fs(output)
     skipped, bad_sources, class_counts, handles = Counter(), Counter(), Counter(), {}
@@ -62,6 +72,13 @@ def write_shard(
                     continue
                 except (OSError, EOFError):
                     skipped["unreadable"] += 1
+                    bad_sources[item.source] += 1
+                    continue
+                except Exception as exc:
+                    # Decoders fail in many ways on hostile input (bombs, struct errors, ...);
+                    # one image must not fail 14M. A systematic bug still trips the bad budget,
+                    # and the reason names the exception.
+                    skipped[f"decode_error_{type(exc).__name__}"] += 1
                     bad_sources[item.source] += 1
                     continue
                 sink.write({
@@ -82,22 +99,39 @@ def write_shard(
     tmp = join(out_path, f".{name}.tmp")
     out_fs.pipe_file(tmp, data)
     out_fs.mv(tmp, join(out_path, name))
-    record = {"info": info.model_dump(), "skipped": dict(skipped), "bad": dict(bad_sources),
-              "classes": {str(k): v for k, v in class_counts.items()}}
+    record = {"plan": plan, "info": info.model_dump(), "skipped": dict(skipped),
+              "bad": dict(bad_sources), "classes": {str(k): v for k, v in class_counts.items()}}
     out_fs.pipe_file(join(out_path, PARTS_DIR, f"{name}.json"), json.dumps(record).encode())
     return ShardResult(info=info, skipped=skipped, bad_sources=bad_sources,
                        class_counts=class_counts)
 
 
-def reuse_finished(output: str, name: str) -> ShardResult | None:
-    """A shard a previous run finished, if its record exists and its bytes still match."""
+def plan_digest(items: list[Item], *, class_index: dict[str, int], size: int, resize: str,
+                quality: int) -> str:
+    """What a shard is made of: its items (in order), their labels and the image settings."""
+    payload = json.dumps({
+        "items": [(i.class_id, class_index[i.class_id], i.key, i.source, i.offset, i.size)
+                  for i in items],
+        "image": (size, resize, quality),
+    })
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def reuse_finished(output: str, name: str, *, plan: str) -> ShardResult | None:
+    """A shard a previous run finished, if its record names the same work (``plan``) and the
+    shard's bytes still match the recorded sha256."""
     fs, path = open_fs(output)
     record_path = join(path, PARTS_DIR, f"{name}.json")
     shard_path = join(path, name)
     if not (fs.exists(record_path) and fs.exists(shard_path)):
         return None
-    record = json.loads(fs.cat_file(record_path))
-    info = ShardInfo(**record["info"])
+    try:
+        record = json.loads(fs.cat_file(record_path))
+        info = ShardInfo(**record["info"])
+    except (ValueError, KeyError, TypeError):  # a damaged record: redo the shard
+        return None
+    if record.get("plan") != plan:  # another recipe or source wrote it: not this shard
+        return None
     digest = hashlib.sha256()
     with fs.open(shard_path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections import Counter
 
 import pytest
+import torch
 import webdataset as wds
 from PIL import Image
 
@@ -56,6 +58,25 @@ def test_winter21_to_mixed_shards_with_bad_inputs_counted(tmp_path, ray_local):
     assert read_manifest(str(tmp_path / "out")) == manifest
     assert not (tmp_path / "out" / "_parts").exists()
 
+    # The reader on 2 ranks: equal full batches in training (2 loader workers on rank 1),
+    # and evaluation covers every held-out sample exactly once.
+    out = str(tmp_path / "out")
+    steps = manifest.num_samples("train") // (2 * 5)
+    for rank, workers in ((0, 0), (1, 2)):
+        batches = list(make_loader(manifest, out, "train", rank=rank, world_size=2, epoch=1,
+                                   batch_size=5, img_size=24, train=True, num_workers=workers))
+        assert len(batches) == steps
+        assert all(x.shape == (5, 3, 24, 24) and x.dtype == torch.uint8 and
+                   y.dtype == torch.int64 for x, y in batches)
+    val_labels = Counter(int(s["cls"]) for s in wds.WebDataset(
+        manifest.shard_urls(out, "val"), shardshuffle=False))
+    seen = Counter()
+    for rank in (0, 1):
+        for _, labels in make_loader(manifest, out, "val", rank=rank, world_size=2, epoch=0,
+                                     batch_size=4, img_size=24, train=False):
+            seen.update(labels.tolist())
+    assert seen == val_labels and sum(seen.values()) == manifest.num_samples("val")
+
 
 def test_folder_source_png_and_splits(tmp_path, ray_local):
     for c in ("cat", "dog", "fish"):
@@ -73,7 +94,13 @@ def test_folder_source_png_and_splits(tmp_path, ray_local):
     assert len(batches) == 3 and batches[0][0].shape == (4, 3, 24, 24)
 
 
-def test_errors_before_any_work(tmp_path):
+def test_errors_before_any_work(tmp_path, monkeypatch):
+    import hypernym.runtime
+
+    def no_ray(**_):
+        raise AssertionError("Ray was started before the source was checked")
+
+    monkeypatch.setattr(hypernym.runtime, "ensure_ray", no_ray)
     with pytest.raises(HypernymError, match="does not exist"):
         prepare(recipe(tmp_path / "missing", tmp_path / "out"), show_progress=False)
     (tmp_path / "mixed" / "a").mkdir(parents=True)
@@ -81,6 +108,11 @@ def test_errors_before_any_work(tmp_path):
     with pytest.raises(HypernymError, match="cannot tell the layout"):
         prepare(recipe(tmp_path / "mixed", tmp_path / "out"), show_progress=False)
     assert not (tmp_path / "out").exists()
+    src = make_winter21(tmp_path / "raw", per_class=2)
+    for output in (src, src / "ds", tmp_path):  # the stale-shard clean-up would eat the source
+        with pytest.raises(HypernymError, match="overlaps the source"):
+            prepare(recipe(src, output, overwrite=True), show_progress=False)
+    assert len(list(src.glob("*.tar"))) == len(SYNSETS)
 
 
 def test_existing_dataset_needs_overwrite_and_bad_budget(tmp_path, ray_local):
@@ -96,23 +128,50 @@ def test_existing_dataset_needs_overwrite_and_bad_budget(tmp_path, ray_local):
     assert again.num_samples("train") + again.num_samples("val") == 4 * len(SYNSETS)
 
 
-def test_rerun_after_a_crash_keeps_finished_shards(tmp_path, ray_local):
+def crash_before_manifest(monkeypatch):
+    """The run dies after every shard is written, before the manifest (the records stay)."""
+    import hypernym.data.prepare as module
+
+    def crash(*_):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(module, "write_manifest", crash)
+
+
+def test_rerun_after_a_crash_keeps_finished_shards(tmp_path, ray_local, monkeypatch):
     src = make_winter21(tmp_path / "raw")
     out = tmp_path / "out"
-    full = prepare(recipe(src, out), show_progress=False)
-    # Simulate a crash after all shards but before the manifest: put the work records back.
-    (out / "manifest.json").unlink()
-    (out / "_parts").mkdir()
-    for info in full.splits["train"] + full.splits["val"]:
-        (out / "_parts" / f"{info.name}.json").write_text(json.dumps(
-            {"info": info.model_dump(), "skipped": {}, "bad": {}, "classes": {}}))
-    victim = full.splits["train"][1].name
+    crash_before_manifest(monkeypatch)
+    with pytest.raises(RuntimeError, match="killed"):
+        prepare(recipe(src, out), show_progress=False)
+    monkeypatch.undo()
+    assert not (out / "manifest.json").exists() and list((out / "_parts").glob("*.json"))
+    victim = "train-000001.tar"
     (out / victim).write_bytes(b"half-written")  # one shard damaged: must be redone
+    (out / "train-000099.tar").write_bytes(b"")  # a stray from some older plan
     stamp = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tar")}
     again = prepare(recipe(src, out), show_progress=False)
-    assert again.fingerprint == full.fingerprint
     changed = {p.name for p in out.glob("*.tar") if p.stat().st_mtime_ns != stamp[p.name]}
     assert changed == {victim}
+    assert not (out / "train-000099.tar").exists()  # only the manifest's shards remain
+    assert sorted(p.name for p in out.glob("*.tar")) == sorted(
+        s.name for v in again.splits.values() for s in v)
+    clean = prepare(recipe(src, tmp_path / "clean"), show_progress=False)
+    assert again.fingerprint == clean.fingerprint  # the same dataset as an uninterrupted run
+
+
+def test_a_crashed_run_with_another_recipe_is_not_reused(tmp_path, ray_local, monkeypatch):
+    src = make_winter21(tmp_path / "raw", per_class=6)
+    out = tmp_path / "out"
+    crash_before_manifest(monkeypatch)
+    with pytest.raises(RuntimeError, match="killed"):
+        prepare(recipe(src, out, image_size=32), show_progress=False)
+    monkeypatch.undo()
+    stamp = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tar")}
+    manifest = prepare(recipe(src, out, image_size=24), show_progress=False)
+    assert all(p.stat().st_mtime_ns != stamp[p.name] for p in out.glob("*.tar"))
+    for sample in wds.WebDataset(manifest.shard_urls(str(out), "train"), shardshuffle=False):
+        assert Image.open(io.BytesIO(sample["jpg"])).size == (24, 24)
 
 
 def test_a_killed_run_resumes_where_it_stopped(tmp_path):

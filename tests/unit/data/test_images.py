@@ -70,3 +70,15 @@ def test_decode_scales_in_the_dct_domain_only_when_the_target_allows():
     assert decode(png, target=32).shape == (3, 40, 50)
     gray = encode("L", size=(50, 40))
     assert decode(gray, target=32).shape == (3, 40, 50)  # greyscale JPEG comes out RGB
+
+
+def test_truncated_jpeg_on_either_decode_path_is_a_skippable_error():
+    """libjpeg-turbo raises RuntimeError on truncated data: the reader only skips OSError and
+    ValueError, so decode must turn it into one of those (it did not, and a truncated JPEG
+    crashed training)."""
+    from hypernym.data.transforms import decode
+
+    data = encode("RGB", size=(200, 200))
+    for target in (224, 32):  # turbo path (image < 4x target), PIL draft path (>= 4x)
+        with pytest.raises((OSError, ValueError)):
+            decode(data[: len(data) // 3], target=target)
