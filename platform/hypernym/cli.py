@@ -43,7 +43,7 @@ def _global(
     configure_logging(verbose=verbose)
 
 
-def run_recipe(recipe, *, show_progress: bool = True):
+def run_recipe(recipe, *, show_progress: bool = True, resume: str | None = None):
     """Run a validated recipe in this process (the same call a submitted job makes)."""
     if recipe.kind == "prepare":
         from hypernym.data.prepare import prepare
@@ -57,7 +57,7 @@ def run_recipe(recipe, *, show_progress: bool = True):
         return manifest
     from hypernym.train.trainer import run_training
 
-    result = run_training(recipe, show_progress=show_progress)
+    result = run_training(recipe, show_progress=show_progress, resume=resume)
     shown = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith(("val/", "train/l"))}
     console.print(f"[green]{recipe.kind} finished[/] run {result.run_id} metrics {shown}")
     if result.registered is not None:
@@ -101,16 +101,21 @@ def prepare(
         run_recipe(parse_recipe(apply_overrides({}, overrides), source="--set", kind="prepare"))
 
 
+ResumeOpt = Annotated[str | None, typer.Option(
+    "--resume", metavar="RUN_ID", help="continue this MLflow run from its latest checkpoint "
+    "(scaling may differ; the recipe's model and data must not)")]
+
+
 @app.command()
-def pretrain(recipe: Path, set_: SetOpt = None) -> None:
+def pretrain(recipe: Path, set_: SetOpt = None, resume: ResumeOpt = None) -> None:
     """Pretrain a timm model on a prepared dataset with Ray Train."""
-    run_recipe(_load(recipe, set_, kind="pretrain"))
+    run_recipe(_load(recipe, set_, kind="pretrain"), resume=resume)
 
 
 @app.command()
-def finetune(recipe: Path, set_: SetOpt = None) -> None:
+def finetune(recipe: Path, set_: SetOpt = None, resume: ResumeOpt = None) -> None:
     """Fine-tune a registered backbone on domain data."""
-    run_recipe(_load(recipe, set_, kind="finetune"))
+    run_recipe(_load(recipe, set_, kind="finetune"), resume=resume)
 
 
 @app.command()

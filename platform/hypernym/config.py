@@ -135,6 +135,10 @@ class TrainSpec(Section):
     channels_last: bool = False
     grad_clip: float | None = Field(None, gt=0)
     log_every: int = Field(10, ge=1, description="steps between metric logs")
+    checkpoint_every: int = Field(
+        0, ge=0, description="steps between mid-epoch checkpoints (0: at epoch ends only); a "
+        "resumed run reads exactly the samples of the epoch it had not trained on")
+    keep_checkpoints: int = Field(2, ge=1, description="latest checkpoints kept on storage")
 
 
 class ScalingSpec(Section):

@@ -37,7 +37,7 @@ SIZE, BATCH = 224, 64
 
 def consume(batches) -> int:
     n = 0
-    for images, _ in batches:
+    for images, *_ in batches:
         images.float().div_(255)  # the consumer side's conversion, as in training
         n += len(images)
     return n
@@ -84,19 +84,43 @@ def main() -> None:
             "e": timed("(e) decode + augment, tight loop, 1 core", lambda: sum(
                 1 for data in raw if augment(data) is not None)),
         }
+        s3_root = _to_s3(tmp / "wds")  # the same shards behind an S3 endpoint on 127.0.0.1
+        rates["s3"] = timed("(d) hypernym reader, shards on S3 (moto)", lambda: consume(
+            make_loader(manifest, s3_root, "train", rank=0, world_size=1, epoch=0,
+                        batch_size=BATCH, img_size=SIZE, train=True, num_workers=workers)))
     cores = os.cpu_count() or 1
     print(f"per core ({cores} cores): " + ", ".join(f"{k} {v / cores:.1f}" for k, v in
                                                      rates.items()))
     print(f"ratios: d/a {rates['d'] / rates['a']:.2f}  d/b {rates['d'] / rates['b']:.2f}  "
           f"d/c {rates['d'] / rates['c']:.2f}  d/(e x {workers}) "
-          f"{rates['d'] / (rates['e'] * workers):.2f}")
+          f"{rates['d'] / (rates['e'] * workers):.2f}  S3/local {rates['s3'] / rates['d']:.2f}")
+
+
+def _to_s3(local: Path) -> str:
+    """Serve S3 on 127.0.0.1 (moto's server mode) and upload the dataset there."""
+    import socket
+
+    import fsspec
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False).start()
+    os.environ.update({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+                       "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+                       "AWS_DEFAULT_REGION": "us-east-1"})
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    fs.mkdir("bench")
+    fs.put(str(local) + "/", "s3://bench/wds/", recursive=True)
+    return "s3://bench/wds"
 
 
 def _samples(urls):
-    from hypernym.data.reader import _read_shard
+    from hypernym.data.reader import read_shard
 
     for url in urls:
-        for jpg, label in _read_shard(url):
+        for jpg, label in read_shard(url):
             yield label, jpg
 
 

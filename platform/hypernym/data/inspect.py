@@ -8,7 +8,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from hypernym.data.manifest import Manifest, read_manifest
-from hypernym.data.reader import _read_shard
+from hypernym.data.reader import read_shard
 
 __all__ = ["contact_sheet", "summary"]
 
@@ -31,7 +31,7 @@ def contact_sheet(uri: str, out: str | Path, *, classes: int = 16, per_class: in
     wanted = {c.index: c for c in manifest.classes[:classes]}
     found: dict[int, list[bytes]] = {i: [] for i in wanted}
     for url in manifest.shard_urls(uri, split):
-        for jpg, label in _read_shard(url):
+        for jpg, label in read_shard(url):
             if label in found and len(found[label]) < per_class:
                 found[label].append(jpg)
         if all(len(v) == per_class for v in found.values()):

@@ -1,155 +1,151 @@
-"""The training-side shard reader: which rank reads what, and equal batches on every rank.
+"""The training-side shard reader: a rank's slots of the epoch's schedule, as uint8 batches.
 
-The schedule is a pure function of (shards, seed, epoch, rank, world size, loader workers). In
-training every rank yields exactly ``steps_per_epoch`` full batches, cycling through its shards
-if its share runs short, so DDP never waits on a rank that ran out; the remainder of an epoch
-(fewer than world_size x batch samples) is dropped, and different in every epoch. A bad sample
-is skipped and counted without shortening the epoch: the rank reads on until its quota is met.
+Which loader worker of which rank reads which samples is decided by `hypernym.data.schedule`
+(a pure function; see there for the balance and remainder policy). Every sample comes out with
+its id, so the training loop can record what it consumed (`EpochProgress`) and a resumed run reads
+only the rest. A bad sample is skipped and counted without shortening the epoch: a worker whose
+run is short of its quota re-reads it (logged), so DDP never waits on a rank that ran out.
+
+Remote shards (S3) are fetched whole, one ahead of the one being decoded, with retries on
+transient errors; local shards are streamed from disk.
 """
 
 from __future__ import annotations
 
+import io
+import itertools
 import logging
 import random
 import tarfile
-from collections import Counter
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from hypernym.data.manifest import Manifest
-from hypernym.data.storage import open_fs
+from hypernym.data.schedule import EpochProgress, Slot, plan_epoch
+from hypernym.data.storage import is_remote, open_fs
 from hypernym.data.transforms import eval_transform, train_transform
 from hypernym.errors import HypernymError
 
-__all__ = ["ShardStream", "assign_shards", "make_loader", "steps_per_epoch", "worker_share"]
+__all__ = ["Sample", "ShardStream", "make_loader", "read_shard", "steps_per_epoch"]
 
 log = logging.getLogger(__name__)
 _WARN_FIRST = 5  # bad samples logged one by one per stream; after that only counted
+_RETRIES = 4  # attempts per remote shard, with 0.5, 1, 2 s between them
+
+
+class Sample(NamedTuple):
+    """One sample; a loader's batch is a Sample of stacked tensors (DataLoader collates it)."""
+
+    image: torch.Tensor  # uint8 [3, H, W]
+    label: int
+    id: int  # the sample's id in the split (see hypernym.data.schedule)
+    skipped: int  # bad samples this loader worker skipped since its previous sample
 
 
 def steps_per_epoch(manifest: Manifest, split: str, *, world_size: int, batch_size: int) -> int:
-    """Full batches every rank yields per training epoch: total // (world_size * batch_size)."""
+    """Full batches every rank yields in a fresh training epoch: total // (world x batch)."""
     return manifest.num_samples(split) // (world_size * batch_size)
 
 
-def assign_shards(
-    num_shards: int, *, seed: int, epoch: int, rank: int, world_size: int, shuffle: bool
-) -> list[int]:
-    """Shard indices for one rank: a seeded per-epoch permutation dealt round-robin.
-
-    With fewer shards than ranks in training, a rank re-reads a shard (``shuffle`` mode);
-    in evaluation (no shuffle) such a rank gets nothing, so each sample is evaluated once.
-    """
-    order = list(range(num_shards))
-    if shuffle:
-        random.Random(seed * 1_000_003 + epoch).shuffle(order)
-    mine = order[rank::world_size]
-    if not mine and shuffle and order:
-        mine = [order[rank % len(order)]]
-    return mine
-
-
-def worker_share(
-    shards: list[int], *, steps: int | None, batch_size: int, worker: int, num_workers: int
-) -> tuple[list[int], int | None]:
-    """One DataLoader worker's shards and sample quota within a rank.
-
-    Each worker batches its own stream (``drop_last`` applies per worker), so quotas are whole
-    batches: the rank's ``steps`` are dealt over workers, and their sum is exactly ``steps``.
-    ``steps=None`` (evaluation) reads each of the worker's shards once.
-    """
-    share = shards[worker::num_workers]
-    if steps is None:
-        return share, None
-    if not share and shards:  # more workers than shards: re-read one so the quota can be met
-        share = [shards[worker % len(shards)]]
-    batches = steps // num_workers + (worker < steps % num_workers)
-    return share, batches * batch_size
-
-
 class ShardStream(IterableDataset):
-    """(uint8 image, label) samples from one rank's shards.
+    """`Sample`s from one rank's part of the epoch.
 
     Args:
         urls: every shard of the split, in manifest order.
-        sizes: samples per shard (from the manifest), to tell a run of bad samples from an end.
-        steps: batches this rank yields (training: cycle until reached); None reads once.
+        sizes: samples per shard (from the manifest): they define the sample ids.
+        progress: what training consumed of this epoch already (a resumed run); None: nothing.
         batch_size: samples per batch (quotas are whole batches per loader worker).
     """
 
     def __init__(self, *, urls: list[str], sizes: list[int], rank: int, world_size: int,
-                 epoch: int, seed: int, img_size: int, train: bool, steps: int | None,
-                 batch_size: int, buffer: int = 512,
+                 epoch: int, seed: int, img_size: int, train: bool, batch_size: int,
+                 progress: EpochProgress | None = None, buffer: int = 512,
                  crop_scale: tuple[float, float] = (0.08, 1.0)) -> None:
         assert len(urls) == len(sizes)
-        self.urls, self.sizes, self.rank, self.world_size = urls, sizes, rank, world_size
+        self.urls, self.rank, self.world_size = urls, rank, world_size
         self.epoch, self.seed, self.train = epoch, seed, train
-        self.steps, self.batch_size, self.buffer = steps, batch_size, buffer
+        self.batch_size, self.buffer = batch_size, buffer
+        if progress is None or progress.epoch != epoch:
+            progress = EpochProgress(sizes, epoch)
+        self.progress = progress
         self.transform = (train_transform(img_size, crop_scale) if train
                           else eval_transform(img_size))
         # Counted in the process that reads: with loader workers, each worker has its own.
         self.bad_samples = 0
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, int]]:
-        # Empty shards (every image of one was bad) are left out of the schedule: a worker whose
-        # share were only those could never fill its quota.
-        live = [i for i, n in enumerate(self.sizes) if n > 0]
-        mine = [live[j] for j in assign_shards(len(live), seed=self.seed, epoch=self.epoch,
-                                               rank=self.rank, world_size=self.world_size,
-                                               shuffle=self.train)]
+    def plan(self, num_workers: int) -> tuple[list[Slot], int]:
+        return plan_epoch(self.progress.remaining(), seed=self.seed, epoch=self.epoch,
+                          world_size=self.world_size, num_workers=num_workers,
+                          batch_size=self.batch_size, train=self.train)
+
+    def __iter__(self) -> Iterator[Sample]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        mine, quota = worker_share(mine, steps=self.steps, batch_size=self.batch_size,
-                                   worker=worker, num_workers=workers)
-        if quota == 0:
+        slots, _ = self.plan(workers)
+        slot = slots[self.rank * workers + worker]
+        quota = slot.quota
+        if quota == 0 or not slot.pieces:
             return
         rng = random.Random(f"{self.seed}/{self.epoch}/{self.rank}/{worker}")
-        # Samples come tagged with the pass over the shards they were read in: training cycles.
-        passes: list[int] = []  # samples read in each finished pass
-        samples = self._cycle(mine, passes) if quota is not None else self._once(mine)
-        if self.train:
-            samples = _shuffled(samples, rng, self.buffer)
-        bad_in_pass: Counter = Counter()
-        yielded = 0
-        for pass_no, data, label in samples:
-            try:
-                image = self.transform(data)
-            except (OSError, ValueError) as exc:
-                self.bad_samples += 1
-                bad_in_pass[pass_no] += 1
-                if self.bad_samples <= _WARN_FIRST:
-                    log.warning("rank %d: skipped an unreadable sample: %s", self.rank, exc)
-                # A whole pass of bad samples: nothing here is readable. Fail, don't spin.
-                # (Exact: the shuffle buffer lags the reads, so a pass is finished by the time
-                # its last sample comes out.)
-                if pass_no < len(passes) and bad_in_pass[pass_no] == passes[pass_no]:
-                    raise HypernymError(
-                        f"rank {self.rank}: no readable sample in shards "
-                        f"{[self.urls[i] for i in mine]}; check them with `hypernym data "
-                        "inspect` or prepare the dataset again") from exc
-                continue
-            yield image, label
-            yielded += 1
-            if quota is not None and yielded >= quota:
+        yielded, pieces, skipped = 0, slot.pieces, 0
+        for pass_no in itertools.count():
+            # One pass, shuffled within itself: a later pass (only to make up for bad samples)
+            # starts once this one has drained, so no sample comes twice unless the quota needs
+            # it. Later passes read the whole epoch, since a small run may hold only bad samples.
+            samples = self._once(pieces)
+            if self.train:
+                samples = _shuffled(samples, rng, self.buffer)
+            read = good = 0
+            for data, label, sample_id in samples:
+                read += 1
+                try:
+                    image = self.transform(data)
+                except (OSError, ValueError) as exc:
+                    self.bad_samples += 1
+                    skipped += 1
+                    if self.bad_samples <= _WARN_FIRST:
+                        log.warning("rank %d: skipped unreadable sample %d: %s", self.rank,
+                                    sample_id, exc)
+                    continue
+                good += 1
+                yield Sample(image, label, sample_id, skipped)
+                yielded, skipped = yielded + 1, 0
+                if quota is not None and yielded >= quota:
+                    return
+            if quota is None:
                 return
+            if pass_no > 0 and not read:  # would make a training rank loop forever
+                raise HypernymError(f"rank {self.rank}: the shards hold no samples; prepare "
+                                    "the dataset again")
+            if pass_no > 0 and not good:  # nothing is readable: fail, don't spin
+                raise HypernymError(
+                    f"rank {self.rank}: no readable sample in shards {self._names(pieces)}; "
+                    "check them with `hypernym data inspect` or prepare the dataset again")
+            log.warning("rank %d: re-reading to fill the epoch's quota (%d bad samples so "
+                        "far): some samples are seen twice this epoch", self.rank,
+                        self.bad_samples)
+            pieces = slot.pieces + tuple(p for other in slots for p in other.pieces)
 
-    def _once(self, shard_ids: list[int], pass_no: int = 0):
-        for i in shard_ids:
-            for data, label in _read_shard(self.urls[i]):
-                yield pass_no, data, label
+    def _names(self, pieces) -> list[str]:
+        return sorted({self.urls[p.shard] for p in pieces})
 
-    def _cycle(self, shard_ids: list[int], passes: list[int]):
-        while True:
-            found = 0
-            for sample in self._once(shard_ids, len(passes)):
-                found += 1
-                yield sample
-            if not found:  # empty shards would make a training rank loop forever
-                raise HypernymError(f"rank {self.rank}: shards {[self.urls[i] for i in shard_ids]}"
-                                    " hold no samples; prepare the dataset again")
-            passes.append(found)
+    def _once(self, pieces):
+        offsets = self.progress.offsets
+        for piece, data in _prefetched(self.urls, pieces):
+            wanted = self.progress.unconsumed(piece.shard)[piece.start : piece.stop]
+            if not len(wanted):
+                continue
+            wanted_set, last = set(wanted.tolist()), int(wanted[-1])
+            for position, (jpg, label) in enumerate(read_shard(data)):
+                if position in wanted_set:
+                    yield jpg, label, int(offsets[piece.shard]) + position
+                if position >= last:
+                    break  # the rest of the shard belongs to another slot
 
 
 def _shuffled(samples, rng: random.Random, size: int):
@@ -165,10 +161,52 @@ def _shuffled(samples, rng: random.Random, size: int):
     yield from pool
 
 
-def _read_shard(url: str):
-    """Stream (jpg bytes, label) pairs from a tar; members of a sample are adjacent."""
+def _prefetched(urls: list[str], pieces):
+    """(piece, source) in order: a local path to stream, or a remote shard's bytes, downloaded
+    one shard ahead so that the network and the decoding overlap."""
+    if not pieces or not is_remote(urls[pieces[0].shard]):
+        for piece in pieces:
+            yield piece, urls[piece.shard]
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hypernym-prefetch") as pool:
+        ahead = pool.submit(_fetch, urls[pieces[0].shard])
+        for i, piece in enumerate(pieces):
+            data = ahead.result()
+            if i + 1 < len(pieces):
+                ahead = pool.submit(_fetch, urls[pieces[i + 1].shard])
+            yield piece, data
+
+
+def _fetch(url: str) -> bytes:
+    """A remote shard's bytes, retrying transient errors (a missing shard fails at once)."""
     fs, path = open_fs(url)
-    with fs.open(path, "rb") as fh, tarfile.open(fileobj=fh, mode="r|") as tar:
+    for attempt in range(_RETRIES):
+        try:
+            return fs.cat_file(path)
+        except FileNotFoundError:
+            raise HypernymError(f"shard {url} is missing: the dataset changed after its manifest "
+                                "was written; prepare it again") from None
+        except (OSError, TimeoutError, ConnectionError) as exc:
+            if attempt == _RETRIES - 1:
+                raise HypernymError(f"cannot read shard {url} after {_RETRIES} attempts: {exc}") \
+                    from exc
+            log.warning("reading %s failed (%s); retrying", url, exc)
+            time.sleep(0.5 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def read_shard(source: str | bytes):
+    """(jpg bytes, label) per sample of a shard, in tar order; members of a sample are adjacent."""
+    if isinstance(source, bytes):
+        yield from _samples(tarfile.open(fileobj=io.BytesIO(source), mode="r|"))
+        return
+    fs, path = open_fs(source)
+    with fs.open(path, "rb") as fh:
+        yield from _samples(tarfile.open(fileobj=fh, mode="r|"))
+
+
+def _samples(tar: tarfile.TarFile):
+    with tar:
         key, fields = None, {}
         for member in tar:
             if not member.isfile():
@@ -186,20 +224,22 @@ def _read_shard(url: str):
 
 def make_loader(manifest: Manifest, root: str, split: str, *, rank: int, world_size: int,
                 epoch: int, batch_size: int, img_size: int, train: bool, seed: int = 0,
-                num_workers: int = 0,
+                num_workers: int = 0, progress: EpochProgress | None = None,
                 crop_scale: tuple[float, float] = (0.08, 1.0)) -> DataLoader:
-    """A DataLoader of (uint8 [B,3,H,W], int64 [B]) batches for this rank.
+    """A DataLoader of this rank's batches: `Sample` of uint8 images [B,3,H,W], labels, sample
+    ids and skipped bad samples (int64 [B] each).
 
-    Training yields exactly ``steps_per_epoch(...)`` batches of ``batch_size`` on every rank;
-    evaluation yields this rank's shards once (the last batch may be short, a rank may get none).
+    Training yields ``loader.steps`` batches of ``batch_size`` on every rank: ``steps_per_epoch``
+    for a fresh epoch, fewer when ``progress`` says part of this epoch was consumed before a
+    restart. Evaluation reads this rank's part once (the last batch may be short).
     """
-    steps = (steps_per_epoch(manifest, split, world_size=world_size, batch_size=batch_size)
-             if train else None)
-    stream = ShardStream(urls=manifest.shard_urls(root, split),
-                         sizes=[s.samples for s in manifest.splits.get(split, [])],
-                         rank=rank, world_size=world_size, epoch=epoch, seed=seed,
-                         img_size=img_size, train=train, steps=steps, batch_size=batch_size,
+    sizes = [s.samples for s in manifest.splits.get(split, [])]
+    stream = ShardStream(urls=manifest.shard_urls(root, split), sizes=sizes, rank=rank,
+                         world_size=world_size, epoch=epoch, seed=seed, img_size=img_size,
+                         train=train, batch_size=batch_size, progress=progress,
                          crop_scale=crop_scale)
-    return DataLoader(stream, batch_size=batch_size, num_workers=num_workers, drop_last=train,
-                      pin_memory=torch.cuda.is_available(),
-                      persistent_workers=False)
+    loader = DataLoader(stream, batch_size=batch_size, num_workers=num_workers, drop_last=train,
+                        pin_memory=torch.cuda.is_available(), persistent_workers=False,
+                        prefetch_factor=4 if num_workers else None)
+    loader.steps = stream.plan(max(num_workers, 1))[1]
+    return loader

@@ -26,10 +26,11 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 class TrainState:
     """The resumable things of one worker, saved and restored as one unit."""
 
-    def __init__(self, *, model, optimizer, scheduler=None) -> None:
+    def __init__(self, *, model, optimizer, scheduler=None, progress=None) -> None:
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
+        self.progress = progress  # hypernym.data.schedule.EpochProgress: the reader's position
         self.epoch = 0  # the next epoch to run
         self.global_step = 0
 
@@ -39,8 +40,10 @@ class TrainState:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "position": {"epoch": self.epoch, "global_step": self.global_step},
+            # The samples of the current epoch already trained on: a resumed run reads the rest.
+            "data": self.progress.state_dict() if self.progress is not None else None,
             # Only torch's generator drives the loop (dropout, timm augment); the data order is
-            # a pure function of (seed, epoch, rank) and needs no saved state.
+            # a pure function of (seed, epoch, world size, consumed samples).
             "rng": {"torch": torch.get_rng_state()},
         }
 
@@ -51,6 +54,8 @@ class TrainState:
             self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = int(state["position"]["epoch"])
         self.global_step = int(state["position"]["global_step"])
+        if self.progress is not None and state.get("data") is not None:
+            self.progress.load_state_dict(state["data"])
         torch.set_rng_state(state["rng"]["torch"])
 
 

@@ -7,10 +7,12 @@ the same number of times (report is a barrier).
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import ray.train
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 from hypernym.config import FinetuneRecipe, PretrainRecipe
 from hypernym.data.manifest import read_manifest
 from hypernym.data.reader import make_loader, steps_per_epoch
+from hypernym.data.schedule import EpochProgress
 from hypernym.train.checkpoint import TrainState, load_state, save_state, unwrap
 from hypernym.train.tasks import (
     TaskSpec,
@@ -42,6 +45,7 @@ class LoopJob:
     task: TaskSpec
     run_id: str | None
     tracking_uri: str | None
+    sample_trace: str | None = None  # HYPERNYM_SAMPLE_TRACE of the driver (see _SampleTrace)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float]:
@@ -60,7 +64,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float]:
     optimizer = build_optimizer(model, job.recipe.optim)
     scheduler = build_scheduler(optimizer, job.recipe.optim, epochs=train.epochs, steps=steps)
     model = ray.train.torch.prepare_model(model)
-    state = TrainState(model=model, optimizer=optimizer, scheduler=scheduler)
+    progress = EpochProgress([s.samples for s in manifest.splits["train"]])
+    state = TrainState(model=model, optimizer=optimizer, scheduler=scheduler, progress=progress)
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
@@ -71,21 +76,27 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float]:
     logger = _rank0_logger(job, rank)
     normalize = normalizer(device)
     autocast = _autocast(train.amp, device)
+    trace = _SampleTrace.open(job.sample_trace, rank, state.global_step)
     metrics: dict[str, float] = {}
     for epoch in range(state.epoch, train.epochs):
+        progress.start(epoch)  # a checkpoint taken mid-epoch keeps what that epoch consumed
         loader = make_loader(
             manifest, data.path, "train", rank=rank, world_size=world, epoch=epoch,
             batch_size=data.batch_size, img_size=data.img_size, train=True,
             seed=data.seed, num_workers=data.loader_workers, crop_scale=data.crop_scale,
+            progress=progress,
         )
+        consumed = _Consumed(state, job, rank, world, trace)
         metrics = train_epoch(
             state, loader, normalize, autocast, train, logger=logger, world=world,
-            epoch=epoch, steps=steps,
+            epoch=epoch, steps=loader.steps, after_step=consumed.after_step,
         )
+        metrics["data/skipped_samples"] = consumed.skipped_total()
         metrics.update(_evaluate(model, job, manifest, normalize, autocast, rank, world))
         metrics["epoch"] = epoch + 1
         metrics["progress/step"] = state.global_step
         state.epoch = epoch + 1
+        progress.start(state.epoch)
         if scheduler is not None:
             scheduler.step(state.epoch)
         if logger is not None:
@@ -96,15 +107,77 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float]:
     return metrics
 
 
-def train_epoch(state, loader, normalize, autocast, train, *, logger, world, epoch, steps):
+class _Consumed:
+    """Marks what each optimizer step trained on, for exactly-once resumption, and takes the
+    mid-epoch checkpoints (every ``train.checkpoint_every`` steps)."""
+
+    def __init__(self, state: TrainState, job: LoopJob, rank: int, world: int, trace) -> None:
+        self.state, self.job, self.rank, self.world, self.trace = state, job, rank, world, trace
+        self.pending: list[torch.Tensor] = []  # ids trained on since the last sync
+        self.skipped = 0
+
+    def after_step(self, batch) -> None:
+        if not hasattr(batch, "id"):  # plain (images, labels) batches: nothing to record
+            return
+        self.pending.append(batch.id)
+        self.skipped += int(batch.skipped.sum())
+        if self.trace is not None:
+            self.trace.write(self.state.progress.epoch, self.state.global_step, batch.id)
+        every = self.job.recipe.train.checkpoint_every
+        if every and self.state.global_step % every == 0:
+            self.sync()
+            _report(self.state, self.job, {"progress/step": self.state.global_step}, self.rank,
+                    name=f"step-{self.state.global_step:08d}")
+
+    def sync(self) -> None:
+        """Merge every rank's trained ids into the (replicated) epoch progress."""
+        mine = torch.cat(self.pending) if self.pending else torch.zeros(0, dtype=torch.int64)
+        self.pending.clear()
+        gathered = [mine]
+        if self.world > 1 and dist.is_initialized():
+            gathered = [None] * self.world
+            dist.all_gather_object(gathered, mine)
+        for ids in gathered:
+            self.state.progress.mark(ids.numpy())
+
+    def skipped_total(self) -> float:
+        total = torch.tensor([float(self.skipped)])
+        if self.world > 1 and dist.is_initialized():
+            dist.all_reduce(total)
+        return total.item()
+
+
+class _SampleTrace:
+    """With HYPERNYM_SAMPLE_TRACE=DIR set for the driver, every rank appends ``epoch step id id
+    ...`` per optimizer step to its own file there, named by the step it started from: an audit
+    of the data order (which samples went into which step, across restarts). Off by default."""
+
+    def __init__(self, path: Path) -> None:
+        self.fh = path.open("a", buffering=1)
+
+    @classmethod
+    def open(cls, folder: str | None, rank: int, start_step: int) -> _SampleTrace | None:
+        if not folder:
+            return None
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        return cls(Path(folder) / f"from-{start_step:08d}-rank{rank}-pid{os.getpid()}.txt")
+
+    def write(self, epoch: int, step: int, ids: torch.Tensor) -> None:
+        self.fh.write(f"{epoch} {step} {' '.join(map(str, ids.tolist()))}\n")
+
+
+def train_epoch(state, loader, normalize, autocast, train, *, logger, world, epoch, steps,
+                after_step=None):
     """One pass over ``loader``: the step itself, plus the bookkeeping a run needs (rank-0
-    metric logs every ``train.log_every`` steps, throughput, time waiting for data)."""
+    metric logs every ``train.log_every`` steps, throughput, time waiting for data).
+    ``after_step(batch)`` runs after every optimizer step (progress records, checkpoints)."""
     model, optimizer, scheduler = state.model, state.optimizer, state.scheduler
     model.train()
     loss_sum, seen, data_wait = 0.0, 0, 0.0
     start = tick = time.perf_counter()
-    for batch_index, (images, labels) in enumerate(loader):
+    for batch_index, batch in enumerate(loader):
         data_wait += time.perf_counter() - tick
+        images, labels = batch[0], batch[1]
         images = normalize(images)
         if train.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -119,6 +192,8 @@ def train_epoch(state, loader, normalize, autocast, train, *, logger, world, epo
         state.global_step += 1
         if scheduler is not None:
             scheduler.step_update(num_updates=state.global_step)
+        if after_step is not None:
+            after_step(batch)
         loss_sum += loss.item() * len(labels)
         seen += len(labels)
         if logger is not None and state.global_step % train.log_every == 0:
@@ -151,7 +226,7 @@ def _evaluate(model, job, manifest, normalize, autocast, rank, world) -> dict[st
     net = unwrap(model)  # no DDP forward in eval: ranks may see different batch counts
     net.eval()
     totals = torch.zeros(4, dtype=torch.float64)  # loss sum, top-1, top-5, count
-    for images, labels in loader:
+    for images, labels, *_ in loader:
         images = normalize(images)
         labels = labels.to(images.device)
         with autocast:
@@ -170,14 +245,15 @@ def _evaluate(model, job, manifest, normalize, autocast, rank, world) -> dict[st
             "val/top5": totals[2].item() / count}
 
 
-def _report(state: TrainState, job: LoopJob, metrics: dict[str, float], rank: int) -> None:
+def _report(state: TrainState, job: LoopJob, metrics: dict[str, float], rank: int, *,
+            name: str | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
         if rank == 0:  # DDP replicas are identical: one copy is the checkpoint
             save_state(tmp, state, job.recipe.model_dump(mode="json"))
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=checkpoint,
-                         checkpoint_dir_name=f"epoch-{state.epoch:04d}")
+                         checkpoint_dir_name=name or f"epoch-{state.epoch:04d}")
 
 
 def _rank0_logger(job: LoopJob, rank: int):

@@ -7,6 +7,7 @@ worker group keeps logging into the same run (Ray's own integration would open a
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 import time
@@ -40,8 +41,15 @@ def run_training(
     *,
     show_progress: bool = True,
     settings: Settings | None = None,
+    resume: str | None = None,
 ) -> TrainResult:
     """Train ``recipe`` on Ray Train and register the result if ``recipe.registry.name`` is set.
+
+    Args:
+        resume: an MLflow run id of an earlier run of this recipe: continue it from its latest
+            checkpoint, logging into the same run. The number of workers may differ (the
+            reader then schedules the rest of the interrupted epoch over the new workers);
+            the model and the dataset may not.
 
     Raises:
         HypernymError: before any Ray work, for a missing dataset, a dataset too small for the
@@ -67,16 +75,21 @@ def run_training(
         backbone = f"{version.name}/{version.version}"  # pin: an alias may move mid-run
 
     tracking.ensure_experiment(recipe.experiment, settings=settings)
-    run_id = tracking.start_run(
-        experiment=recipe.experiment, run_name=recipe.name, settings=settings,
-        tags={"hypernym.kind": recipe.kind, "hypernym.dataset_fingerprint": manifest.fingerprint,
-              "hypernym.backbone": backbone or "", "mlflow.source.git.commit": _git_commit()},
-    )
+    if resume:
+        run_id = _reopen(resume, recipe, manifest, settings)
+    else:
+        run_id = tracking.start_run(
+            experiment=recipe.experiment, run_name=recipe.name, settings=settings,
+            tags={"hypernym.kind": recipe.kind,
+                  "hypernym.dataset_fingerprint": manifest.fingerprint,
+                  "hypernym.backbone": backbone or "", "mlflow.source.git.commit": _git_commit()},
+        )
     logger = tracking.RunLogger(run_id, tracking_uri=settings.tracking_uri)
     status = "FAILED"
     try:
-        logger.log_params(recipe.model_dump(mode="json"))
-        logger.log_dict(recipe.model_dump(mode="json"), "recipe.json")
+        if not resume:  # params are immutable in MLflow: a resumed run keeps the first ones
+            logger.log_params(recipe.model_dump(mode="json"))
+            logger.log_dict(recipe.model_dump(mode="json"), "recipe.json")
         task = TaskSpec(
             arch=recipe.model.arch, num_classes=len(manifest.classes), backbone_ref=backbone,
             mode=getattr(recipe, "mode", "full"), drop_rate=recipe.model.drop_rate,
@@ -100,6 +113,32 @@ def run_training(
         logger.finish(status)
 
 
+def _reopen(run_id: str, recipe, manifest: Manifest, settings: Settings) -> str:
+    """Check that ``run_id`` is a run of this recipe on this dataset, and mark it running."""
+    from mlflow.exceptions import MlflowException
+
+    from hypernym.registry.tracking import client
+
+    mlflow = client(settings.tracking_uri)
+    try:
+        run = mlflow.get_run(run_id)
+    except MlflowException:
+        raise HypernymError(f"no MLflow run {run_id!r} at {settings.tracking_uri}: give the id "
+                            "printed when the run started (or see the MLflow UI)") from None
+    tags = run.data.tags
+    if run.info.run_name != recipe.name or tags.get("hypernym.kind") != recipe.kind:
+        raise HypernymError(f"run {run_id} is {tags.get('hypernym.kind')} {run.info.run_name!r},"
+                            f" not {recipe.kind} {recipe.name!r}: resume it with its own recipe")
+    if tags.get("hypernym.dataset_fingerprint") != manifest.fingerprint:
+        raise HypernymError(f"run {run_id} trained on another dataset (fingerprint "
+                            f"{tags.get('hypernym.dataset_fingerprint', '?')[:12]}, now "
+                            f"{manifest.fingerprint[:12]}): resume on the same dataset")
+    if run.info.status == "FINISHED":
+        raise HypernymError(f"run {run_id} already finished: start a new run instead")
+    mlflow.update_run(run_id, status="RUNNING")
+    return run_id
+
+
 def _fit(recipe, task, run_id, settings, *, total_steps: int, show_progress: bool):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -111,8 +150,9 @@ def _fit(recipe, task, run_id, settings, *, total_steps: int, show_progress: boo
     scaling = recipe.scaling
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"job": LoopJob(recipe=recipe, task=task, run_id=run_id,
-                                          tracking_uri=settings.tracking_uri)},
+        train_loop_config={"job": LoopJob(
+            recipe=recipe, task=task, run_id=run_id, tracking_uri=settings.tracking_uri,
+            sample_trace=os.environ.get("HYPERNYM_SAMPLE_TRACE"))},
         scaling_config=ScalingConfig(
             num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
             resources_per_worker={"CPU": scaling.cpus_per_worker},
@@ -122,7 +162,7 @@ def _fit(recipe, task, run_id, settings, *, total_steps: int, show_progress: boo
             name=f"{recipe.name}-{run_id[:12]}",
             storage_path=str(settings.runs_dir),
             failure_config=FailureConfig(max_failures=scaling.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            checkpoint_config=CheckpointConfig(num_to_keep=recipe.train.keep_checkpoints),
         ),
     )
     with _ProgressWatcher(run_id, settings, total_steps=total_steps, label=recipe.kind,

@@ -67,12 +67,12 @@ def test_winter21_to_mixed_shards_with_bad_inputs_counted(tmp_path, ray_local):
                                    batch_size=5, img_size=24, train=True, num_workers=workers))
         assert len(batches) == steps
         assert all(x.shape == (5, 3, 24, 24) and x.dtype == torch.uint8 and
-                   y.dtype == torch.int64 for x, y in batches)
+                   y.dtype == torch.int64 for x, y, *_ in batches)
     val_labels = Counter(int(s["cls"]) for s in wds.WebDataset(
         manifest.shard_urls(out, "val"), shardshuffle=False))
     seen = Counter()
     for rank in (0, 1):
-        for _, labels in make_loader(manifest, out, "val", rank=rank, world_size=2, epoch=0,
+        for _, labels, *_ in make_loader(manifest, out, "val", rank=rank, world_size=2, epoch=0,
                                      batch_size=4, img_size=24, train=False):
             seen.update(labels.tolist())
     assert seen == val_labels and sum(seen.values()) == manifest.num_samples("val")

@@ -5,7 +5,6 @@ samples; evaluation reads every sample exactly once across ranks."""
 from __future__ import annotations
 
 import io
-import itertools
 from collections import Counter
 from types import SimpleNamespace
 
@@ -16,7 +15,7 @@ from PIL import Image
 
 from hypernym.data import reader
 from hypernym.data.manifest import ClassInfo, Manifest, ShardInfo
-from hypernym.data.reader import ShardStream, steps_per_epoch, worker_share
+from hypernym.data.reader import ShardStream, steps_per_epoch
 from hypernym.errors import HypernymError
 
 _JPEG = {}
@@ -48,12 +47,11 @@ def make_dataset(root, sizes: list[int], *, bad: set[int] = frozenset()) -> Mani
                     fingerprint="-")
 
 
-def stream(manifest, root, *, rank, world, batch, train, epoch=0):
-    steps = steps_per_epoch(manifest, "train", world_size=world, batch_size=batch)
+def stream(manifest, root, *, rank, world, batch, train, epoch=0, progress=None):
     return ShardStream(urls=manifest.shard_urls(str(root), "train"),
                        sizes=[s.samples for s in manifest.splits["train"]], rank=rank,
                        world_size=world, epoch=epoch, seed=3, img_size=8, train=train,
-                       steps=steps if train else None, batch_size=batch, buffer=4)
+                       batch_size=batch, buffer=4, progress=progress)
 
 
 def labels_per_worker(manifest, root, monkeypatch, *, rank, world, batch, workers):
@@ -62,28 +60,9 @@ def labels_per_worker(manifest, root, monkeypatch, *, rank, world, batch, worker
     for w in range(workers):
         info = SimpleNamespace(id=w, num_workers=workers) if workers > 1 else None
         monkeypatch.setattr(reader, "get_worker_info", lambda info=info: info)
-        out.append([label for _, label in stream(manifest, root, rank=rank, world=world,
-                                                 batch=batch, train=True)])
+        out.append([label for _, label, _, _ in stream(manifest, root, rank=rank, world=world,
+                                                    batch=batch, train=True)])
     return out
-
-
-@pytest.mark.parametrize("steps,workers", list(itertools.product([0, 1, 2, 5, 7], [1, 2, 3, 4])))
-def test_worker_quotas_are_whole_batches_that_sum_to_steps(steps, workers):
-    for shards in ([], [4], [0, 3, 5], [1, 2, 3, 4, 5, 6, 7]):
-        quotas, read = [], set()
-        for w in range(workers):
-            share, quota = worker_share(shards, steps=steps, batch_size=4, worker=w,
-                                        num_workers=workers)
-            assert quota % 4 == 0 and set(share) <= set(shards)
-            if shards:
-                assert share, "a worker with a quota needs shards to read"
-            quotas.append(quota)
-            read.update(share)
-        assert sum(quotas) == steps * 4
-        assert read == set(shards)
-        once = [worker_share(shards, steps=None, batch_size=4, worker=w, num_workers=workers)
-                for w in range(workers)]
-        assert sorted(i for share, _ in once for i in share) == sorted(shards)
 
 
 COMBOS = [  # shard sizes, world size, batch size, loader workers
@@ -112,8 +91,8 @@ def test_schedule_is_a_pure_function_and_changes_with_the_epoch(tmp_path):
     manifest = make_dataset(tmp_path, [6, 6, 6, 6])
 
     def labels(epoch):
-        return [label for _, label in stream(manifest, tmp_path, rank=1, world=2, batch=2,
-                                             train=True, epoch=epoch)]
+        return [label for _, label, _, _ in stream(manifest, tmp_path, rank=1, world=2, batch=2,
+                                                train=True, epoch=epoch)]
 
     assert labels(0) == labels(0)
     assert labels(0) != labels(1)
@@ -123,23 +102,26 @@ def test_schedule_is_a_pure_function_and_changes_with_the_epoch(tmp_path):
 def test_evaluation_reads_every_sample_once(tmp_path, sizes, world):
     manifest = make_dataset(tmp_path, sizes, bad={2})
     got = [label for rank in range(world)
-           for _, label in stream(manifest, tmp_path, rank=rank, world=world, batch=2,
-                                  train=False)]
+           for _, label, _, _ in stream(manifest, tmp_path, rank=rank, world=world, batch=2,
+                                     train=False)]
     assert sorted(got) == [i for i in range(sum(sizes)) if i != 2]
 
 
 def test_transforms_give_uint8_chw_batches(tmp_path):
     manifest = make_dataset(tmp_path, [9])
-    sample, label = next(iter(stream(manifest, tmp_path, rank=0, world=1, batch=2, train=True)))
+    sample, label, sample_id, skipped = next(iter(stream(manifest, tmp_path, rank=0, world=1,
+                                                         batch=2, train=True)))
     assert sample.shape == (3, 8, 8) and str(sample.dtype) == "torch.uint8"
-    assert isinstance(label, int)
+    assert isinstance(label, int) and skipped == 0
+    assert sample_id == label  # the labels of these shards are the sample ids
 
 
 def test_bad_samples_are_counted_and_an_unreadable_share_fails_instead_of_spinning(tmp_path):
     manifest = make_dataset(tmp_path / "some", [6], bad={0, 5})
     ds = stream(manifest, tmp_path / "some", rank=0, world=1, batch=2, train=True)
-    assert len(list(ds)) == 6  # 3 steps of 2: the 2 bad samples are made up by cycling
-    assert ds.bad_samples >= 2
+    got = list(ds)
+    assert len(got) == 6  # 3 steps of 2: the 2 bad samples are made up by re-reading
+    assert ds.bad_samples >= 2 and sum(s.skipped for s in got) == ds.bad_samples
     broken = make_dataset(tmp_path / "all", [4], bad={0, 1, 2, 3})
     with pytest.raises(HypernymError, match="no readable sample"):
         list(stream(broken, tmp_path / "all", rank=0, world=1, batch=2, train=True))
