@@ -14,9 +14,21 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from hypernym.errors import HypernymError
+
+# timm's IMAGENET_DEFAULT_MEAN/STD, repeated so that validating a recipe does not import torch.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 __all__ = [
     "DataSpec",
@@ -89,6 +101,12 @@ class DataSpec(Section):
     crop_scale: tuple[float, float] = Field(
         (0.08, 1.0), description="RandomResizedCrop area range (timm's default 0.08-1)"
     )
+    rand_augment: tuple[int, int] | None = Field(
+        None, description="torchvision RandAugment (num_ops, magnitude) on uint8 images; "
+        "None: off")
+    mean: tuple[float, float, float] = Field(
+        IMAGENET_MEAN, description="per-channel mean of 0-1 pixels, subtracted on the device")
+    std: tuple[float, float, float] = Field(IMAGENET_STD, description="per-channel std (0-1)")
     loader_workers: int = Field(0, ge=0, description="DataLoader processes per training worker")
     seed: int = 0
 
@@ -123,18 +141,34 @@ class OptimSpec(Section):
     layer_decay: float | None = Field(None, gt=0, le=1, description="layer-wise LR decay")
     sched: Literal["cosine", "step", "plateau", "none"] = "cosine"
     warmup_epochs: int = Field(0, ge=0)
+    warmup_lr: float | None = Field(None, ge=0, description="LR at the start of warmup "
+                                    "(None: min_lr)")
     min_lr: float = Field(1e-6, ge=0)
 
 
 class TrainSpec(Section):
-    """The loop's budget and numerics."""
+    """The loop's budget, loss, regularisation and numerics (timm's implementations)."""
 
     epochs: int = Field(10, ge=1)
+    loss: Literal["ce", "semantic"] = Field(
+        "ce", description="ce: softmax cross-entropy; semantic: one softmax per level of the "
+        "dataset's class hierarchy (the 21K-P semantic softmax)")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    mixup_alpha: float = Field(0.0, ge=0, description="timm Mixup alpha (0: off)")
+    cutmix_alpha: float = Field(0.0, ge=0, description="timm CutMix alpha (0: off)")
+    mix_prob: float = Field(1.0, ge=0, le=1, description="probability to mix a batch")
+    mix_switch_prob: float = Field(0.5, ge=0, le=1, description="cutmix instead of mixup")
+    ema_decay: float | None = Field(
+        None, gt=0, lt=1, description="model EMA decay (timm ModelEmaV3), e.g. 0.9998; None: off")
+    accum_steps: int = Field(1, ge=1, description="batches per optimizer step")
+    compile: bool = Field(False, description="torch.compile the model (Module.compile)")
     amp: Literal["auto", "bf16", "off"] = Field("auto", description="auto: bf16 on GPU")
     channels_last: bool = False
     grad_clip: float | None = Field(None, gt=0)
     log_every: int = Field(10, ge=1, description="steps between metric logs")
+    system_metrics_s: float | None = Field(
+        10.0, gt=0, description="seconds between samples of rank 0's node CPU, memory, disk, "
+        "network and GPU use (MLflow system/* metrics); null: off")
     checkpoint_every: int = Field(
         0, ge=0, description="steps between mid-epoch checkpoints (0: at epoch ends only); a "
         "resumed run reads exactly the samples of the epoch it had not trained on")
@@ -150,6 +184,9 @@ class ScalingSpec(Section):
     max_failures: int = Field(
         0, ge=-1, description="worker-group restarts from the last checkpoint (-1: no limit)"
     )
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="ddp: replicated model; fsdp: parameters, gradients and optimizer "
+        "state sharded over the workers (FSDP2), for models that do not fit one device")
 
 
 class RegisterSpec(Section):
@@ -157,6 +194,8 @@ class RegisterSpec(Section):
 
     name: str | None = Field(None, description="registered model name; None skips registration")
     alias: str | None = Field("candidate", description="alias set on the new version")
+    weights: Literal["auto", "model", "ema"] = Field(
+        "auto", description="which weights to register; auto: the EMA when train.ema_decay is set")
 
     @field_validator("name")
     @classmethod
@@ -183,6 +222,22 @@ class _TrainRecipe(Section):
     train: TrainSpec = Field(default_factory=TrainSpec)
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
     registry: RegisterSpec = Field(default_factory=RegisterSpec)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.registry.weights == "ema" and self.train.ema_decay is None:
+            raise ValueError("registry.weights is 'ema' but train.ema_decay is not set: set "
+                             "train.ema_decay (e.g. 0.9998) or register the model's weights")
+        if self.train.ema_decay and self.scaling.strategy == "fsdp":
+            raise ValueError("train.ema_decay is not supported with scaling.strategy 'fsdp' yet "
+                             "(the average would need sharding too): use ddp, or no EMA")
+        mixing = self.train.mixup_alpha > 0 or self.train.cutmix_alpha > 0
+        if mixing and self.data.batch_size % 2:
+            raise ValueError(f"timm's Mixup/CutMix pairs samples within a batch: data.batch_size "
+                             f"must be even, got {self.data.batch_size}")
+        if min(self.data.std) <= 0:
+            raise ValueError(f"data.std must be positive, got {list(self.data.std)}")
+        return self
 
 
 class PretrainRecipe(_TrainRecipe):
@@ -279,7 +334,8 @@ def _explain(exc: ValidationError, model: type[BaseModel], source: str) -> str:
             lines.append(f"  - {where}: required key is missing")
         else:
             msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"  - {where}: {msg} (got {err.get('input')!r})")
+            got = f" (got {err.get('input')!r})" if loc else ""  # not the whole recipe again
+            lines.append(f"  - {where}: {msg}{got}")
     return "\n".join(lines)
 
 

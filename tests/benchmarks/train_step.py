@@ -4,8 +4,9 @@
 
 Both run in this process on CPU over the same pre-made uint8 batches (no loader, no Ray, no
 DDP), so the difference is the loop itself: normalisation on the device, autocast context,
-timm's optimizer and per-step scheduler, timing and bookkeeping. Prints ms/step for each and the
-overhead ratio (target: <= 1.10). Rounds alternate (bare, ours, bare, ours...) against drift.
+timm's optimizer and per-step scheduler, accumulation bookkeeping, timing. Prints ms/step for
+each and the overhead ratio (target: <= 1.10). Rounds alternate (bare, ours, bare, ours...)
+against drift.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 
 from hypernym.config import OptimSpec, TrainSpec
 from hypernym.train.checkpoint import TrainState
-from hypernym.train.loop import train_epoch
+from hypernym.train.step import StepKit, train_epoch
 from hypernym.train.tasks import build_optimizer, build_scheduler, normalizer
 
 
@@ -50,9 +51,9 @@ def ours(model, data, lr: float) -> float:
     scheduler = build_scheduler(optimizer, optim, epochs=1, steps=len(data))
     state = TrainState(model=model, optimizer=optimizer, scheduler=scheduler)
     start = time.perf_counter()
-    train_epoch(state, data, normalizer(torch.device("cpu")), nullcontext(),
-                 TrainSpec(epochs=1, log_every=10), logger=None, world=1, epoch=0,
-                 steps=len(data))
+    kit = StepKit(normalize=normalizer(torch.device("cpu")), autocast=nullcontext(),
+                  train=TrainSpec(epochs=1, log_every=10))
+    train_epoch(state, data, kit, logger=None, world=1, epoch=0, steps=len(data))
     return (time.perf_counter() - start) / len(data)
 
 

@@ -65,7 +65,8 @@ class ShardStream(IterableDataset):
     def __init__(self, *, urls: list[str], sizes: list[int], rank: int, world_size: int,
                  epoch: int, seed: int, img_size: int, train: bool, batch_size: int,
                  progress: EpochProgress | None = None, buffer: int = 512,
-                 crop_scale: tuple[float, float] = (0.08, 1.0)) -> None:
+                 crop_scale: tuple[float, float] = (0.08, 1.0),
+                 rand_augment: tuple[int, int] | None = None) -> None:
         assert len(urls) == len(sizes)
         self.urls, self.rank, self.world_size = urls, rank, world_size
         self.epoch, self.seed, self.train = epoch, seed, train
@@ -73,7 +74,7 @@ class ShardStream(IterableDataset):
         if progress is None or progress.epoch != epoch:
             progress = EpochProgress(sizes, epoch)
         self.progress = progress
-        self.transform = (train_transform(img_size, crop_scale) if train
+        self.transform = (train_transform(img_size, crop_scale, rand_augment) if train
                           else eval_transform(img_size))
         # Counted in the process that reads: with loader workers, each worker has its own.
         self.bad_samples = 0
@@ -225,7 +226,8 @@ def _samples(tar: tarfile.TarFile):
 def make_loader(manifest: Manifest, root: str, split: str, *, rank: int, world_size: int,
                 epoch: int, batch_size: int, img_size: int, train: bool, seed: int = 0,
                 num_workers: int = 0, progress: EpochProgress | None = None,
-                crop_scale: tuple[float, float] = (0.08, 1.0)) -> DataLoader:
+                crop_scale: tuple[float, float] = (0.08, 1.0),
+                rand_augment: tuple[int, int] | None = None) -> DataLoader:
     """A DataLoader of this rank's batches: `Sample` of uint8 images [B,3,H,W], labels, sample
     ids and skipped bad samples (int64 [B] each).
 
@@ -237,7 +239,7 @@ def make_loader(manifest: Manifest, root: str, split: str, *, rank: int, world_s
     stream = ShardStream(urls=manifest.shard_urls(root, split), sizes=sizes, rank=rank,
                          world_size=world_size, epoch=epoch, seed=seed, img_size=img_size,
                          train=train, batch_size=batch_size, progress=progress,
-                         crop_scale=crop_scale)
+                         crop_scale=crop_scale, rand_augment=rand_augment)
     loader = DataLoader(stream, batch_size=batch_size, num_workers=num_workers, drop_last=train,
                         pin_memory=torch.cuda.is_available(), persistent_workers=False,
                         prefetch_factor=4 if num_workers else None)

@@ -41,12 +41,14 @@ def decode(data: bytes, *, target: int) -> torch.Tensor:
         raise ValueError(f"corrupt JPEG: {str(exc).splitlines()[-1]}") from None
 
 
-def train_transform(img_size: int, scale: tuple[float, float] = (0.08, 1.0)):
-    """RandomResizedCrop + horizontal flip, to a uint8 tensor."""
-    pipeline = v2.Compose([
-        v2.RandomResizedCrop(img_size, scale=scale, antialias=True),
-        v2.RandomHorizontalFlip(),
-    ])
+def train_transform(img_size: int, scale: tuple[float, float] = (0.08, 1.0),
+                    rand_augment: tuple[int, int] | None = None):
+    """RandomResizedCrop + horizontal flip (+ RandAugment(num_ops, magnitude)), to uint8."""
+    steps = [v2.RandomResizedCrop(img_size, scale=scale, antialias=True),
+             v2.RandomHorizontalFlip()]
+    if rand_augment is not None:  # after the crop: it then works on the small image
+        steps.append(v2.RandAugment(num_ops=rand_augment[0], magnitude=rand_augment[1]))
+    pipeline = v2.Compose(steps)
     return _with_decode(pipeline, img_size)
 
 

@@ -21,6 +21,10 @@ class ModelCard(BaseModel):
     arch: str
     num_classes: int
     classes: list[dict[str, str]] = Field(default_factory=list)  # [{id, name}] by index
+    # The dataset's class tree: kind (wordnet, custom, flat) and each class's path from the root.
+    hierarchy: dict[str, Any] = Field(default_factory=dict)
+    loss: str = "ce"  # ce | semantic: how the classifier's logits are to be read
+    weights: str = "model"  # model | ema: which weights of the run these are
     input_size: list[int]  # [3, H, W]
     mean: list[float]
     std: list[float]

@@ -16,7 +16,8 @@ from typing import Any
 
 from hypernym.settings import Settings, get_settings
 
-__all__ = ["RunLogger", "client", "ensure_experiment", "flatten", "start_run", "tracking_uri"]
+__all__ = ["RunLogger", "client", "ensure_experiment", "flatten", "log_lineage", "start_run",
+           "tracking_uri"]
 
 log = logging.getLogger(__name__)
 _SECRET = re.compile(r"(key|token|password|secret|credential)", re.IGNORECASE)
@@ -77,6 +78,23 @@ def start_run(*, experiment: str, run_name: str, tags: dict[str, str] | None = N
     return run.info.run_id
 
 
+def log_lineage(run_id: str, *, dataset_name: str, fingerprint: str, uri: str,
+                parent_model_id: str | None = None, settings: Settings | None = None) -> None:
+    """Record the run's inputs in MLflow: the dataset (name, fingerprint, URI: the run page's
+    "Datasets used") and, for a fine-tune, the registered backbone's logged model."""
+    import json
+
+    from mlflow.entities import Dataset, DatasetInput, InputTag, LoggedModelInput
+
+    settings = settings or get_settings()
+    dataset = Dataset(name=dataset_name, digest=fingerprint[:32], source_type="hypernym",
+                      source=json.dumps({"uri": uri, "fingerprint": fingerprint}))
+    models = [LoggedModelInput(parent_model_id)] if parent_model_id else None
+    client(settings.tracking_uri).log_inputs(
+        run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "train")])],
+        models=models)
+
+
 def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": "1"}``; secrets are left out, long values truncated."""
     out: dict[str, str] = {}
@@ -102,10 +120,11 @@ class RunLogger:
         self.run_id, self.tracking_uri = run_id, tracking_uri
         self.failures = 0
         self._client = None
+        self._monitor = None
 
     def __getstate__(self):
         return {"run_id": self.run_id, "tracking_uri": self.tracking_uri, "failures": 0,
-                "_client": None}
+                "_client": None, "_monitor": None}
 
     @property
     def mlflow_client(self):
@@ -151,6 +170,28 @@ class RunLogger:
     def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
         self._safe("log_artifact", self.mlflow_client.log_artifact, self.run_id, path,
                    artifact_path)
+
+    def start_system_metrics(self, *, interval_s: float = 10.0) -> None:
+        """CPU, memory, disk, network (and GPU with nvidia-ml-py) of this node as ``system/*``
+        metrics, from a background thread (MLflow's SystemMetricsMonitor). Best effort."""
+        def start():
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            # resume_logging: a restarted worker group continues the run's system-metric steps.
+            monitor = SystemMetricsMonitor(self.run_id, sampling_interval=interval_s,
+                                           resume_logging=True, tracking_uri=self.tracking_uri)
+            monitor.start()
+            return monitor
+
+        _mlflow()
+        self._monitor = self._safe("system metrics", start)
+
+    def finish_worker(self) -> None:
+        """A worker's end: stop system metrics, send what is queued (the driver ends the run)."""
+        if self._monitor is not None:
+            self._safe("system metrics", self._monitor.finish)
+            self._monitor = None
+        self.flush()
 
     def flush(self) -> None:
         self._safe("flush", _mlflow().flush_async_logging)

@@ -7,25 +7,31 @@ the same number of times (report is a barrier).
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
-import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
+from timm.data import Mixup
+from timm.utils import ModelEmaV3
 
 from hypernym.config import FinetuneRecipe, PretrainRecipe
 from hypernym.data.manifest import read_manifest
 from hypernym.data.reader import make_loader, steps_per_epoch
 from hypernym.data.schedule import EpochProgress
+from hypernym.errors import HypernymError
 from hypernym.train.checkpoint import TrainState, load_state, save_state, unwrap
+from hypernym.train.losses import CrossEntropy, SemanticSoftmax
+from hypernym.train.parallel import is_sharded, wrap_model
+from hypernym.train.step import StepKit, evaluate, train_epoch
 from hypernym.train.tasks import (
     TaskSpec,
     build_model,
@@ -55,17 +61,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float]:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     torch.manual_seed(data.seed + rank)
+    np.random.seed(data.seed + rank)  # timm's Mixup draws from numpy
 
     manifest = read_manifest(data.path)
     steps = steps_per_epoch(manifest, "train", world_size=world, batch_size=data.batch_size)
-    model = build_model(job.task)
+    model = build_model(job.task).to(device)
     if train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, job.recipe.optim)
-    scheduler = build_scheduler(optimizer, job.recipe.optim, epochs=train.epochs, steps=steps)
-    model = ray.train.torch.prepare_model(model)
+    # The average starts from the initial weights and lives on the training device.
+    ema = ModelEmaV3(model, decay=train.ema_decay) if train.ema_decay else None
+    model = wrap_model(model, strategy=job.recipe.scaling.strategy, compile_model=train.compile)
+    optimizer = build_optimizer(unwrap(model), job.recipe.optim)  # after sharding (FSDP2)
+    scheduler = build_scheduler(optimizer, job.recipe.optim, epochs=train.epochs,
+                                steps=math.ceil(steps / train.accum_steps))
     progress = EpochProgress([s.samples for s in manifest.splits["train"]])
-    state = TrainState(model=model, optimizer=optimizer, scheduler=scheduler, progress=progress)
+    state = TrainState(model=model, optimizer=optimizer, scheduler=scheduler, progress=progress,
+                       ema=ema)
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
@@ -74,8 +85,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float]:
             state.load_state_dict(load_state(ckpt_dir))
 
     logger = _rank0_logger(job, rank)
-    normalize = normalizer(device)
-    autocast = _autocast(train.amp, device)
+    kit = _step_kit(job, manifest, device)
     trace = _SampleTrace.open(job.sample_trace, rank, state.global_step)
     metrics: dict[str, float] = {}
     for epoch in range(state.epoch, train.epochs):
@@ -84,15 +94,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float]:
             manifest, data.path, "train", rank=rank, world_size=world, epoch=epoch,
             batch_size=data.batch_size, img_size=data.img_size, train=True,
             seed=data.seed, num_workers=data.loader_workers, crop_scale=data.crop_scale,
-            progress=progress,
+            rand_augment=data.rand_augment, progress=progress,
         )
-        consumed = _Consumed(state, job, rank, world, trace)
-        metrics = train_epoch(
-            state, loader, normalize, autocast, train, logger=logger, world=world,
-            epoch=epoch, steps=loader.steps, after_step=consumed.after_step,
-        )
+        consumed = _Consumed(state, job, rank, world, trace, device)
+        metrics = train_epoch(state, loader, kit, logger=logger, world=world, epoch=epoch,
+                              steps=loader.steps, after_step=consumed.after_step)
         metrics["data/skipped_samples"] = consumed.skipped_total()
-        metrics.update(_evaluate(model, job, manifest, normalize, autocast, rank, world))
+        metrics.update(_validate(state, job, manifest, kit, rank, world))
         metrics["epoch"] = epoch + 1
         metrics["progress/step"] = state.global_step
         state.epoch = epoch + 1
@@ -103,26 +111,71 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float]:
             logger.log_metrics(metrics, step=state.global_step)
         _report(state, job, metrics, rank)
     if logger is not None:
-        logger.flush()
+        logger.finish_worker()
     return metrics
+
+
+def _step_kit(job: LoopJob, manifest, device: torch.device) -> StepKit:
+    data, train = job.recipe.data, job.recipe.train
+    try:  # per-level accuracy whenever the classes form a hierarchy
+        semantic = SemanticSoftmax.from_manifest(
+            manifest, label_smoothing=train.label_smoothing).to(device)
+    except HypernymError:
+        semantic = None
+    loss_fn = semantic if train.loss == "semantic" else CrossEntropy(train.label_smoothing)
+    mixup = None
+    if train.mixup_alpha > 0 or train.cutmix_alpha > 0:
+        mixup = Mixup(
+            mixup_alpha=train.mixup_alpha, cutmix_alpha=train.cutmix_alpha,
+            prob=train.mix_prob, switch_prob=train.mix_switch_prob, mode="batch",
+            # The semantic softmax smooths per level itself; timm smooths over all classes.
+            label_smoothing=0.0 if train.loss == "semantic" else train.label_smoothing,
+            num_classes=len(manifest.classes),
+        )
+    return StepKit(normalize=normalizer(device, data.mean, data.std),
+                   autocast=_autocast(train.amp, device), train=train, loss_fn=loss_fn,
+                   mixup=mixup, semantic=semantic, device=device, img_size=data.img_size)
+
+
+def _validate(state: TrainState, job: LoopJob, manifest, kit: StepKit, rank: int,
+              world: int) -> dict[str, float]:
+    """Validation metrics of the model, and of its EMA when there is one."""
+    data = job.recipe.data
+    if manifest.num_samples("val") == 0:
+        return {}
+    nets = {"val": state.model if is_sharded(state.model) else unwrap(state.model)}
+    if state.ema is not None:
+        nets["val_ema"] = state.ema.module
+    out: dict[str, float] = {}
+    for prefix, net in nets.items():
+        loader = make_loader(
+            manifest, data.path, "val", rank=rank, world_size=world, epoch=0,
+            batch_size=data.batch_size, img_size=data.img_size, train=False,
+            seed=data.seed, num_workers=data.loader_workers,
+        )
+        out.update(evaluate(net, loader, kit, world=world, prefix=prefix,
+                            lockstep=is_sharded(net)))
+    return out
 
 
 class _Consumed:
     """Marks what each optimizer step trained on, for exactly-once resumption, and takes the
     mid-epoch checkpoints (every ``train.checkpoint_every`` steps)."""
 
-    def __init__(self, state: TrainState, job: LoopJob, rank: int, world: int, trace) -> None:
+    def __init__(self, state: TrainState, job: LoopJob, rank: int, world: int, trace,
+                 device: torch.device) -> None:
         self.state, self.job, self.rank, self.world, self.trace = state, job, rank, world, trace
+        self.device = device
         self.pending: list[torch.Tensor] = []  # ids trained on since the last sync
         self.skipped = 0
 
-    def after_step(self, batch) -> None:
-        if not hasattr(batch, "id"):  # plain (images, labels) batches: nothing to record
-            return
-        self.pending.append(batch.id)
-        self.skipped += int(batch.skipped.sum())
-        if self.trace is not None:
-            self.trace.write(self.state.progress.epoch, self.state.global_step, batch.id)
+    def after_step(self, batches: list) -> None:
+        """After an optimizer step, with the batches (one per accumulation step) it used."""
+        for batch in batches:
+            self.pending.append(batch.id)
+            self.skipped += int(batch.skipped.sum())
+            if self.trace is not None:
+                self.trace.write(self.state.progress.epoch, self.state.global_step, batch.id)
         every = self.job.recipe.train.checkpoint_every
         if every and self.state.global_step % every == 0:
             self.sync()
@@ -141,7 +194,7 @@ class _Consumed:
             self.state.progress.mark(ids.numpy())
 
     def skipped_total(self) -> float:
-        total = torch.tensor([float(self.skipped)])
+        total = torch.tensor([float(self.skipped)], device=self.device)  # NCCL: on the device
         if self.world > 1 and dist.is_initialized():
             dist.all_reduce(total)
         return total.item()
@@ -166,91 +219,15 @@ class _SampleTrace:
         self.fh.write(f"{epoch} {step} {' '.join(map(str, ids.tolist()))}\n")
 
 
-def train_epoch(state, loader, normalize, autocast, train, *, logger, world, epoch, steps,
-                after_step=None):
-    """One pass over ``loader``: the step itself, plus the bookkeeping a run needs (rank-0
-    metric logs every ``train.log_every`` steps, throughput, time waiting for data).
-    ``after_step(batch)`` runs after every optimizer step (progress records, checkpoints)."""
-    model, optimizer, scheduler = state.model, state.optimizer, state.scheduler
-    model.train()
-    loss_sum, seen, data_wait = 0.0, 0, 0.0
-    start = tick = time.perf_counter()
-    for batch_index, batch in enumerate(loader):
-        data_wait += time.perf_counter() - tick
-        images, labels = batch[0], batch[1]
-        images = normalize(images)
-        if train.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        labels = labels.to(images.device, non_blocking=True)
-        with autocast:
-            loss = F.cross_entropy(model(images), labels, label_smoothing=train.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if train.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
-        optimizer.step()
-        state.global_step += 1
-        if scheduler is not None:
-            scheduler.step_update(num_updates=state.global_step)
-        if after_step is not None:
-            after_step(batch)
-        loss_sum += loss.item() * len(labels)
-        seen += len(labels)
-        if logger is not None and state.global_step % train.log_every == 0:
-            logger.log_metrics(
-                {"train/loss_step": loss.item(), "train/lr": optimizer.param_groups[0]["lr"],
-                 "progress/step": state.global_step,
-                 "progress/epoch_float": epoch + (batch_index + 1) / max(steps, 1)},
-                step=state.global_step,
-            )
-        tick = time.perf_counter()
-    elapsed = max(time.perf_counter() - start, 1e-9)
-    return {
-        "train/loss": loss_sum / max(seen, 1),
-        "train/images_per_s": seen * world / elapsed,
-        "train/data_wait_frac": data_wait / elapsed,
-        "train/lr": optimizer.param_groups[0]["lr"],
-    }
-
-
-@torch.no_grad()
-def _evaluate(model, job, manifest, normalize, autocast, rank, world) -> dict[str, float]:
-    data = job.recipe.data
-    if manifest.num_samples("val") == 0:
-        return {}
-    loader = make_loader(
-        manifest, data.path, "val", rank=rank, world_size=world, epoch=0,
-        batch_size=data.batch_size, img_size=data.img_size, train=False,
-        seed=data.seed, num_workers=data.loader_workers,
-    )
-    net = unwrap(model)  # no DDP forward in eval: ranks may see different batch counts
-    net.eval()
-    totals = torch.zeros(4, dtype=torch.float64)  # loss sum, top-1, top-5, count
-    for images, labels, *_ in loader:
-        images = normalize(images)
-        labels = labels.to(images.device)
-        with autocast:
-            logits = net(images).float()
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        totals += torch.tensor([
-            F.cross_entropy(logits, labels, reduction="sum").item(),
-            (top[:, 0] == labels).sum().item(),
-            (top == labels[:, None]).any(dim=1).sum().item(),
-            len(labels),
-        ], dtype=torch.float64)
-    if world > 1 and dist.is_initialized():
-        dist.all_reduce(totals)
-    count = max(totals[3].item(), 1.0)
-    return {"val/loss": totals[0].item() / count, "val/top1": totals[1].item() / count,
-            "val/top5": totals[2].item() / count}
-
-
 def _report(state: TrainState, job: LoopJob, metrics: dict[str, float], rank: int, *,
             name: str | None = None) -> None:
+    # DDP replicas are identical: rank 0's copy is the checkpoint. A sharded model's state is
+    # gathered by all ranks together, into rank 0.
+    payload = state.state_dict() if rank == 0 or is_sharded(state.model) else None
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
-        if rank == 0:  # DDP replicas are identical: one copy is the checkpoint
-            save_state(tmp, state, job.recipe.model_dump(mode="json"))
+        if rank == 0:
+            save_state(tmp, payload, job.recipe.model_dump(mode="json"))
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=checkpoint,
                          checkpoint_dir_name=name or f"epoch-{state.epoch:04d}")
@@ -261,7 +238,10 @@ def _rank0_logger(job: LoopJob, rank: int):
         return None
     from hypernym.registry.tracking import RunLogger
 
-    return RunLogger(job.run_id, tracking_uri=job.tracking_uri)
+    logger = RunLogger(job.run_id, tracking_uri=job.tracking_uri)
+    if job.recipe.train.system_metrics_s:
+        logger.start_system_metrics(interval_s=job.recipe.train.system_metrics_s)
+    return logger
 
 
 def _autocast(amp: str, device: torch.device):

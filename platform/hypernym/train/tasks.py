@@ -90,7 +90,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, optim, *, epochs: int, ste
         sched=optim.sched,
         num_epochs=epochs,
         warmup_epochs=optim.warmup_epochs,
-        warmup_lr=optim.min_lr,
+        warmup_lr=optim.min_lr if optim.warmup_lr is None else optim.warmup_lr,
         min_lr=optim.min_lr,
         step_on_epochs=False,
         updates_per_epoch=max(steps, 1),
@@ -98,10 +98,11 @@ def build_scheduler(optimizer: torch.optim.Optimizer, optim, *, epochs: int, ste
     return scheduler
 
 
-def normalizer(device: torch.device):
-    """uint8 NCHW batch -> normalised float on the device (done there, not in the loader)."""
-    mean = torch.tensor(IMAGENET_DEFAULT_MEAN, device=device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(IMAGENET_DEFAULT_STD, device=device).view(1, 3, 1, 1) * 255
+def normalizer(device: torch.device, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD):
+    """uint8 NCHW batch -> normalised float on the device (done there, not in the loader).
+    ``mean`` and ``std`` are per channel, for pixels scaled to 0-1."""
+    mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
 
     def normalize(images: torch.Tensor) -> torch.Tensor:
         return (images.to(device, non_blocking=True).float() - mean) / std

@@ -20,6 +20,7 @@ from hypernym.data.manifest import Manifest, read_manifest
 from hypernym.data.reader import steps_per_epoch
 from hypernym.errors import HypernymError
 from hypernym.settings import Settings, get_settings
+from hypernym.train.losses import SemanticSoftmax
 from hypernym.train.tasks import TaskSpec
 
 __all__ = ["TrainResult", "run_training"]
@@ -69,10 +70,13 @@ def run_training(
             f"one step of {world} workers x batch {batch}: lower data.batch_size or "
             "scaling.num_workers"
         )
-    backbone = None
+    if recipe.train.loss == "semantic":  # a flat dataset fails here, not on every worker
+        SemanticSoftmax.from_manifest(manifest)
+    backbone, parent_model_id = None, None
     if isinstance(recipe, FinetuneRecipe) and recipe.backbone:
         version = resolve(recipe.backbone, settings=settings)
         backbone = f"{version.name}/{version.version}"  # pin: an alias may move mid-run
+        parent_model_id = getattr(version, "model_id", None)
 
     tracking.ensure_experiment(recipe.experiment, settings=settings)
     if resume:
@@ -90,6 +94,9 @@ def run_training(
         if not resume:  # params are immutable in MLflow: a resumed run keeps the first ones
             logger.log_params(recipe.model_dump(mode="json"))
             logger.log_dict(recipe.model_dump(mode="json"), "recipe.json")
+            tracking.log_lineage(run_id, dataset_name=manifest.name,
+                                 fingerprint=manifest.fingerprint, uri=recipe.data.path,
+                                 parent_model_id=parent_model_id, settings=settings)
         task = TaskSpec(
             arch=recipe.model.arch, num_classes=len(manifest.classes), backbone_ref=backbone,
             mode=getattr(recipe, "mode", "full"), drop_rate=recipe.model.drop_rate,
@@ -176,7 +183,6 @@ def _fit(recipe, task, run_id, settings, *, total_steps: int, show_progress: boo
 def _register(recipe, manifest: Manifest, task: TaskSpec, checkpoint, run_id, metrics, *, parent,
               settings):
     import timm
-    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
     import hypernym
     from hypernym.registry.card import ModelCard
@@ -185,14 +191,21 @@ def _register(recipe, manifest: Manifest, task: TaskSpec, checkpoint, run_id, me
 
     model = timm.create_model(task.arch, pretrained=False, num_classes=task.num_classes,
                               **(task.model_kwargs or {}))
+    weights = recipe.registry.weights
+    if weights == "auto":
+        weights = "ema" if recipe.train.ema_decay else "model"
     with checkpoint.as_directory() as ckpt_dir:
-        model.load_state_dict(load_state(ckpt_dir)["model"])
+        model.load_state_dict(load_state(ckpt_dir)[weights])
     size = recipe.data.img_size
+    hierarchy = manifest.hierarchy or {}
     card = ModelCard(
         arch=task.arch, num_classes=task.num_classes,
         classes=[{"id": c.id, "name": c.name} for c in manifest.classes],
-        input_size=[3, size, size], mean=list(IMAGENET_DEFAULT_MEAN),
-        std=list(IMAGENET_DEFAULT_STD), task=recipe.kind,
+        hierarchy={"kind": hierarchy.get("kind", "flat"),
+                   "class_paths": hierarchy.get("class_paths", {})},
+        loss=recipe.train.loss, weights=weights,
+        input_size=[3, size, size], mean=list(recipe.data.mean),
+        std=list(recipe.data.std), task=recipe.kind,
         dataset={"name": manifest.name, "fingerprint": manifest.fingerprint,
                  "uri": recipe.data.path},
         run_id=run_id, parent=parent,

@@ -33,6 +33,17 @@ def workspace(tmp_path_factory):
         "val_per_class": 4, "min_per_class": 0, "image_size": 40, "resize": "shorter",
         "shard_samples": 64,
     }), show_progress=False)
+    # The demo's groups are classes too: toy dog above Chihuahua..., a two-level hierarchy.
+    from hypernym.data.demo import DEMO_GROUPS, DEMO_SYNSETS
+
+    groups = [name.split()[-1] for name in DEMO_GROUPS]
+    make_winter21(root / "raw-sem", images_per_class=24, image_size=(96, 80), seed=1,
+                  classes=DEMO_SYNSETS + groups)
+    prepare(parse_recipe({
+        "kind": "prepare", "source": str(root / "raw-sem"), "output": str(root / "semantic"),
+        "val_per_class": 4, "min_per_class": 0, "image_size": 40, "resize": "shorter",
+        "shard_samples": 64,
+    }), show_progress=False)
     fine = prepare(parse_recipe({
         "kind": "prepare", "source": str(root / "digits-raw"), "output": str(root / "digits"),
         "val_per_class": 10, "min_per_class": 0, "image_size": 32, "shard_samples": 256,
@@ -44,7 +55,7 @@ def workspace(tmp_path_factory):
 
 def train_recipe(kind: str, path, **extra) -> dict:
     return {
-        "kind": kind, "name": f"test-{kind}", "experiment": "tests",
+        "kind": kind, "name": extra.pop("name", f"test-{kind}"), "experiment": "tests",
         "data": {"path": str(path), "img_size": 32, "batch_size": 16},
         "model": {"arch": "resnet10t"},
         "optim": {"lr": 3e-3, "warmup_epochs": 0},
@@ -100,6 +111,82 @@ def test_pretrain_register_finetune_load(workspace, monkeypatch):
     assert (tuned - start).norm() < (fresh - start).norm()
 
 
+def test_semantic_softmax_with_ema_and_accumulation(workspace, monkeypatch):
+    """The 21K-P loss on a two-level hierarchy, with model EMA, gradient accumulation and
+    system metrics; the registered version carries the EMA weights, the hierarchy and lineage."""
+    from mlflow.tracking import MlflowClient
+
+    from hypernym.registry.models import load_backbone, load_card
+    from hypernym.settings import get_settings
+    from hypernym.train.trainer import run_training
+
+    monkeypatch.setenv("HYPERNYM_HOME", str(workspace["root"] / "home"))
+    settings = get_settings()
+    result = run_training(parse_recipe(train_recipe(
+        "pretrain", workspace["root"] / "semantic", name="test-semantic",
+        train={"epochs": 3, "log_every": 2, "loss": "semantic", "label_smoothing": 0.1,
+               "ema_decay": 0.9, "accum_steps": 2, "system_metrics_s": 1},
+        registry={"name": "bb-semantic", "alias": "candidate"},
+    )), show_progress=False)
+
+    client = MlflowClient(settings.tracking_uri)
+    losses = [m.value for m in client.get_metric_history(result.run_id, "train/loss")]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    metrics = client.get_run(result.run_id).data.metrics
+    for key in ("val/semantic_top1", "val/semantic_top1_level0", "val/semantic_top1_level1",
+                "val_ema/top1", "val_ema/semantic_top1", "train/images_per_s_window"):
+        assert 0.0 <= metrics[key], key
+    # 20 classes, 2 ranks x batch 16 x 2 batches per optimizer step.
+    train_samples = sum(s.samples for s in workspace_manifest(workspace, "semantic")
+                        .splits["train"])
+    assert metrics["progress/step"] == 3 * -(-(train_samples // 32) // 2)  # ceil
+    assert any(key.startswith("system/") for key in metrics), sorted(metrics)
+    inputs = client.get_run(result.run_id).inputs.dataset_inputs
+    assert inputs and inputs[0].dataset.name == "semantic"
+
+    card = load_card("bb-semantic@candidate", settings=settings)
+    assert card.loss == "semantic" and card.weights == "ema"
+    assert card.hierarchy["kind"] == "wordnet"
+    assert card.hierarchy["class_paths"]["n02085620"][-2:] == ["n02085374", "n02085620"]
+    model = load_backbone("bb-semantic@candidate", settings=settings).eval()
+    assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 20)
+
+
+def test_fsdp_with_mixup_and_cutmix(workspace, monkeypatch):
+    """FSDP2 over 2 CPU workers (gloo): sharded training with timm's Mixup/CutMix, mid-epoch
+    checkpoints gathered from the shards, and a registered model equal to the last checkpoint."""
+    from mlflow.tracking import MlflowClient
+
+    from hypernym.registry.models import load_backbone
+    from hypernym.settings import get_settings
+    from hypernym.train.checkpoint import load_state
+    from hypernym.train.trainer import run_training
+
+    monkeypatch.setenv("HYPERNYM_HOME", str(workspace["root"] / "home"))
+    result = run_training(parse_recipe(train_recipe(
+        "pretrain", workspace["root"] / "mini21k", name="test-fsdp",
+        train={"epochs": 2, "log_every": 2, "mixup_alpha": 0.8, "cutmix_alpha": 1.0,
+               "label_smoothing": 0.1, "checkpoint_every": 3, "system_metrics_s": None},
+        scaling={"num_workers": 2, "strategy": "fsdp"},
+        registry={"name": "bb-fsdp", "alias": "candidate"},
+    )), show_progress=False)
+    client = MlflowClient(get_settings().tracking_uri)
+    assert client.get_run(result.run_id).info.status == "FINISHED"
+    assert 0.0 <= result.metrics["val/top1"] <= 1.0
+    state = load_state(result.checkpoint_path)
+    model = load_backbone("bb-fsdp@candidate")
+    assert state["model"].keys() == model.state_dict().keys()
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state["model"][key]), key
+    assert state["optimizer"]["state"], "the optimizer state was gathered from the shards"
+
+
+def workspace_manifest(workspace, name):
+    from hypernym.data.manifest import read_manifest
+
+    return read_manifest(str(workspace["root"] / name))
+
+
 def test_failed_worker_marks_run_failed(workspace, monkeypatch):
     from mlflow.tracking import MlflowClient
 
@@ -131,6 +218,9 @@ def test_bad_inputs_fail_before_ray_work(workspace, tmp_path):
             **train_recipe("pretrain", workspace["root"] / "mini21k"),
             "data": {"path": str(workspace["root"] / "mini21k"), "batch_size": 4096},
         }))
+    with pytest.raises(HypernymError, match="train.loss: ce"):  # digits have no hierarchy
+        run_training(parse_recipe(train_recipe(
+            "pretrain", workspace["root"] / "digits", train={"loss": "semantic"})))
     with pytest.raises(HypernymError, match="no-such-model"):
         run_training(parse_recipe(train_recipe(
             "finetune", workspace["root"] / "digits", backbone="no-such-model@x")))

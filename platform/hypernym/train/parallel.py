@@ -1,0 +1,85 @@
+"""How the model is spread over the workers: DDP (Ray Train's prepare_model) or FSDP2.
+
+DDP replicates the model, so rank 0's state dict is the checkpoint. FSDP2
+(``torch.distributed.fsdp.fully_shard``) shards parameters, gradients and optimizer state, so
+saving gathers full tensors from every rank (a collective: all ranks call ``state_dicts``) and
+loading hands each rank the full dict to shard again. Either way a checkpoint holds plain full
+tensors under the same keys, so a run may resume under the other strategy or another world size,
+and registration reads it the same way.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+__all__ = ["is_sharded", "load_state_dicts", "shard_units", "state_dicts", "wrap_model"]
+
+
+def shard_units(model: nn.Module) -> list[nn.Module]:
+    """The modules FSDP2 shards one by one: the entries of the model's outermost repeated
+    containers (timm's ``blocks``, ``stages``, ``layer1``..), so only one unit's parameters are
+    gathered at a time. The root is sharded last and holds what is left (stem, head)."""
+    units: list[nn.Module] = []
+
+    def visit(module: nn.Module) -> None:
+        for child in module.children():
+            if isinstance(child, nn.Sequential | nn.ModuleList) and len(child) > 1:
+                units.extend(c for c in child if any(True for _ in c.parameters()))
+            else:
+                visit(child)
+
+    visit(model)
+    return units
+
+
+def wrap_model(model: nn.Module, *, strategy: str, compile_model: bool) -> nn.Module:
+    """The model ready for training: moved to the device, compiled, and wrapped for DDP or
+    sharded with FSDP2. ``Module.compile`` compiles in place, so state dict keys stay plain."""
+    import ray.train.torch
+
+    if strategy == "fsdp" and dist.is_initialized() and dist.get_world_size() > 1:
+        from torch.distributed.fsdp import fully_shard
+
+        model = model.to(ray.train.torch.get_device())
+        for unit in shard_units(model):
+            if compile_model:  # per unit, before sharding (torchtitan's order)
+                unit.compile()
+            fully_shard(unit)
+        fully_shard(model)
+        return model
+    if compile_model:
+        model.compile()
+    return ray.train.torch.prepare_model(model)
+
+
+def is_sharded(model: nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def state_dicts(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Full (unsharded) model and optimizer state dicts. For a sharded model every rank must
+    call this; only rank 0 receives the tensors (on CPU), the others get empty dicts."""
+    if not is_sharded(model):
+        return getattr(model, "module", model).state_dict(), optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    return get_state_dict(model, optimizer,
+                          options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_state_dicts(model: nn.Module, optimizer: torch.optim.Optimizer, model_state: dict,
+                     optimizer_state: dict) -> None:
+    """Load full state dicts (every rank reads the checkpoint; FSDP2 keeps its own shard)."""
+    if not is_sharded(model):
+        getattr(model, "module", model).load_state_dict(model_state)
+        optimizer.load_state_dict(optimizer_state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    set_state_dict(model, optimizer, model_state_dict=model_state,
+                   optim_state_dict=optimizer_state,
+                   options=StateDictOptions(full_state_dict=True))

@@ -1,0 +1,216 @@
+"""One training epoch and one evaluation pass: the per-step numerics of the loop.
+
+The step: uint8 batch -> normalised float on the device -> timm Mixup/CutMix (optional) ->
+forward under autocast -> loss / accumulation -> backward (gradient sync only on the last batch
+of an accumulation group) -> clip -> optimizer step -> per-step LR -> EMA update. Nothing here
+forces the host to wait for the device except the metric logs every ``train.log_every`` steps:
+the running loss stays a device tensor.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from hypernym.config import TrainSpec
+from hypernym.train.checkpoint import unwrap
+from hypernym.train.losses import CrossEntropy, SemanticSoftmax
+
+__all__ = ["StepKit", "evaluate", "train_epoch"]
+
+
+@dataclass
+class StepKit:
+    """What a step needs besides the training state.
+
+    Attributes:
+        normalize: uint8 NCHW -> normalised float on the training device.
+        autocast: the mixed-precision context (bf16 on GPU) or a null context.
+        train: the recipe's ``train`` section.
+        loss_fn: CrossEntropy or SemanticSoftmax.
+        mixup: a ``timm.data.Mixup`` (it also builds the soft targets), or None.
+        semantic: per-level accuracy for evaluation when the dataset has a hierarchy, or None.
+        device: the training device (collectives run on it: NCCL takes no CPU tensors).
+        img_size: the input size (for the stand-in batches of a lockstep evaluation).
+    """
+
+    normalize: Callable[[torch.Tensor], torch.Tensor]
+    autocast: Any
+    train: TrainSpec
+    device: torch.device = torch.device("cpu")
+    img_size: int = 224
+    loss_fn: Any = None
+    mixup: Any = None
+    semantic: SemanticSoftmax | None = None
+
+    def __post_init__(self) -> None:
+        if self.loss_fn is None:
+            self.loss_fn = CrossEntropy(self.train.label_smoothing)
+
+
+def _no_sync(model: torch.nn.Module, skip: bool):
+    """Skip the gradient all-reduce on the batches of an accumulation group but the last."""
+    if not skip:
+        return nullcontext()
+    if hasattr(model, "no_sync"):  # DDP
+        return model.no_sync()
+    if hasattr(model, "set_requires_gradient_sync"):  # FSDP2
+        return _FsdpNoSync(model)
+    return nullcontext()  # one worker: nothing to sync
+
+
+class _FsdpNoSync:
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def __enter__(self):
+        self.model.set_requires_gradient_sync(False)
+
+    def __exit__(self, *exc) -> None:
+        self.model.set_requires_gradient_sync(True)
+
+
+def train_epoch(state, loader, kit: StepKit, *, logger, world: int, epoch: int, steps: int,
+                after_step: Callable[[list], None] | None = None) -> dict[str, float]:
+    """One pass over ``loader``, which yields ``steps`` batches.
+
+    ``train.accum_steps`` batches make one optimizer step (the epoch's last group may be
+    shorter); ``after_step(batches)`` runs after each optimizer step with the batches it
+    trained on (progress records, checkpoints). Rank 0's ``logger`` gets loss, LR, throughput
+    and the fraction of time spent waiting for data every ``train.log_every`` optimizer steps.
+    """
+    model, optimizer, scheduler, train = state.model, state.optimizer, state.scheduler, kit.train
+    model.train()
+    accum = train.accum_steps
+    loss_sum, seen, group = None, 0, []
+    window = _Window()
+    start = tick = time.perf_counter()
+    data_wait = 0.0
+    for index, batch in enumerate(loader):
+        waited = time.perf_counter() - tick
+        data_wait += waited
+        window.wait += waited
+        group_start = index - len(group)
+        group_size = min(accum, steps - group_start) if steps else accum
+        group.append(batch)
+        last_of_group = len(group) >= group_size
+        images = kit.normalize(batch[0])
+        if train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        labels = batch[1].to(images.device, non_blocking=True)
+        target = labels
+        if kit.mixup is not None:
+            images, target = kit.mixup(images, labels)
+        with _no_sync(model, skip=not last_of_group):
+            with kit.autocast:
+                loss = kit.loss_fn(model(images), target)
+            (loss / group_size).backward()
+        detached = loss.detach() * len(labels)
+        loss_sum = detached if loss_sum is None else loss_sum + detached
+        seen += len(labels)
+        window.images += len(labels)
+        if last_of_group:
+            if train.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.global_step += 1
+            if scheduler is not None:
+                scheduler.step_update(num_updates=state.global_step)
+            if state.ema is not None:
+                state.ema.update(unwrap(model), step=state.global_step)
+            if after_step is not None:
+                after_step(group)
+            group = []
+            if logger is not None and state.global_step % train.log_every == 0:
+                logger.log_metrics({
+                    "train/loss_step": loss.item(), "train/lr": optimizer.param_groups[0]["lr"],
+                    **window.rates(world), "progress/step": state.global_step,
+                    "progress/epoch_float": epoch + (index + 1) / max(steps, 1),
+                }, step=state.global_step)
+                window = _Window()
+        tick = time.perf_counter()
+    elapsed = max(time.perf_counter() - start, 1e-9)
+    return {
+        "train/loss": (loss_sum.item() if loss_sum is not None else 0.0) / max(seen, 1),
+        "train/images_per_s": seen * world / elapsed,
+        "train/data_wait_frac": data_wait / elapsed,
+        "train/lr": optimizer.param_groups[0]["lr"],
+    }
+
+
+class _Window:
+    """Throughput and data wait since the last metric log (the epoch figures hide stalls)."""
+
+    def __init__(self) -> None:
+        self.start, self.images, self.wait = time.perf_counter(), 0, 0.0
+
+    def rates(self, world: int) -> dict[str, float]:
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        return {"train/images_per_s_window": self.images * world / elapsed,
+                "train/data_wait_frac_window": self.wait / elapsed}
+
+
+@torch.no_grad()
+def evaluate(net: torch.nn.Module, loader, kit: StepKit, *, world: int, prefix: str = "val",
+             lockstep: bool = False) -> dict[str, float]:
+    """Loss, top-1, top-5 and (with a hierarchy) semantic accuracy over a validation loader.
+
+    ``net`` is the unwrapped model: ranks may hold different numbers of validation batches, so
+    DDP's forward (a collective) is not used. A sharded (FSDP) model's forward is a collective
+    too: with ``lockstep`` every rank runs as many forwards as the busiest one, on an empty
+    stand-in batch once its own batches are done.
+    """
+    net.eval()
+    levels = len(kit.semantic.members) if kit.semantic is not None else 0
+    totals = torch.zeros(4 + 2 * levels, dtype=torch.float64)  # loss, top1, top5, n, levels
+    batches = iter(loader)
+    while True:
+        batch = next(batches, None)
+        if lockstep and not _any_rank_has(batch is not None, kit.device):
+            break
+        if batch is None:
+            if not lockstep:
+                break
+            net(kit.normalize(torch.zeros(1, 3, kit.img_size, kit.img_size, dtype=torch.uint8)))
+            continue
+        images, labels = kit.normalize(batch[0]), batch[1]
+        labels = labels.to(images.device)
+        with kit.autocast:
+            logits = net(images).float()
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        row = [kit.loss_fn(logits, labels).item() * len(labels),
+               (top[:, 0] == labels).sum().item(), (top == labels[:, None]).any(dim=1).sum().item(),
+               len(labels)]
+        if kit.semantic is not None:
+            row += kit.semantic.correct(logits, labels).flatten().tolist()
+        totals += torch.tensor(row, dtype=torch.float64)
+    net.train()
+    if world > 1 and dist.is_initialized():
+        totals = totals.to(kit.device)
+        dist.all_reduce(totals)
+        totals = totals.cpu()
+    count = max(totals[3].item(), 1.0)
+    out = {f"{prefix}/loss": totals[0].item() / count, f"{prefix}/top1": totals[1].item() / count,
+           f"{prefix}/top5": totals[2].item() / count}
+    if levels:
+        per_level = totals[4:].view(levels, 2)
+        # The 21K-P "semantic accuracy": right predictions over all level targets.
+        out[f"{prefix}/semantic_top1"] = (per_level[:, 0].sum() / per_level[:, 1].sum().clamp(
+            min=1)).item()
+        for level, (right, valid) in zip(kit.semantic.levels, per_level.tolist(), strict=True):
+            out[f"{prefix}/semantic_top1_level{level}"] = right / max(valid, 1)
+    return out
+
+
+def _any_rank_has(flag: bool, device: torch.device) -> bool:
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    if dist.is_initialized():
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
