@@ -110,30 +110,35 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    port = free_port()
+def start_mlflow_server(root: Path, port: int) -> tuple[subprocess.Popen, str]:
     exe = Path(sys.executable).parent / "mlflow"
     proc = subprocess.Popen(
         [str(exe), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "server-artifacts")],
+         "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
+         "--artifacts-destination", str(root / "server-artifacts")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
-    url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
     while time.time() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
+                return proc, f"http://127.0.0.1:{port}"
         except OSError:
             time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("mlflow server did not start")
-    yield url
+    proc.kill()
+    pytest.fail("mlflow server did not start")
+
+
+def stop_mlflow_server(proc: subprocess.Popen) -> None:
     os.killpg(proc.pid, 15)
     proc.wait(30)
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    proc, url = start_mlflow_server(tmp_path, free_port())
+    yield url
+    stop_mlflow_server(proc)
 
 
 def test_against_a_real_mlflow_server(mlflow_server, monkeypatch):
@@ -145,3 +150,39 @@ def test_against_a_real_mlflow_server(mlflow_server, monkeypatch):
     with torch.no_grad():
         assert torch.equal(load_backbone("served@candidate", settings=settings).eval()(x),
                            model(x))
+
+
+def test_tracking_server_outage_does_not_stop_logging(tmp_path, monkeypatch):
+    """Training logs through RunLogger: while the server is down its calls fail quietly (counted),
+    and once the server is back, logging into the same run goes on."""
+    from mlflow.tracking import MlflowClient
+
+    from hypernym.registry.tracking import RunLogger, start_run
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    port = free_port()
+    proc, url = start_mlflow_server(tmp_path, port)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    try:
+        run_id = start_run(experiment="outage", run_name="r", settings=get_settings())
+        logger = RunLogger(run_id, tracking_uri=url)
+        logger.log_metrics({"train/loss": 3.0}, step=1)
+        logger.flush()
+        stop_mlflow_server(proc)
+
+        logger.log_metrics({"train/loss": 2.0}, step=2)  # must not raise
+        logger.set_tags({"phase": "outage"})
+        logger.flush()
+        assert logger.failures >= 1
+
+        proc, _ = start_mlflow_server(tmp_path, port)
+        logger.log_metrics({"train/loss": 1.0}, step=3)
+        logger.finish("FINISHED")
+        client = MlflowClient(url)
+        steps = {m.step for m in client.get_metric_history(run_id, "train/loss")}
+        assert {1, 3} <= steps
+        assert client.get_run(run_id).info.status == "FINISHED"
+    finally:
+        if proc.poll() is None:
+            stop_mlflow_server(proc)

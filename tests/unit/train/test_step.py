@@ -96,3 +96,15 @@ def test_evaluate_reports_accuracy():
     out = evaluate(model, data, kit(), world=1)
     assert set(out) == {"val/loss", "val/top1", "val/top5"}
     assert 0 <= out["val/top1"] <= out["val/top5"] == pytest.approx(1.0)  # 4 classes < top-5
+
+
+def test_compiled_model_trains_and_keeps_plain_keys():
+    import shutil
+
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("torch.compile on CPU needs a C compiler")
+    model = tiny_model()
+    keys = set(model.state_dict())
+    model.compile()  # what train.compile does (in place, unlike torch.compile(model))
+    state, groups = run(model, batches(3, 4), accum_steps=1)
+    assert groups == [1, 1, 1] and set(state.model.state_dict()) == keys
