@@ -40,7 +40,7 @@ from hypernym.train.tasks import (
     normalizer,
 )
 
-__all__ = ["LoopJob", "train_epoch", "train_loop_per_worker"]
+__all__ = ["LoopJob", "train_loop_per_worker"]
 
 
 @dataclass(frozen=True)
@@ -146,16 +146,12 @@ def _validate(state: TrainState, job: LoopJob, manifest, kit: StepKit, rank: int
     nets = {"val": state.model if is_sharded(state.model) else unwrap(state.model)}
     if state.ema is not None:
         nets["val_ema"] = state.ema.module
-    out: dict[str, float] = {}
-    for prefix, net in nets.items():
-        loader = make_loader(
-            manifest, data.path, "val", rank=rank, world_size=world, epoch=0,
-            batch_size=data.batch_size, img_size=data.img_size, train=False,
-            seed=data.seed, num_workers=data.loader_workers,
-        )
-        out.update(evaluate(net, loader, kit, world=world, prefix=prefix,
-                            lockstep=is_sharded(net)))
-    return out
+    loader = make_loader(
+        manifest, data.path, "val", rank=rank, world_size=world, epoch=0,
+        batch_size=data.batch_size, img_size=data.img_size, train=False,
+        seed=data.seed, num_workers=data.loader_workers,
+    )
+    return evaluate(nets, loader, kit, world=world, lockstep=is_sharded(state.model))
 
 
 class _Consumed:

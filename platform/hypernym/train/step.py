@@ -158,18 +158,23 @@ class _Window:
 
 
 @torch.no_grad()
-def evaluate(net: torch.nn.Module, loader, kit: StepKit, *, world: int, prefix: str = "val",
+def evaluate(nets: dict[str, torch.nn.Module], loader, kit: StepKit, *, world: int,
              lockstep: bool = False) -> dict[str, float]:
-    """Loss, top-1, top-5 and (with a hierarchy) semantic accuracy over a validation loader.
+    """Loss, top-1, top-5 and (with a hierarchy) semantic accuracy of each net (by metric
+    prefix, e.g. ``{"val": model, "val_ema": ema}``) over one pass of a validation loader:
+    the batches are decoded once for all of them.
 
-    ``net`` is the unwrapped model: ranks may hold different numbers of validation batches, so
+    The nets are unwrapped models: ranks may hold different numbers of validation batches, so
     DDP's forward (a collective) is not used. A sharded (FSDP) model's forward is a collective
     too: with ``lockstep`` every rank runs as many forwards as the busiest one, on an empty
     stand-in batch once its own batches are done.
     """
-    net.eval()
     levels = len(kit.semantic.members) if kit.semantic is not None else 0
-    totals = torch.zeros(4 + 2 * levels, dtype=torch.float64)  # loss, top1, top5, n, levels
+    # per net: loss sum, top-1, top-5, count, then (right, with target) per level
+    totals = {name: torch.zeros(4 + 2 * levels, dtype=torch.float64, device=kit.device)
+              for name in nets}
+    for net in nets.values():
+        net.eval()
     batches = iter(loader)
     while True:
         batch = next(batches, None)
@@ -178,33 +183,40 @@ def evaluate(net: torch.nn.Module, loader, kit: StepKit, *, world: int, prefix: 
         if batch is None:
             if not lockstep:
                 break
-            net(kit.normalize(torch.zeros(1, 3, kit.img_size, kit.img_size, dtype=torch.uint8)))
+            stand_in = torch.zeros(1, 3, kit.img_size, kit.img_size, dtype=torch.uint8)
+            for net in nets.values():
+                net(kit.normalize(stand_in))
             continue
         images, labels = kit.normalize(batch[0]), batch[1]
         labels = labels.to(images.device)
-        with kit.autocast:
-            logits = net(images).float()
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        row = [kit.loss_fn(logits, labels).item() * len(labels),
-               (top[:, 0] == labels).sum().item(), (top == labels[:, None]).any(dim=1).sum().item(),
-               len(labels)]
-        if kit.semantic is not None:
-            row += kit.semantic.correct(logits, labels).flatten().tolist()
-        totals += torch.tensor(row, dtype=torch.float64)
-    net.train()
-    if world > 1 and dist.is_initialized():
-        totals = totals.to(kit.device)
-        dist.all_reduce(totals)
-        totals = totals.cpu()
+        for name, net in nets.items():
+            with kit.autocast:
+                logits = net(images).float()
+            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            row = [kit.loss_fn(logits, labels) * len(labels), (top[:, 0] == labels).sum(),
+                   (top == labels[:, None]).any(dim=1).sum(), torch.tensor(len(labels))]
+            if kit.semantic is not None:
+                row += list(kit.semantic.correct(logits, labels).flatten())
+            totals[name] += torch.stack([v.to(kit.device, torch.float64) for v in row])
+    out: dict[str, float] = {}
+    for name, net in nets.items():
+        net.train()
+        if world > 1 and dist.is_initialized():
+            dist.all_reduce(totals[name])
+        out.update(_summarise(name, totals[name].cpu(), kit.semantic))
+    return out
+
+
+def _summarise(prefix: str, totals: torch.Tensor, semantic) -> dict[str, float]:
     count = max(totals[3].item(), 1.0)
     out = {f"{prefix}/loss": totals[0].item() / count, f"{prefix}/top1": totals[1].item() / count,
            f"{prefix}/top5": totals[2].item() / count}
-    if levels:
-        per_level = totals[4:].view(levels, 2)
+    if semantic is not None:
+        per_level = totals[4:].view(-1, 2)
         # The 21K-P "semantic accuracy": right predictions over all level targets.
         out[f"{prefix}/semantic_top1"] = (per_level[:, 0].sum() / per_level[:, 1].sum().clamp(
             min=1)).item()
-        for level, (right, valid) in zip(kit.semantic.levels, per_level.tolist(), strict=True):
+        for level, (right, valid) in zip(semantic.levels, per_level.tolist(), strict=True):
             out[f"{prefix}/semantic_top1_level{level}"] = right / max(valid, 1)
     return out
 

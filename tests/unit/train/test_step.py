@@ -93,9 +93,13 @@ def test_ema_mixup_and_a_checkpoint_round_trip(tmp_path):
 def test_evaluate_reports_accuracy():
     model = tiny_model()
     data = batches(2, 6)
-    out = evaluate(model, data, kit(), world=1)
-    assert set(out) == {"val/loss", "val/top1", "val/top5"}
+    out = evaluate({"val": model, "val_ema": copy.deepcopy(model)}, data, kit(), world=1)
+    assert set(out) == {f"{p}/{m}" for p in ("val", "val_ema") for m in ("loss", "top1", "top5")}
     assert 0 <= out["val/top1"] <= out["val/top5"] == pytest.approx(1.0)  # 4 classes < top-5
+    assert out["val/top1"] == out["val_ema/top1"]  # same weights, same batches
+    logits = torch.cat([model(normalizer(torch.device("cpu"))(x)) for x, _ in data])
+    labels = torch.cat([y for _, y in data])
+    assert out["val/top1"] == pytest.approx((logits.argmax(1) == labels).float().mean().item())
 
 
 def test_compiled_model_trains_and_keeps_plain_keys():
