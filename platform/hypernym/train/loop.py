@@ -26,7 +26,7 @@ from timm.utils import ModelEmaV3
 from hypernym.config import FinetuneRecipe, PretrainRecipe
 from hypernym.data.manifest import read_manifest
 from hypernym.data.reader import make_loader, steps_per_epoch
-from hypernym.data.schedule import EpochProgress
+from hypernym.data.schedule import EpochProgress, batch_mixing
 from hypernym.errors import HypernymError
 from hypernym.train.checkpoint import TrainState, load_state, save_state, unwrap
 from hypernym.train.losses import CrossEntropy, SemanticSoftmax
@@ -99,7 +99,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float]:
         consumed = _Consumed(state, job, rank, world, trace, device)
         metrics = train_epoch(state, loader, kit, logger=logger, world=world, epoch=epoch,
                               steps=loader.steps, after_step=consumed.after_step)
-        metrics["data/skipped_samples"] = consumed.skipped_total()
+        metrics.update(consumed.epoch_metrics())
         metrics.update(_validate(state, job, manifest, kit, rank, world))
         metrics["epoch"] = epoch + 1
         metrics["progress/step"] = state.global_step
@@ -164,12 +164,19 @@ class _Consumed:
         self.device = device
         self.pending: list[torch.Tensor] = []  # ids trained on since the last sync
         self.skipped = 0
+        # Batch mixing: distinct classes per batch, and the label histogram they came from.
+        self.classes = torch.zeros(job.task.num_classes, dtype=torch.float64)
+        self.distinct, self.batches = 0.0, 0
 
     def after_step(self, batches: list) -> None:
         """After an optimizer step, with the batches (one per accumulation step) it used."""
         for batch in batches:
             self.pending.append(batch.id)
             self.skipped += int(batch.skipped.sum())
+            labels = batch.label
+            self.classes += torch.bincount(labels, minlength=len(self.classes)).double()
+            self.distinct += len(torch.unique(labels))
+            self.batches += 1
             if self.trace is not None:
                 self.trace.write(self.state.progress.epoch, self.state.global_step, batch.id)
         every = self.job.recipe.train.checkpoint_every
@@ -189,11 +196,18 @@ class _Consumed:
         for ids in gathered:
             self.state.progress.mark(ids.numpy())
 
-    def skipped_total(self) -> float:
-        total = torch.tensor([float(self.skipped)], device=self.device)  # NCCL: on the device
+    def epoch_metrics(self) -> dict[str, float]:
+        """Bad samples skipped, and how mixed the batches were (``schedule.batch_mixing``),
+        over all ranks."""
+        sums = torch.cat([torch.tensor([self.skipped, self.distinct, self.batches],
+                                       dtype=torch.float64), self.classes])
+        sums = sums.to(self.device)  # NCCL: on the device
         if self.world > 1 and dist.is_initialized():
-            dist.all_reduce(total)
-        return total.item()
+            dist.all_reduce(sums)
+        skipped, distinct, batches, *counts = sums.cpu().tolist()
+        return {"data/skipped_samples": skipped,
+                "data/batch_mixing": batch_mixing(distinct / max(batches, 1), counts,
+                                                  self.job.recipe.data.batch_size)}
 
 
 class _SampleTrace:

@@ -141,6 +141,9 @@ def test_semantic_softmax_with_ema_and_accumulation(workspace, monkeypatch):
                         .splits["train"])
     assert metrics["progress/step"] == 3 * -(-(train_samples // 32) // 2)  # ceil
     assert any(key.startswith("system/") for key in metrics), sorted(metrics)
+    # prepare mixes classes across shards, the reader's buffer within them: batches hold about
+    # as many classes as random draws would
+    assert 0.8 < metrics["data/batch_mixing"] < 1.2
     inputs = client.get_run(result.run_id).inputs.dataset_inputs
     assert inputs and inputs[0].dataset.name == "semantic"
 

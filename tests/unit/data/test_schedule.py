@@ -8,6 +8,7 @@ import random
 
 import numpy as np
 import pytest
+import torch
 
 from hypernym.data.schedule import EpochProgress, plan_epoch, shard_order
 
@@ -98,3 +99,18 @@ def test_progress_round_trips_and_guards_its_dataset():
         EpochProgress([3, 4]).load_state_dict(state)
     with pytest.raises(ValueError, match="outside"):
         progress.mark([17])
+
+
+def test_batch_mixing_tells_random_batches_from_sorted_ones():
+    from hypernym.data.schedule import batch_mixing
+
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 50, (64 * 40,), generator=gen)
+    counts = torch.bincount(labels, minlength=50).tolist()
+
+    def distinct(order):
+        return sum(len(torch.unique(b)) for b in order.split(64)) / 40
+
+    assert batch_mixing(distinct(labels), counts, 64) == pytest.approx(1.0, abs=0.05)
+    assert batch_mixing(distinct(labels.sort().values), counts, 64) < 0.2
+    assert batch_mixing(0.0, counts, 64) == 0.0
