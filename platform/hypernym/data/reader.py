@@ -16,7 +16,6 @@ import io
 import itertools
 import logging
 import random
-import tarfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,9 +24,11 @@ from typing import NamedTuple
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from hypernym.data.collate import RecycledBatches
 from hypernym.data.manifest import Manifest
 from hypernym.data.schedule import EpochProgress, Slot, plan_epoch
 from hypernym.data.storage import is_remote, open_fs
+from hypernym.data.tar import TarFormatError, iter_tar
 from hypernym.data.transforms import eval_transform, train_transform
 from hypernym.errors import HypernymError
 
@@ -36,6 +37,7 @@ __all__ = ["Sample", "ShardStream", "make_loader", "read_shard", "steps_per_epoc
 log = logging.getLogger(__name__)
 _WARN_FIRST = 5  # bad samples logged one by one per stream; after that only counted
 _RETRIES = 4  # attempts per remote shard, with 0.5, 1, 2 s between them
+_PREFETCH = 4  # batches each loader worker prepares ahead
 
 
 class Sample(NamedTuple):
@@ -142,7 +144,8 @@ class ShardStream(IterableDataset):
             if not len(wanted):
                 continue
             wanted_set, last = set(wanted.tolist()), int(wanted[-1])
-            for position, (jpg, label) in enumerate(read_shard(data)):
+            samples = read_shard(data, name=self.urls[piece.shard])
+            for position, (jpg, label) in enumerate(samples):
                 if position in wanted_set:
                     yield jpg, label, int(offsets[piece.shard]) + position
                 if position >= last:
@@ -196,52 +199,65 @@ def _fetch(url: str) -> bytes:
     raise AssertionError("unreachable")
 
 
-def read_shard(source: str | bytes):
-    """(jpg bytes, label) per sample of a shard, in tar order; members of a sample are adjacent."""
-    if isinstance(source, bytes):
-        yield from _samples(tarfile.open(fileobj=io.BytesIO(source), mode="r|"))
-        return
-    fs, path = open_fs(source)
-    with fs.open(path, "rb") as fh:
-        yield from _samples(tarfile.open(fileobj=fh, mode="r|"))
+def read_shard(source: str | bytes, *, name: str | None = None):
+    """(jpg bytes, label) per sample of a shard, in tar order; members of a sample are adjacent.
+
+    ``source`` is a shard's path or URL, or its bytes (then ``name`` names it in errors).
+    Raises HypernymError when the shard is not a readable tar.
+    """
+    name = name or (source if isinstance(source, str) else "shard")
+    try:
+        if isinstance(source, bytes):
+            yield from _samples(iter_tar(io.BytesIO(source), name=name))
+            return
+        fs, path = open_fs(source)
+        with fs.open(path, "rb", block_size=1 << 22) as fh:
+            yield from _samples(iter_tar(fh, name=name))
+    except TarFormatError as exc:
+        raise HypernymError(f"shard {exc}; check it with `hypernym data inspect` or prepare "
+                            "the dataset again") from None
 
 
-def _samples(tar: tarfile.TarFile):
-    with tar:
-        key, fields = None, {}
-        for member in tar:
-            if not member.isfile():
-                continue
-            base, _, ext = member.name.partition(".")
-            if base != key:
-                if "jpg" in fields and "cls" in fields:
-                    yield fields["jpg"], int(fields["cls"])
-                key, fields = base, {}
-            if ext in ("jpg", "cls"):
-                fields[ext] = tar.extractfile(member).read()
-        if "jpg" in fields and "cls" in fields:
-            yield fields["jpg"], int(fields["cls"])
+def _samples(members):
+    key, fields = None, {}
+    for member, data in members:
+        base, _, ext = member.partition(".")
+        if base != key:
+            if "jpg" in fields and "cls" in fields:
+                yield fields["jpg"], int(fields["cls"])
+            key, fields = base, {}
+        if ext in ("jpg", "cls"):
+            fields[ext] = data
+    if "jpg" in fields and "cls" in fields:
+        yield fields["jpg"], int(fields["cls"])
 
 
 def make_loader(manifest: Manifest, root: str, split: str, *, rank: int, world_size: int,
                 epoch: int, batch_size: int, img_size: int, train: bool, seed: int = 0,
                 num_workers: int = 0, progress: EpochProgress | None = None,
                 crop_scale: tuple[float, float] = (0.08, 1.0),
-                rand_augment: tuple[int, int] | None = None) -> DataLoader:
+                rand_augment: tuple[int, int] | None = None,
+                recycle: bool = False) -> DataLoader:
     """A DataLoader of this rank's batches: `Sample` of uint8 images [B,3,H,W], labels, sample
     ids and skipped bad samples (int64 [B] each).
 
     Training yields ``loader.steps`` batches of ``batch_size`` on every rank: ``steps_per_epoch``
     for a fresh epoch, fewer when ``progress`` says part of this epoch was consumed before a
     restart. Evaluation reads this rank's part once (the last batch may be short).
+
+    ``recycle=True`` has the loader workers reuse their batches' image memory (10% less CPU per
+    image, see `hypernym.data.collate`): a batch's images stay intact while the consumer holds it
+    and the next one, no longer, so copy them to keep them. The training loop does.
     """
     sizes = [s.samples for s in manifest.splits.get(split, [])]
     stream = ShardStream(urls=manifest.shard_urls(root, split), sizes=sizes, rank=rank,
                          world_size=world_size, epoch=epoch, seed=seed, img_size=img_size,
                          train=train, batch_size=batch_size, progress=progress,
                          crop_scale=crop_scale, rand_augment=rand_augment)
+    prefetch = _PREFETCH if num_workers else None
+    collate = RecycledBatches(_PREFETCH + 3) if recycle and num_workers else None
     loader = DataLoader(stream, batch_size=batch_size, num_workers=num_workers, drop_last=train,
                         pin_memory=torch.cuda.is_available(), persistent_workers=False,
-                        prefetch_factor=4 if num_workers else None)
+                        prefetch_factor=prefetch, collate_fn=collate)
     loader.steps = stream.plan(max(num_workers, 1))[1]
     return loader

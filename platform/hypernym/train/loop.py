@@ -95,6 +95,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float]:
             batch_size=data.batch_size, img_size=data.img_size, train=True,
             seed=data.seed, num_workers=data.loader_workers, crop_scale=data.crop_scale,
             rand_augment=data.rand_augment, progress=progress,
+            recycle=True,  # train_epoch normalises (copies) each batch before taking the next
         )
         consumed = _Consumed(state, job, rank, world, trace, device)
         metrics = train_epoch(state, loader, kit, logger=logger, world=world, epoch=epoch,

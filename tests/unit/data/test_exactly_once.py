@@ -19,7 +19,8 @@ def train_steps(manifest, root, *, world, workers, batch, epoch, progress=None, 
     """Ids trained at each step (all ranks together), as DDP ranks in lockstep would take them."""
     loaders = [make_loader(manifest, str(root), "train", rank=r, world_size=world, epoch=epoch,
                            batch_size=batch, img_size=8, train=True, seed=3,
-                           num_workers=workers, progress=progress) for r in range(world)]
+                           num_workers=workers, progress=progress, recycle=True)
+               for r in range(world)]
     steps = loaders[0].steps
     assert all(loader.steps == steps for loader in loaders)
     iters = [iter(loader) for loader in loaders]

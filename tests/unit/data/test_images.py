@@ -82,3 +82,47 @@ def test_truncated_jpeg_on_either_decode_path_is_a_skippable_error():
     for target in (224, 32):  # turbo path (image < 4x target), PIL draft path (>= 4x)
         with pytest.raises((OSError, ValueError)):
             decode(data[: len(data) // 3], target=target)
+
+
+@pytest.mark.parametrize("options", [{}, {"progressive": True}, {"exif": b"Exif\0\0" + b"x" * 300},
+                                     {"quality": 30, "subsampling": 0}])
+def test_jpeg_size_reads_the_frame_header_as_pil_does(options):
+    from hypernym.data.transforms import jpeg_size
+
+    image = Image.fromarray(np.zeros((37, 53, 3), np.uint8))
+    for mode in ("RGB", "L"):
+        out = io.BytesIO()
+        image.convert(mode).save(out, format="JPEG", **options)
+        assert jpeg_size(out.getvalue()) == (53, 37) == Image.open(out).size
+    assert jpeg_size(encode("RGB", fmt="PNG")) is None
+    assert jpeg_size(b"\xff\xd8garbage") is None
+    assert jpeg_size(b"") is None
+
+
+def test_crop_flip_matches_torchvision_for_the_same_draw():
+    """The lean RandomResizedCrop + flip is torchvision's: same parameters for the same seed,
+    same antialiased resize, pixel for pixel."""
+    import random
+
+    from timm.data.transforms import RandomResizedCropAndInterpolation
+    from torchvision.transforms.v2 import functional as TF
+
+    from hypernym.data.transforms import RandomResizedCropFlip
+
+    image = torch.from_numpy(np.random.default_rng(1).integers(0, 255, (3, 90, 130),
+                                                               dtype=np.uint8))
+    crop, flips = RandomResizedCropFlip(48, scale=(0.08, 1.0)), 0
+    for seed in range(40):
+        random.seed(seed)
+        out = crop(image)
+        random.seed(seed)
+        top, left, h, w = RandomResizedCropAndInterpolation.get_params(image, (0.08, 1.0),
+                                                                       (3 / 4, 4 / 3))
+        expected = TF.resized_crop(image, top, left, h, w, [48, 48], antialias=True)
+        flipped = random.random() < 0.5
+        flips += flipped
+        assert torch.equal(out, expected.flip(-1) if flipped else expected)
+        assert out.dtype == torch.uint8 and out.shape == (3, 48, 48)
+    assert 10 <= flips <= 30
+    tiny = torch.zeros((3, 1, 1), dtype=torch.uint8)  # a crop can't round to nothing
+    assert crop(tiny).shape == (3, 48, 48)
