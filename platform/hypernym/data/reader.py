@@ -6,7 +6,7 @@ its id, so the training loop can record what it consumed (`EpochProgress`) and a
 only the rest. A bad sample is skipped and counted without shortening the epoch: a worker whose
 run is short of its quota re-reads it (logged), so DDP never waits on a rank that ran out.
 
-Remote shards (S3) are fetched whole, one ahead of the one being decoded, with retries on
+Remote shards (S3) are fetched whole, two ahead of the one being decoded, with retries on
 transient errors; local shards are streamed from disk.
 """
 
@@ -17,6 +17,7 @@ import itertools
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 _WARN_FIRST = 5  # bad samples logged one by one per stream; after that only counted
 _RETRIES = 4  # attempts per remote shard, with 0.5, 1, 2 s between them
 _PREFETCH = 4  # batches each loader worker prepares ahead
+_AHEAD = 2  # remote shards each loader worker downloads ahead
 
 
 class Sample(NamedTuple):
@@ -167,18 +169,22 @@ def _shuffled(samples, rng: random.Random, size: int):
 
 def _prefetched(urls: list[str], pieces):
     """(piece, source) in order: a local path to stream, or a remote shard's bytes, downloaded
-    one shard ahead so that the network and the decoding overlap."""
+    `_AHEAD` shards ahead so that the network and the decoding overlap (two, so that one slow
+    request does not stall the decoder)."""
     if not pieces or not is_remote(urls[pieces[0].shard]):
         for piece in pieces:
             yield piece, urls[piece.shard]
         return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hypernym-prefetch") as pool:
-        ahead = pool.submit(_fetch, urls[pieces[0].shard])
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hypernym-prefetch")
+    try:
+        ahead = deque(pool.submit(_fetch, urls[p.shard]) for p in pieces[:_AHEAD])
         for i, piece in enumerate(pieces):
-            data = ahead.result()
-            if i + 1 < len(pieces):
-                ahead = pool.submit(_fetch, urls[pieces[i + 1].shard])
+            data = ahead.popleft().result()
+            if i + _AHEAD < len(pieces):
+                ahead.append(pool.submit(_fetch, urls[pieces[i + _AHEAD].shard]))
             yield piece, data
+    finally:  # a consumer that stops early does not wait for downloads it won't use
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _fetch(url: str) -> bytes:
