@@ -108,7 +108,17 @@ class DataSpec(Section):
         IMAGENET_MEAN, description="per-channel mean of 0-1 pixels, subtracted on the device")
     std: tuple[float, float, float] = Field(IMAGENET_STD, description="per-channel std (0-1)")
     loader_workers: int = Field(0, ge=0, description="DataLoader processes per training worker")
+    decode_on: Literal["loader", "device"] = Field(
+        "loader", description="where JPEGs are decoded: in the loader workers, or batched on "
+        "the training device (nvJPEG on a GPU; for full-size JPEGs the CPUs can't keep up with)")
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _device_decode_alone(self) -> DataSpec:
+        if self.decode_on == "device" and self.rand_augment is not None:
+            raise ValueError("data.rand_augment runs in the loader workers on decoded images, "
+                             "so it can't be combined with data.decode_on: device; drop one")
+        return self
 
 
 class ModelSpec(Section):

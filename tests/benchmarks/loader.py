@@ -12,7 +12,7 @@ processes (default: one per core):
   (e) the bound: the same decode + augment + conversion with no loader at all, a tight loop in
       one process per worker, all at once
   and (d) again with the shards behind an S3 endpoint on 127.0.0.1 (moto's server, its own
-  process).
+  process), and with a GPU, (d) with data.decode_on: device (nvJPEG batched decode).
 Prints images/s, per core, and the ratios d/a, d/b, d/c, d/e, S3/local. The consumer runs with one
 torch thread: a second OpenMP thread spin-waits on the cores the loader workers need.
 """
@@ -119,6 +119,11 @@ def main() -> None:
             make_loader(manifest, s3_root, "train", rank=0, world_size=1, epoch=0,
                         batch_size=BATCH, img_size=SIZE, train=True, num_workers=workers,
                         recycle=True)))
+        if torch.cuda.is_available():  # data.decode_on: device (nvJPEG), same shards
+            rates["gpu"] = timed("(d) hypernym reader, decode on the GPU", lambda: _on_gpu(
+                make_loader(manifest, str(tmp / "wds"), "train", rank=0, world_size=1,
+                            epoch=0, batch_size=BATCH, img_size=SIZE, train=True,
+                            num_workers=workers, decode_on="device")))
         rates["c"] = timed("(c) ray.data.read_webdataset", lambda: _ray_data(urls))
     cores = os.cpu_count() or 1
     print(f"per core ({cores} cores): " + ", ".join(f"{k} {v / cores:.1f}" for k, v in
@@ -126,6 +131,18 @@ def main() -> None:
     print(f"ratios: d/a {rates['d'] / rates['a']:.2f}  d/b {rates['d'] / rates['b']:.2f}  "
           f"d/c {rates['d'] / rates['c']:.2f}  d/e {rates['d'] / rates['e']:.2f}  "
           f"S3/local {rates['s3'] / rates['d']:.2f}")
+
+
+def _on_gpu(batches) -> int:
+    from hypernym.data.device_decode import decode_batch
+
+    n = 0
+    for batch in batches:
+        images = decode_batch(batch.image, size=SIZE, device=torch.device("cuda"))
+        images.div_(255)
+        n += len(images)
+    torch.cuda.synchronize()
+    return n
 
 
 _RAW: list[bytes] = []  # the bound's images, inherited by its forked processes

@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from hypernym.data.collate import RecycledBatches
+from hypernym.data.device_decode import CropPlan, collate_encoded
 from hypernym.data.manifest import Manifest
 from hypernym.data.schedule import EpochProgress, Slot, plan_epoch
 from hypernym.data.storage import is_remote, open_fs
@@ -70,7 +71,8 @@ class ShardStream(IterableDataset):
                  epoch: int, seed: int, img_size: int, train: bool, batch_size: int,
                  progress: EpochProgress | None = None, buffer: int = 512,
                  crop_scale: tuple[float, float] = (0.08, 1.0),
-                 rand_augment: tuple[int, int] | None = None) -> None:
+                 rand_augment: tuple[int, int] | None = None,
+                 decode_on: str = "loader") -> None:
         assert len(urls) == len(sizes)
         self.urls, self.rank, self.world_size = urls, rank, world_size
         self.epoch, self.seed, self.train = epoch, seed, train
@@ -78,8 +80,11 @@ class ShardStream(IterableDataset):
         if progress is None or progress.epoch != epoch:
             progress = EpochProgress(sizes, epoch)
         self.progress = progress
-        self.transform = (train_transform(img_size, crop_scale, rand_augment) if train
-                          else eval_transform(img_size))
+        if decode_on == "device":  # workers only size the JPEG and draw the crop
+            self.transform = CropPlan(img_size, train=train, scale=crop_scale)
+        else:
+            self.transform = (train_transform(img_size, crop_scale, rand_augment) if train
+                              else eval_transform(img_size))
         # Counted in the process that reads: with loader workers, each worker has its own.
         self.bad_samples = 0
 
@@ -243,7 +248,7 @@ def make_loader(manifest: Manifest, root: str, split: str, *, rank: int, world_s
                 num_workers: int = 0, progress: EpochProgress | None = None,
                 crop_scale: tuple[float, float] = (0.08, 1.0),
                 rand_augment: tuple[int, int] | None = None,
-                recycle: bool = False) -> DataLoader:
+                recycle: bool = False, decode_on: str = "loader") -> DataLoader:
     """A DataLoader of this rank's batches: `Sample` of uint8 images [B,3,H,W], labels, sample
     ids and skipped bad samples (int64 [B] each).
 
@@ -254,14 +259,22 @@ def make_loader(manifest: Manifest, root: str, split: str, *, rank: int, world_s
     ``recycle=True`` has the loader workers reuse their batches' image memory (10% less CPU per
     image, see `hypernym.data.collate`): a batch's images stay intact while the consumer holds it
     and the next one, no longer, so copy them to keep them. The training loop does.
+
+    ``decode_on="device"``: batches hold `EncodedBatch`es (JPEG bytes and crop boxes) for
+    `hypernym.data.device_decode.decode_batch` to decode on the training device.
     """
     sizes = [s.samples for s in manifest.splits.get(split, [])]
     stream = ShardStream(urls=manifest.shard_urls(root, split), sizes=sizes, rank=rank,
                          world_size=world_size, epoch=epoch, seed=seed, img_size=img_size,
                          train=train, batch_size=batch_size, progress=progress,
-                         crop_scale=crop_scale, rand_augment=rand_augment)
+                         crop_scale=crop_scale, rand_augment=rand_augment,
+                         decode_on=decode_on)
     prefetch = _PREFETCH if num_workers else None
-    collate = RecycledBatches(_PREFETCH + 3) if recycle and num_workers else None
+    collate = None
+    if decode_on == "device":
+        collate = collate_encoded
+    elif recycle and num_workers:
+        collate = RecycledBatches(_PREFETCH + 3)
     loader = DataLoader(stream, batch_size=batch_size, num_workers=num_workers, drop_last=train,
                         pin_memory=torch.cuda.is_available(), persistent_workers=False,
                         prefetch_factor=prefetch, collate_fn=collate)

@@ -96,6 +96,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float]:
             seed=data.seed, num_workers=data.loader_workers, crop_scale=data.crop_scale,
             rand_augment=data.rand_augment, progress=progress,
             recycle=True,  # train_epoch normalises (copies) each batch before taking the next
+            decode_on=data.decode_on,
         )
         consumed = _Consumed(state, job, rank, world, trace, device)
         metrics = train_epoch(state, loader, kit, logger=logger, world=world, epoch=epoch,
@@ -133,7 +134,7 @@ def _step_kit(job: LoopJob, manifest, device: torch.device) -> StepKit:
             label_smoothing=0.0 if train.loss == "semantic" else train.label_smoothing,
             num_classes=len(manifest.classes),
         )
-    return StepKit(normalize=normalizer(device, data.mean, data.std),
+    return StepKit(normalize=normalizer(device, data.mean, data.std, img_size=data.img_size),
                    autocast=_autocast(train.amp, device), train=train, loss_fn=loss_fn,
                    mixup=mixup, semantic=semantic, device=device, img_size=data.img_size)
 
@@ -150,7 +151,7 @@ def _validate(state: TrainState, job: LoopJob, manifest, kit: StepKit, rank: int
     loader = make_loader(
         manifest, data.path, "val", rank=rank, world_size=world, epoch=0,
         batch_size=data.batch_size, img_size=data.img_size, train=False,
-        seed=data.seed, num_workers=data.loader_workers,
+        seed=data.seed, num_workers=data.loader_workers, decode_on=data.decode_on,
     )
     return evaluate(nets, loader, kit, world=world, lockstep=is_sharded(state.model))
 

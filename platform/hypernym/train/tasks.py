@@ -15,6 +15,7 @@ import timm.scheduler
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from hypernym.data.device_decode import EncodedBatch, decode_batch
 from hypernym.settings import Settings
 
 __all__ = ["TaskSpec", "build_model", "build_optimizer", "build_scheduler", "normalizer"]
@@ -98,13 +99,17 @@ def build_scheduler(optimizer: torch.optim.Optimizer, optim, *, epochs: int, ste
     return scheduler
 
 
-def normalizer(device: torch.device, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD):
+def normalizer(device: torch.device, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, *,
+               img_size: int | None = None):
     """uint8 NCHW batch -> normalised float on the device (done there, not in the loader).
-    ``mean`` and ``std`` are per channel, for pixels scaled to 0-1."""
+    ``mean`` and ``std`` are per channel, for pixels scaled to 0-1. A batch still encoded
+    (``data.decode_on: device``) is decoded there first, at ``img_size``."""
     mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
     std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
 
-    def normalize(images: torch.Tensor) -> torch.Tensor:
+    def normalize(images) -> torch.Tensor:
+        if isinstance(images, EncodedBatch):
+            images = decode_batch(images, size=img_size, device=device)
         return (images.to(device, non_blocking=True).float() - mean) / std
 
     return normalize

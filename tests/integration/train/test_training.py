@@ -91,9 +91,12 @@ def test_pretrain_register_finetune_load(workspace, monkeypatch):
     assert version.tags["run_id"] == pre.run_id
     assert version.tags["dataset_fingerprint"] == workspace["pre"].fingerprint
 
+    # Fine-tuning decodes on the training device (the CPU here), with a loader process.
     fine = run_training(parse_recipe(train_recipe(
         "finetune", workspace["root"] / "digits", backbone="bb@candidate",
         registry={"name": "bb-digits", "alias": "prod"},
+        data={"path": str(workspace["root"] / "digits"), "img_size": 32, "batch_size": 16,
+              "decode_on": "device", "loader_workers": 1},
     )), show_progress=False)
     fv = resolve("bb-digits@prod", settings=settings)
     assert fv.tags["parent"] == f"bb/{version.version}"
