@@ -23,7 +23,15 @@ from __future__ import annotations
 import torch
 from torch.utils.data import default_collate, get_worker_info
 
-__all__ = ["RecycledBatches"]
+__all__ = ["RecycledBatches", "with_numbers"]
+
+
+def with_numbers(samples: list, images):
+    """The batch of ``samples`` with the given images and their labels, ids and skip counts.
+    Those three share one small tensor: one shared segment (and one fd passed) per batch."""
+    numbers = torch.tensor([[s.label for s in samples], [s.id for s in samples],
+                            [s.skipped for s in samples]], dtype=torch.int64)
+    return type(samples[0])(images, numbers[0], numbers[1], numbers[2])
 
 
 class RecycledBatches:
@@ -48,10 +56,7 @@ class RecycledBatches:
         images = self._buffer((len(samples), height, width, channels))
         for row, sample in zip(images, samples, strict=True):
             row.copy_(sample.image.permute(1, 2, 0))
-        # label, id, skipped in one small tensor: one shared segment (and one fd) per batch.
-        numbers = torch.tensor([[s.label for s in samples], [s.id for s in samples],
-                                [s.skipped for s in samples]], dtype=torch.int64)
-        return type(samples[0])(images.permute(0, 3, 1, 2), numbers[0], numbers[1], numbers[2])
+        return with_numbers(samples, images.permute(0, 3, 1, 2))
 
     def _buffer(self, shape: tuple[int, ...]) -> torch.Tensor:
         ring = self._rings.setdefault(shape, [])

@@ -25,6 +25,7 @@ from timm.data.transforms import RandomResizedCropAndInterpolation
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2.functional import pil_to_tensor
 
+from hypernym.data.collate import with_numbers
 from hypernym.data.transforms import jpeg_size
 
 __all__ = ["CropPlan", "Encoded", "EncodedBatch", "collate_encoded", "decode_batch"]
@@ -96,9 +97,7 @@ def collate_encoded(samples: list):
     sizes = torch.tensor([0] + [len(s.image.data) for s in samples], dtype=torch.int64)
     batch = EncodedBatch(torch.cat([s.image.data for s in samples]), sizes.cumsum(0),
                          torch.tensor([s.image.box for s in samples], dtype=torch.int64))
-    numbers = torch.tensor([[s.label for s in samples], [s.id for s in samples],
-                            [s.skipped for s in samples]], dtype=torch.int64)
-    return type(samples[0])(batch, numbers[0], numbers[1], numbers[2])
+    return with_numbers(samples, batch)
 
 
 def decode_batch(batch: EncodedBatch, *, size: int, device: torch.device) -> torch.Tensor:
