@@ -9,6 +9,7 @@ arbitrary unpickling.
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +52,11 @@ class TrainState:
             "position": {"epoch": self.epoch, "global_step": self.global_step},
             # The samples of the current epoch already trained on: a resumed run reads the rest.
             "data": self.progress.state_dict() if self.progress is not None else None,
-            # torch's generators drive dropout and drop-path, numpy's timm's Mixup draws; the
+            # torch's generators drive dropout and drop-path (and seed the loader workers),
+            # numpy's timm's Mixup draws, Python's the crops of a loader without workers; the
             # data order is a pure function of (seed, epoch, world size, consumed samples).
             "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_rng_state(),
+                    "python": _python_rng_state(),
                     **({"cuda": torch.cuda.get_rng_state()} if torch.cuda.is_available() else {})},
         }
 
@@ -73,8 +76,20 @@ class TrainState:
         torch.set_rng_state(state["rng"]["torch"])
         if "numpy" in state["rng"]:
             _set_numpy_rng_state(state["rng"]["numpy"])
+        if "python" in state["rng"]:
+            _set_python_rng_state(state["rng"]["python"])
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state(state["rng"]["cuda"])
+
+
+def _python_rng_state() -> dict[str, Any]:
+    version, internal, gauss = random.getstate()
+    return {"version": version, "internal": torch.tensor(internal, dtype=torch.int64),
+            "gauss": gauss}
+
+
+def _set_python_rng_state(state: dict[str, Any]) -> None:
+    random.setstate((state["version"], tuple(state["internal"].tolist()), state["gauss"]))
 
 
 def _numpy_rng_state() -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import tempfile
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -62,6 +63,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float]:
     device = ray.train.torch.get_device()
     torch.manual_seed(data.seed + rank)
     np.random.seed(data.seed + rank)  # timm's Mixup draws from numpy
+    random.seed(data.seed + rank)  # the crops, when the loader has no worker processes
 
     manifest = read_manifest(data.path)
     steps = steps_per_epoch(manifest, "train", world_size=world, batch_size=data.batch_size)

@@ -1,10 +1,11 @@
 """The step's numerics on one process: gradient accumulation equals the big batch, optimizer
 steps and progress callbacks per accumulation group, EMA and mixup wired through timm, and the
-training state (EMA, numpy RNG) surviving a checkpoint round trip."""
+training state (EMA, numpy and Python RNG) surviving a checkpoint round trip."""
 
 from __future__ import annotations
 
 import copy
+import random
 from contextlib import nullcontext
 
 import numpy as np
@@ -78,14 +79,17 @@ def test_ema_mixup_and_a_checkpoint_round_trip(tmp_path):
     assert any(not torch.equal(before[k], moved[k]) for k in before)
     assert any(not torch.equal(model.state_dict()[k], moved[k]) for k in before)
 
+    random.seed(7)
     save_state(tmp_path, state.state_dict(), {"name": "t"})
-    draws = np.random.rand(3)
+    draws, crops = np.random.rand(3), [random.random() for _ in range(3)]
     fresh = TrainState(model=tiny_model(), optimizer=torch.optim.SGD(model.parameters(), lr=0.5),
                        ema=ModelEmaV3(tiny_model(), decay=0.5))
     np.random.seed(123)
+    random.seed(123)
     fresh.load_state_dict(load_state(tmp_path))
     assert fresh.global_step == 3
     assert np.allclose(np.random.rand(3), draws)  # mixup's numpy draws continue where they were
+    assert [random.random() for _ in range(3)] == crops  # so do the in-process crops
     for k, v in ema.module.state_dict().items():
         assert torch.equal(fresh.ema.module.state_dict()[k], v)
 
