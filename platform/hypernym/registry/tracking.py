@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from hypernym.registry.metric_queue import MetricQueue
 from hypernym.settings import Settings, get_settings
 
 __all__ = ["RunLogger", "client", "ensure_experiment", "flatten", "log_lineage", "start_run",
@@ -112,19 +113,31 @@ def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
 class RunLogger:
     """Logs into one existing run by id; safe to pickle to Ray workers.
 
-    Metrics are sent asynchronously; a tracking error is logged and counted, never raised, so a
-    briefly unreachable server does not kill training.
+    Metrics go through a `MetricQueue` (a background thread) that holds them while the server is
+    unreachable and sends them, in order, once it answers. Other tracking errors are logged and
+    counted, never raised, so a briefly unreachable server does not kill training.
     """
 
     def __init__(self, run_id: str, *, tracking_uri: str) -> None:
         self.run_id, self.tracking_uri = run_id, tracking_uri
-        self.failures = 0
+        self._failures = 0
         self._client = None
         self._monitor = None
+        self._queue: MetricQueue | None = None
 
     def __getstate__(self):
-        return {"run_id": self.run_id, "tracking_uri": self.tracking_uri, "failures": 0,
-                "_client": None, "_monitor": None}
+        return {"run_id": self.run_id, "tracking_uri": self.tracking_uri, "_failures": 0,
+                "_client": None, "_monitor": None, "_queue": None}
+
+    @property
+    def failures(self) -> int:
+        """Failed tracking calls, metric sends (each retry) included."""
+        return self._failures + (self._queue.failures if self._queue else 0)
+
+    @property
+    def metrics_dropped(self) -> int:
+        """Metrics given up: queue over its bound, or unsent when the logger finished."""
+        return self._queue.dropped if self._queue else 0
 
     @property
     def mlflow_client(self):
@@ -136,8 +149,8 @@ class RunLogger:
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - tracking must not stop training
-            self.failures += 1
-            log.warning("MLflow %s failed (%d so far): %s", what, self.failures, exc)
+            self._failures += 1
+            log.warning("MLflow %s failed (%d so far): %s", what, self._failures, exc)
             return None
 
     def log_params(self, params: dict[str, Any]) -> None:
@@ -154,9 +167,12 @@ class RunLogger:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        self._safe("log_metrics", self.mlflow_client.log_batch, self.run_id, metrics=items,
-                   synchronous=False)
+        if self._queue is None:
+            self._queue = MetricQueue(self._send_metrics)
+        self._queue.put([Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+    def _send_metrics(self, batch: list) -> None:  # on the queue's thread; raises to retry
+        self.mlflow_client.log_batch(self.run_id, metrics=batch)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
@@ -171,32 +187,44 @@ class RunLogger:
         self._safe("log_artifact", self.mlflow_client.log_artifact, self.run_id, path,
                    artifact_path)
 
-    def start_system_metrics(self, *, interval_s: float = 10.0) -> None:
+    def start_system_metrics(self, *, interval_s: float = 10.0, node_id: str | None = None) -> None:
         """CPU, memory, disk, network (and GPU with nvidia-ml-py) of this node as ``system/*``
-        metrics, from a background thread (MLflow's SystemMetricsMonitor). Best effort."""
+        metrics (``system/<node_id>/*`` with a node id), from a background thread (MLflow's
+        SystemMetricsMonitor). Best effort."""
         def start():
             from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
             # resume_logging: a restarted worker group continues the run's system-metric steps.
             monitor = SystemMetricsMonitor(self.run_id, sampling_interval=interval_s,
-                                           resume_logging=True, tracking_uri=self.tracking_uri)
+                                           resume_logging=True, tracking_uri=self.tracking_uri,
+                                           node_id=node_id)
             monitor.start()
             return monitor
 
         _mlflow()
         self._monitor = self._safe("system metrics", start)
 
-    def finish_worker(self) -> None:
+    def finish_worker(self, *, timeout_s: float = 120.0) -> None:
         """A worker's end: stop system metrics, send what is queued (the driver ends the run)."""
         if self._monitor is not None:
             self._safe("system metrics", self._monitor.finish)
             self._monitor = None
-        self.flush()
+        self._close(timeout_s)
 
-    def flush(self) -> None:
+    def flush(self, timeout_s: float = 120.0) -> bool:
+        """Wait until the queued metrics are sent; False if the server stayed unreachable."""
+        sent = self._queue.flush(timeout_s) if self._queue else True
+        self._safe("flush", _mlflow().flush_async_logging)
+        return sent
+
+    def _close(self, timeout_s: float) -> None:
+        if self._queue is not None:
+            self._queue.close(timeout_s)
+            if self._queue.dropped:
+                log.warning("%d metrics could not be sent to MLflow", self._queue.dropped)
         self._safe("flush", _mlflow().flush_async_logging)
 
-    def finish(self, status: str = "FINISHED") -> None:
-        """Flush pending metrics, then end the run as FINISHED, FAILED or KILLED."""
-        self.flush()
+    def finish(self, status: str = "FINISHED", *, timeout_s: float = 120.0) -> None:
+        """Send the queued metrics, then end the run as FINISHED, FAILED or KILLED."""
+        self._close(timeout_s)
         self._safe("finish", self.mlflow_client.set_terminated, self.run_id, status)

@@ -86,36 +86,40 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float]:
         with checkpoint.as_directory() as ckpt_dir:
             state.load_state_dict(load_state(ckpt_dir))
 
-    logger = _rank0_logger(job, rank)
+    logger, node_logger = _loggers(job, ctx)
     kit = _step_kit(job, manifest, device)
     trace = _SampleTrace.open(job.sample_trace, rank, state.global_step)
     metrics: dict[str, float] = {}
-    for epoch in range(state.epoch, train.epochs):
-        progress.start(epoch)  # a checkpoint taken mid-epoch keeps what that epoch consumed
-        loader = make_loader(
-            manifest, data.path, "train", rank=rank, world_size=world, epoch=epoch,
-            batch_size=data.batch_size, img_size=data.img_size, train=True,
-            seed=data.seed, num_workers=data.loader_workers, crop_scale=data.crop_scale,
-            rand_augment=data.rand_augment, progress=progress,
-            recycle=True,  # train_epoch normalises (copies) each batch before taking the next
-            decode_on=data.decode_on,
-        )
-        consumed = _Consumed(state, job, rank, world, trace, device)
-        metrics = train_epoch(state, loader, kit, logger=logger, world=world, epoch=epoch,
-                              steps=loader.steps, after_step=consumed.after_step)
-        metrics.update(consumed.epoch_metrics())
-        metrics.update(_validate(state, job, manifest, kit, rank, world))
-        metrics["epoch"] = epoch + 1
-        metrics["progress/step"] = state.global_step
-        state.epoch = epoch + 1
-        progress.start(state.epoch)
-        if scheduler is not None:
-            scheduler.step(state.epoch)
-        if logger is not None:
-            logger.log_metrics(metrics, step=state.global_step)
-        _report(state, job, metrics, rank)
-    if logger is not None:
-        logger.finish_worker()
+    done = False
+    try:
+        for epoch in range(state.epoch, train.epochs):
+            progress.start(epoch)  # a checkpoint taken mid-epoch keeps what that epoch consumed
+            loader = make_loader(
+                manifest, data.path, "train", rank=rank, world_size=world, epoch=epoch,
+                batch_size=data.batch_size, img_size=data.img_size, train=True,
+                seed=data.seed, num_workers=data.loader_workers, crop_scale=data.crop_scale,
+                rand_augment=data.rand_augment, progress=progress,
+                recycle=True,  # train_epoch normalises (copies) each batch before taking the next
+                decode_on=data.decode_on,
+            )
+            consumed = _Consumed(state, job, rank, world, trace, device)
+            metrics = train_epoch(state, loader, kit, logger=logger, world=world, epoch=epoch,
+                                  steps=loader.steps, after_step=consumed.after_step)
+            metrics.update(consumed.epoch_metrics())
+            metrics.update(_validate(state, job, manifest, kit, rank, world))
+            metrics["epoch"] = epoch + 1
+            metrics["progress/step"] = state.global_step
+            state.epoch = epoch + 1
+            progress.start(state.epoch)
+            if scheduler is not None:
+                scheduler.step(state.epoch)
+            if logger is not None:
+                logger.log_metrics(metrics, step=state.global_step)
+            _report(state, job, metrics, rank)
+        done = True
+    finally:
+        for each in {id(x): x for x in (logger, node_logger) if x is not None}.values():
+            each.finish_worker(timeout_s=120.0 if done else 10.0)  # a failing rank: briefly
     return metrics
 
 
@@ -247,15 +251,23 @@ def _report(state: TrainState, job: LoopJob, metrics: dict[str, float], rank: in
                          checkpoint_dir_name=name or f"epoch-{state.epoch:04d}")
 
 
-def _rank0_logger(job: LoopJob, rank: int):
-    if rank != 0 or job.run_id is None:
-        return None
+def _loggers(job: LoopJob, ctx):
+    """Rank 0's logger for the run's metrics, and, on the first rank of every node, one that
+    samples that node's system metrics (``system/node_<node rank>/*`` when there are several)."""
+    if job.run_id is None:
+        return None, None
     from hypernym.registry.tracking import RunLogger
 
-    logger = RunLogger(job.run_id, tracking_uri=job.tracking_uri)
-    if job.recipe.train.system_metrics_s:
-        logger.start_system_metrics(interval_s=job.recipe.train.system_metrics_s)
-    return logger
+    logger = RunLogger(job.run_id, tracking_uri=job.tracking_uri) if ctx.get_world_rank() == 0 \
+        else None
+    node_logger = None
+    if job.recipe.train.system_metrics_s and ctx.get_local_rank() == 0:
+        node_logger = logger or RunLogger(job.run_id, tracking_uri=job.tracking_uri)
+        several = ctx.get_world_size() > ctx.get_local_world_size()
+        node_logger.start_system_metrics(
+            interval_s=job.recipe.train.system_metrics_s,
+            node_id=f"node_{ctx.get_node_rank()}" if several else None)
+    return logger, node_logger
 
 
 def _autocast(amp: str, device: torch.device):

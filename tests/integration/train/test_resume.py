@@ -6,21 +6,21 @@ of each epoch once, none twice, none skipped beyond the stated remainder."""
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import threading
-import time
-from collections import defaultdict
-from pathlib import Path
-
 import pytest
 
 from hypernym.config import parse_recipe
+from tests.integration.train.trace import (
+    BATCH,
+    attempts,
+    check_exactly_once,
+    fit_in_thread,
+    kill_a_worker_after,
+    surviving_history,
+)
 
 pytestmark = pytest.mark.integration
 
-BATCH, EVERY = 8, 5
+EVERY = 5  # checkpoint every EVERY steps
 
 
 @pytest.fixture(scope="module")
@@ -52,65 +52,6 @@ def recipe(root, *, workers: int, max_failures: int):
     })
 
 
-def kill_a_worker_after(trace: Path, step: int) -> int:
-    """SIGKILL the rank-1 worker of the first attempt once it has trained past ``step``."""
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        for path in trace.glob("from-00000000-rank1-pid*.txt"):
-            lines = path.read_text().splitlines()
-            if lines and int(lines[-1].split()[1]) >= step:
-                pid = int(re.search(r"pid(\d+)", path.name).group(1))
-                os.kill(pid, signal.SIGKILL)
-                return pid
-        time.sleep(0.05)
-    raise AssertionError("training never reached the step to kill at")
-
-
-def surviving_history(trace: Path) -> dict[int, list[int]]:
-    """epoch -> sample ids trained, keeping for each step only the attempt whose model state
-    survived: the latest attempt that started before the step."""
-    steps: dict[int, dict[int, tuple[int, list[int]]]] = defaultdict(dict)  # start -> step -> ..
-    for path in trace.glob("from-*.txt"):
-        start = int(path.name.split("-")[1])
-        for line in path.read_text().splitlines():
-            epoch, step, *ids = map(int, line.split())
-            entry = steps[start].setdefault(step, (epoch, []))
-            entry[1].extend(ids)
-    starts = sorted(steps)
-    history: dict[int, list[int]] = defaultdict(list)
-    last = max(step for s in starts for step in steps[s])
-    for step in range(1, last + 1):
-        owner = max(s for s in starts if s < step)
-        epoch, ids = steps[owner][step]
-        history[epoch].extend(ids)
-    return history
-
-
-def check_exactly_once(history, total: int, world_sizes: list[int]) -> None:
-    assert sorted(history) == [0, 1]
-    for epoch, ids in history.items():
-        assert len(ids) == len(set(ids)), f"epoch {epoch}: a sample was trained twice"
-        assert set(ids) <= set(range(total))
-        # the remainder of an epoch is under one step of the run that finished the epoch
-        assert total - len(ids) < max(world_sizes) * BATCH, f"epoch {epoch} skipped samples"
-
-
-def fit_in_thread(rec, **kwargs):
-    from hypernym.train.trainer import run_training
-
-    out = {}
-
-    def target():
-        try:
-            out["result"] = run_training(rec, show_progress=False, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
-            out["error"] = exc
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    return thread, out
-
-
 def test_killed_worker_restarts_from_mid_epoch_checkpoint(dataset, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
@@ -124,8 +65,7 @@ def test_killed_worker_restarts_from_mid_epoch_checkpoint(dataset, tmp_path, mon
     thread.join(timeout=600)
     assert "error" not in out, out.get("error")
     history = surviving_history(tmp_path / "trace")
-    starts = {p.name.split("-")[1] for p in (tmp_path / "trace").glob("from-*.txt")}
-    assert len(starts) == 2, "the worker group restarted once, from a mid-epoch checkpoint"
+    assert len(attempts(tmp_path / "trace")) == 2, "one restart, from a mid-epoch checkpoint"
     check_exactly_once(history, manifest.num_samples("train"), [2])
     client = MlflowClient(get_settings().tracking_uri)
     runs = client.search_runs([client.get_experiment_by_name("tests").experiment_id])

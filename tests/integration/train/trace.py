@@ -1,0 +1,87 @@
+"""Reading the sample trace (HYPERNYM_SAMPLE_TRACE) of a training run that was interrupted.
+
+Each rank of each worker-group attempt writes ``from-<first step>-rank<r>-pid<p>.txt``, a line
+per optimizer step: ``epoch step id id ...``. The helpers here wait for a step, kill a worker,
+and rebuild the history that survived the restarts, to prove every sample trained exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+BATCH = 8  # per-worker batch size of the fault-tolerance recipes
+
+
+def wait_for_step(trace: Path, step: int, *, rank: int = 1, timeout_s: float = 240) -> Path:
+    """The first attempt's trace file of ``rank``, once that rank has trained past ``step``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for path in trace.glob(f"from-00000000-rank{rank}-pid*.txt"):
+            lines = path.read_text().splitlines()
+            if lines and int(lines[-1].split()[1]) >= step:
+                return path
+        time.sleep(0.05)
+    raise AssertionError("training never reached the step to interrupt at")
+
+
+def kill_a_worker_after(trace: Path, step: int) -> int:
+    """SIGKILL the rank-1 worker of the first attempt once it has trained past ``step``."""
+    pid = int(re.search(r"pid(\d+)", wait_for_step(trace, step).name).group(1))
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def surviving_history(trace: Path) -> dict[int, list[int]]:
+    """epoch -> sample ids trained, keeping for each step only the attempt whose model state
+    survived: the latest attempt that started before the step."""
+    steps: dict[int, dict[int, tuple[int, list[int]]]] = defaultdict(dict)  # start -> step -> ..
+    for path in trace.glob("from-*.txt"):
+        start = int(path.name.split("-")[1])
+        for line in path.read_text().splitlines():
+            epoch, step, *ids = map(int, line.split())
+            entry = steps[start].setdefault(step, (epoch, []))
+            entry[1].extend(ids)
+    starts = sorted(steps)
+    history: dict[int, list[int]] = defaultdict(list)
+    last = max(step for s in starts for step in steps[s])
+    for step in range(1, last + 1):
+        owner = max(s for s in starts if s < step)
+        epoch, ids = steps[owner][step]
+        history[epoch].extend(ids)
+    return history
+
+
+def attempts(trace: Path) -> set[str]:
+    """The first steps of the worker-group attempts that wrote to the trace."""
+    return {p.name.split("-")[1] for p in trace.glob("from-*.txt")}
+
+
+def check_exactly_once(history, total: int, world_sizes: list[int]) -> None:
+    assert sorted(history) == [0, 1]
+    for epoch, ids in history.items():
+        assert len(ids) == len(set(ids)), f"epoch {epoch}: a sample was trained twice"
+        assert set(ids) <= set(range(total))
+        # the remainder of an epoch is under one step of the run that finished the epoch
+        assert total - len(ids) < max(world_sizes) * BATCH, f"epoch {epoch} skipped samples"
+
+
+def fit_in_thread(rec, **kwargs):
+    from hypernym.train.trainer import run_training
+
+    out = {}
+
+    def target():
+        try:
+            out["result"] = run_training(rec, show_progress=False, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            out["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread, out
