@@ -206,6 +206,21 @@ class RegisterSpec(Section):
     alias: str | None = Field("candidate", description="alias set on the new version")
     weights: Literal["auto", "model", "ema"] = Field(
         "auto", description="which weights to register; auto: the EMA when train.ema_decay is set")
+    select: Literal["last", "best"] = Field(
+        "last", description="register the last epoch's weights, or the best epoch's by `metric`")
+    metric: str = Field(
+        "auto", description="epoch metric that picks the best epoch (select: best); auto: "
+        "val_ema/top1 when registering EMA weights, else val/top1")
+    mode: Literal["max", "min"] = Field("max", description="whether a higher `metric` is better")
+
+    def resolved_weights(self, ema: bool) -> str:
+        """model | ema: what `weights` means for a run with (or without) an EMA."""
+        return ("ema" if ema else "model") if self.weights == "auto" else self.weights
+
+    def resolved_metric(self, ema: bool) -> str:
+        if self.metric != "auto":
+            return self.metric
+        return "val_ema/top1" if self.resolved_weights(ema) == "ema" else "val/top1"
 
     @field_validator("name")
     @classmethod
@@ -238,6 +253,13 @@ class _TrainRecipe(Section):
         if self.registry.weights == "ema" and self.train.ema_decay is None:
             raise ValueError("registry.weights is 'ema' but train.ema_decay is not set: set "
                              "train.ema_decay (e.g. 0.9998) or register the model's weights")
+        metric = self.registry.resolved_metric(bool(self.train.ema_decay))
+        if self.registry.select == "best" and not metric.startswith(("val/", "val_ema/")):
+            raise ValueError(f"registry.metric must be a validation metric (val/... or "
+                             f"val_ema/...), got {metric!r}")
+        if self.registry.select == "best" and metric.startswith("val_ema/") \
+                and not self.train.ema_decay:
+            raise ValueError(f"registry.metric {metric!r} needs train.ema_decay")
         if self.train.ema_decay and self.scaling.strategy == "fsdp":
             raise ValueError("train.ema_decay is not supported with scaling.strategy 'fsdp' yet "
                              "(the average would need sharding too): use ddp, or no EMA")

@@ -25,6 +25,8 @@ class ModelCard(BaseModel):
     hierarchy: dict[str, Any] = Field(default_factory=dict)
     loss: str = "ce"  # ce | semantic: how the classifier's logits are to be read
     weights: str = "model"  # model | ema: which weights of the run these are
+    # which epoch's: {select: last|best, epoch} (+ metric and value for best)
+    selected: dict[str, Any] = Field(default_factory=dict)
     input_size: list[int]  # [3, H, W]
     mean: list[float]
     std: list[float]

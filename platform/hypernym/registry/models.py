@@ -102,6 +102,8 @@ def _lineage_tags(card: ModelCard) -> dict[str, str]:
         "arch": card.arch,
         "task": card.task,
         "parent": card.parent or "",
+        "weights": card.weights,
+        "epoch": str(card.selected.get("epoch", "")),  # which epoch of the run these weights are
     }
 
 

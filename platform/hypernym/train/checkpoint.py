@@ -37,6 +37,9 @@ class TrainState:
         self.ema = ema  # timm.utils.ModelEmaV3 or None
         self.epoch = 0  # the next epoch to run
         self.global_step = 0
+        # With registry.select: best, the best epoch so far: {metric, value, epoch, weights};
+        # rank 0 holds the weights (a CPU copy), every checkpoint carries them.
+        self.best: dict[str, Any] | None = None
 
     def state_dict(self) -> dict[str, Any]:
         """Every rank calls this (a sharded model gathers its tensors); rank 0's is complete."""
@@ -50,6 +53,7 @@ class TrainState:
             # bf16 autocast needs no loss scaling, so there is no GradScaler state to keep.
             "ema": self.ema.module.state_dict() if self.ema is not None else None,
             "position": {"epoch": self.epoch, "global_step": self.global_step},
+            "best": self.best,
             # The samples of the current epoch already trained on: a resumed run reads the rest.
             "data": self.progress.state_dict() if self.progress is not None else None,
             # torch's generators drive dropout and drop-path (and seed the loader workers),
@@ -70,6 +74,7 @@ class TrainState:
             # A run that turns EMA on when resuming starts its average from the current weights.
             self.ema.module.load_state_dict(state.get("ema") or state["model"])
         self.epoch = int(state["position"]["epoch"])
+        self.best = state.get("best")
         self.global_step = int(state["position"]["global_step"])
         if self.progress is not None and state.get("data") is not None:
             self.progress.load_state_dict(state["data"])

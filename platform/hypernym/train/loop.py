@@ -242,6 +242,10 @@ def _report(state: TrainState, job: LoopJob, metrics: dict[str, float], rank: in
     # DDP replicas are identical: rank 0's copy is the checkpoint. A sharded model's state is
     # gathered by all ranks together, into rank 0.
     payload = state.state_dict() if rank == 0 or is_sharded(state.model) else None
+    if name is None and job.recipe.registry.select == "best":  # an epoch end, validated
+        _track_best(state, job, metrics, payload if rank == 0 else None)
+        if payload is not None:
+            payload["best"] = state.best
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
         if rank == 0:
@@ -249,6 +253,27 @@ def _report(state: TrainState, job: LoopJob, metrics: dict[str, float], rank: in
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=checkpoint,
                          checkpoint_dir_name=name or f"epoch-{state.epoch:04d}")
+
+
+def _track_best(state: TrainState, job: LoopJob, metrics: dict[str, float], payload) -> None:
+    """Keep the epoch's weights if its ``registry.metric`` beats the best so far. Every rank
+    sees the same (all-reduced) metric, so every rank agrees; rank 0 keeps the weights."""
+    registry, ema = job.recipe.registry, job.recipe.train.ema_decay is not None
+    metric = registry.resolved_metric(ema)
+    if metric not in metrics:
+        raise HypernymError(
+            f"registry.metric {metric!r} is not among this run's epoch metrics "
+            f"{sorted(k for k in metrics if k.startswith('val'))}: pick one of those")
+    value = float(metrics[metric])
+    best = state.best
+    if best is not None and not (value > best["value"] if registry.mode == "max"
+                                 else value < best["value"]):
+        return
+    weights = None
+    if payload is not None:
+        weights = {k: v.detach().to("cpu", copy=True)
+                   for k, v in payload[registry.resolved_weights(ema)].items()}
+    state.best = {"metric": metric, "value": value, "epoch": state.epoch, "weights": weights}
 
 
 def _loggers(job: LoopJob, ctx):

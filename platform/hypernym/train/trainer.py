@@ -191,11 +191,17 @@ def _register(recipe, manifest: Manifest, task: TaskSpec, checkpoint, run_id, me
 
     model = timm.create_model(task.arch, pretrained=False, num_classes=task.num_classes,
                               **(task.model_kwargs or {}))
-    weights = recipe.registry.weights
-    if weights == "auto":
-        weights = "ema" if recipe.train.ema_decay else "model"
+    weights = recipe.registry.resolved_weights(recipe.train.ema_decay is not None)
     with checkpoint.as_directory() as ckpt_dir:
-        model.load_state_dict(load_state(ckpt_dir)[weights])
+        state = load_state(ckpt_dir)
+    selected = {"select": "last", "epoch": state["position"]["epoch"]}
+    if recipe.registry.select == "best":
+        best = state["best"]  # the last checkpoint carries the best epoch's weights
+        model.load_state_dict(best["weights"])
+        selected.update(select="best", epoch=best["epoch"], metric=best["metric"],
+                        value=best["value"])
+    else:
+        model.load_state_dict(state[weights])
     size = recipe.data.img_size
     hierarchy = manifest.hierarchy or {}
     card = ModelCard(
@@ -203,7 +209,7 @@ def _register(recipe, manifest: Manifest, task: TaskSpec, checkpoint, run_id, me
         classes=[{"id": c.id, "name": c.name} for c in manifest.classes],
         hierarchy={"kind": hierarchy.get("kind", "flat"),
                    "class_paths": hierarchy.get("class_paths", {})},
-        loss=recipe.train.loss, weights=weights,
+        loss=recipe.train.loss, weights=weights, selected=selected,
         input_size=[3, size, size], mean=list(recipe.data.mean),
         std=list(recipe.data.std), task=recipe.kind,
         dataset={"name": manifest.name, "fingerprint": manifest.fingerprint,

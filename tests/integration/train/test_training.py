@@ -128,8 +128,9 @@ def test_semantic_softmax_with_ema_and_accumulation(workspace, monkeypatch):
     result = run_training(parse_recipe(train_recipe(
         "pretrain", workspace["root"] / "semantic", name="test-semantic",
         train={"epochs": 3, "log_every": 2, "loss": "semantic", "label_smoothing": 0.1,
-               "ema_decay": 0.9, "accum_steps": 2, "system_metrics_s": 1},
-        registry={"name": "bb-semantic", "alias": "candidate"},
+               "ema_decay": 0.9, "accum_steps": 2, "system_metrics_s": 1,
+               "keep_checkpoints": 10},
+        registry={"name": "bb-semantic", "alias": "candidate", "select": "best"},
     )), show_progress=False)
 
     client = MlflowClient(settings.tracking_uri)
@@ -152,6 +153,18 @@ def test_semantic_softmax_with_ema_and_accumulation(workspace, monkeypatch):
 
     card = load_card("bb-semantic@candidate", settings=settings)
     assert card.loss == "semantic" and card.weights == "ema"
+    # select: best registers the EMA weights of the epoch with the best val_ema/top1
+    history = [m.value for m in client.get_metric_history(result.run_id, "val_ema/top1")]
+    best_epoch = history.index(max(history)) + 1
+    assert card.selected == {"select": "best", "epoch": best_epoch, "metric": "val_ema/top1",
+                             "value": max(history)}
+    from pathlib import Path
+
+    from hypernym.train.checkpoint import load_state
+
+    epoch_state = load_state(Path(result.checkpoint_path).parent / f"epoch-{best_epoch:04d}")
+    registered = load_backbone("bb-semantic@candidate", settings=settings).state_dict()
+    assert all(torch.equal(registered[k], v) for k, v in epoch_state["ema"].items())
     assert card.hierarchy["kind"] == "wordnet"
     assert card.hierarchy["class_paths"]["n02085620"][-2:] == ["n02085374", "n02085620"]
     model = load_backbone("bb-semantic@candidate", settings=settings).eval()

@@ -83,6 +83,19 @@ def test_register_names_and_reserved_aliases_rejected():
         parse_recipe({**base, "registry": {"name": "a", "alias": "v3"}})
 
 
+def test_best_epoch_selection_metric():
+    base = {"kind": "pretrain", "name": "x", "data": {"path": "p"}, "model": {"arch": "resnet18"}}
+    reg = parse_recipe({**base, "registry": {"name": "a", "select": "best"}}).registry
+    assert reg.resolved_metric(ema=False) == "val/top1"
+    ema = parse_recipe({**base, "train": {"ema_decay": 0.99},
+                        "registry": {"name": "a", "select": "best"}})
+    assert ema.registry.resolved_metric(ema=True) == "val_ema/top1"
+    with pytest.raises(HypernymError, match="must be a validation metric"):
+        parse_recipe({**base, "registry": {"select": "best", "metric": "train/loss"}})
+    with pytest.raises(HypernymError, match="needs train.ema_decay"):
+        parse_recipe({**base, "registry": {"select": "best", "metric": "val_ema/top5"}})
+
+
 def test_prepare_and_finetune_kinds():
     prep = parse_recipe({"kind": "prepare", "source": "s", "output": "o"})
     assert isinstance(prep, PrepareRecipe) and prep.resize == "squish" and prep.val_per_class == 50
