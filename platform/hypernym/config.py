@@ -253,13 +253,13 @@ class _TrainRecipe(Section):
         if self.registry.weights == "ema" and self.train.ema_decay is None:
             raise ValueError("registry.weights is 'ema' but train.ema_decay is not set: set "
                              "train.ema_decay (e.g. 0.9998) or register the model's weights")
-        metric = self.registry.resolved_metric(bool(self.train.ema_decay))
-        if self.registry.select == "best" and not metric.startswith(("val/", "val_ema/")):
-            raise ValueError(f"registry.metric must be a validation metric (val/... or "
-                             f"val_ema/...), got {metric!r}")
-        if self.registry.select == "best" and metric.startswith("val_ema/") \
-                and not self.train.ema_decay:
-            raise ValueError(f"registry.metric {metric!r} needs train.ema_decay")
+        if self.registry.select == "best":
+            metric = self.registry.resolved_metric(bool(self.train.ema_decay))
+            if not metric.startswith(("val/", "val_ema/")):
+                raise ValueError(f"registry.metric must be a validation metric (val/... or "
+                                 f"val_ema/...), got {metric!r}")
+            if metric.startswith("val_ema/") and not self.train.ema_decay:
+                raise ValueError(f"registry.metric {metric!r} needs train.ema_decay")
         if self.train.ema_decay and self.scaling.strategy == "fsdp":
             raise ValueError("train.ema_decay is not supported with scaling.strategy 'fsdp' yet "
                              "(the average would need sharding too): use ddp, or no EMA")

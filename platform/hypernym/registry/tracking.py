@@ -213,16 +213,14 @@ class RunLogger:
 
     def flush(self, timeout_s: float = 120.0) -> bool:
         """Wait until the queued metrics are sent; False if the server stayed unreachable."""
-        sent = self._queue.flush(timeout_s) if self._queue else True
-        self._safe("flush", _mlflow().flush_async_logging)
-        return sent
+        return self._queue.flush(timeout_s) if self._queue else True
 
     def _close(self, timeout_s: float) -> None:
+        # Everything else is sent synchronously (system metrics too), so only the queue waits.
         if self._queue is not None:
             self._queue.close(timeout_s)
             if self._queue.dropped:
                 log.warning("%d metrics could not be sent to MLflow", self._queue.dropped)
-        self._safe("flush", _mlflow().flush_async_logging)
 
     def finish(self, status: str = "FINISHED", *, timeout_s: float = 120.0) -> None:
         """Send the queued metrics, then end the run as FINISHED, FAILED or KILLED."""

@@ -118,7 +118,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float]:
             _report(state, job, metrics, rank)
         done = True
     finally:
-        for each in {id(x): x for x in (logger, node_logger) if x is not None}.values():
+        for each in {logger, node_logger} - {None}:  # rank 0's may be both
             each.finish_worker(timeout_s=120.0 if done else 10.0)  # a failing rank: briefly
     return metrics
 
