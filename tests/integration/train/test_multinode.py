@@ -40,7 +40,8 @@ def cluster(tmp_path_factory):
     # Ray Train tells nodes apart by IP (local and node ranks): each node gets its own loopback
     # address, as machines of a real cluster have their own.
     nodes = [cluster.add_node(num_cpus=1, node_ip_address=f"127.0.0.{i}") for i in (2, 3)]
-    ray.init(address=cluster.address)
+    # Quiet: without a dashboard, Ray Train's placement-group cleaner warns every second.
+    ray.init(address=cluster.address, log_to_driver=False)
     cluster.wait_for_nodes()
     root = tmp_path_factory.mktemp("multinode")
     make_winter21(root / "raw", images_per_class=24, image_size=(64, 56), seed=3)
