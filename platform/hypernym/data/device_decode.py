@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import io
 import logging
-import random
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from timm.data.transforms import RandomResizedCropAndInterpolation
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from hypernym.data.collate import with_numbers
-from hypernym.data.transforms import jpeg_size
+from hypernym.data.transforms import draw_crop, jpeg_size
 
 __all__ = ["CropPlan", "Encoded", "EncodedBatch", "collate_encoded", "decode_batch"]
 
@@ -54,8 +52,6 @@ class CropPlan:
     Raises ValueError for data nvJPEG can't take (not a JPEG): the reader skips and counts it.
     """
 
-    ratio = (3 / 4, 4 / 3)
-
     def __init__(self, size: int, *, train: bool, scale: tuple[float, float] = (0.08, 1.0),
                  crop_pct: float = 0.875) -> None:
         self.size, self.train, self.scale, self.crop_pct = size, train, scale, crop_pct
@@ -66,15 +62,11 @@ class CropPlan:
             raise ValueError("not a JPEG (device decode takes JPEG only)")
         width, height = size
         if self.train:
-            top, left, h, w = RandomResizedCropAndInterpolation.get_params(
-                torch.empty(()).expand(3, height, width), self.scale, self.ratio)
-            flip = int(random.random() < 0.5)
+            box = draw_crop(height, width, self.scale)
         else:
             top, left, h, w = self._eval_box(width, height)
-            flip = 0
-        return Encoded(torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                       (top, left, max(h, 1), max(w, 1), flip))
-
+            box = (top, left, max(h, 1), max(w, 1), 0)
+        return Encoded(torch.frombuffer(bytearray(data), dtype=torch.uint8), box)
 
     def _eval_box(self, width: int, height: int) -> tuple[int, int, int, int]:
         """The region of the full image that eval_transform keeps: torchvision's Resize of the

@@ -17,7 +17,8 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import v2
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-__all__ = ["RandomResizedCropFlip", "decode", "eval_transform", "jpeg_size", "train_transform"]
+__all__ = ["RandomResizedCropFlip", "decode", "draw_crop", "eval_transform", "jpeg_size",
+           "train_transform"]
 
 
 def decode(data: bytes, *, target: int) -> torch.Tensor:
@@ -80,34 +81,39 @@ def train_transform(img_size: int, scale: tuple[float, float] = (0.08, 1.0),
                                                           magnitude=rand_augment[1])]), img_size)
 
 
+def draw_crop(height: int, width: int,
+              scale: tuple[float, float] = (0.08, 1.0)) -> tuple[int, int, int, int, int]:
+    """(top, left, height, width, flip) of a RandomResizedCrop + horizontal flip of an image of
+    this size: timm's parameter draw (torchvision's), then the flip, from Python's `random`,
+    which DataLoader seeds per worker. Shared by the loader's crop and the device decode's."""
+    # get_params only reads the size: a zero-stride view stands in for the image.
+    top, left, h, w = RandomResizedCropAndInterpolation.get_params(
+        torch.empty(()).expand(3, height, width), scale, (3 / 4, 4 / 3))
+    # A crop of a tiny image can round to nothing.
+    return top, left, max(h, 1), max(w, 1), int(random.random() < 0.5)
+
+
 class RandomResizedCropFlip:
     """torchvision's RandomResizedCrop(antialias) + RandomHorizontalFlip on a uint8 CHW tensor;
     the result is CHW in channels-last memory (HWC), as the decoders give it.
 
-    The same distribution (timm's parameter draw, which is torchvision's, from Python's `random`,
-    which DataLoader seeds per worker) and the same antialiased bilinear resize, without the v2
+    The same distribution (`draw_crop`) and the same antialiased bilinear resize, without the v2
     transforms' per-call dispatch: that dispatch cost 0.2 ms of 0.8 ms per 224x224 image
     (decode included), measured with tests/benchmarks/loader.py's images.
     """
-
-    ratio = (3 / 4, 4 / 3)
 
     def __init__(self, size: int, scale: tuple[float, float] = (0.08, 1.0)) -> None:
         self.size, self.scale = size, scale
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        height, width = image.shape[-2:]
-        # get_params only reads the size: a zero-stride view stands in for the image.
-        top, left, h, w = RandomResizedCropAndInterpolation.get_params(
-            torch.empty(()).expand(3, height, width), self.scale, self.ratio)
-        h, w = max(h, 1), max(w, 1)  # a crop of a tiny image can round to nothing
+        top, left, h, w, flip = draw_crop(*image.shape[-2:], self.scale)
         # Decoders give HWC pixels (a permuted CHW view); copying the crop out keeps that
         # layout, and torch's uint8 antialiased resize runs twice as fast on channels-last.
         crop = image[None, :, top : top + h, left : left + w].contiguous(
             memory_format=torch.channels_last)
         out = F.interpolate(crop, size=(self.size, self.size), mode="bilinear",
                             antialias=True, align_corners=False)[0]
-        return out.flip(-1) if random.random() < 0.5 else out
+        return out.flip(-1) if flip else out
 
 
 def eval_transform(img_size: int, crop_pct: float = 0.875):
