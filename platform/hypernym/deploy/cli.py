@@ -28,11 +28,14 @@ def render(
         "autoscaling cluster")] = "rayjob",
     storage: Annotated[str | None, typer.Option(help="HYPERNYM_STORAGE: where checkpoints go "
                                                 "(s3://bucket/prefix)")] = None,
-    name: Annotated[str | None, typer.Option(help="resource name (default: the recipe's)")] = None,
+    name: Annotated[str | None, typer.Option(help="resource name (default: the recipe's)")]
+    = None,
     namespace: Annotated[str | None, typer.Option(help="Kubernetes namespace")] = None,
-    cpus: Annotated[int | None, typer.Option(help="CPUs per worker pod (default 10 per GPU)")] = None,
+    cpus: Annotated[int | None, typer.Option(help="CPUs per worker pod (default 10 per GPU)")]
+    = None,
     memory_gib: Annotated[int | None, typer.Option(
-        "--memory-gib", help="memory per worker pod, /dev/shm included (default 64 per GPU)")] = None,
+        "--memory-gib", help="memory per worker pod, /dev/shm included (default 64 per GPU)")]
+    = None,
     cpu_workers: Annotated[int, typer.Option(help="extra autoscaled CPU pods (raycluster)")] = 0,
     cpu_image: Annotated[str | None, typer.Option(help="image of the CPU group "
                                                   "(infra/Dockerfile.cpu)")] = None,

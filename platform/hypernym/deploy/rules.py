@@ -23,6 +23,11 @@ _SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|ACCESS_KEY|PRIVATE_KEY
 _URI_WITH_PASSWORD = re.compile(r"://[^/@\s:]+:[^/@\s]+@")
 
 
+def _int(value: Any) -> int | None:
+    """An integer field's value; None when absent or mistyped (the schema reports that)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _version(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
 
@@ -52,16 +57,16 @@ def _kuberay_cluster(cluster: dict, where: str) -> list[str]:
     groups = cluster.get("workerGroupSpecs") or []
     for group in groups:
         name = group.get("groupName")
-        low, high = group.get("minReplicas"), group.get("maxReplicas")
+        low, high = _int(group.get("minReplicas")), _int(group.get("maxReplicas"))
         if not group.get("template", {}).get("spec", {}).get("containers"):
             errs.append(f"{where}: worker group {name} should have at least one container")
         if not autoscaling and (low is None or high is None):
             errs.append(f"{where}: worker group {name} must set both minReplicas and "
                         "maxReplicas when autoscaling is disabled")
         for key, value in (("minReplicas", low), ("maxReplicas", high)):
-            if isinstance(value, int) and value < 0:
+            if value is not None and value < 0:
                 errs.append(f"{where}: worker group {name} has negative {key} {value}")
-        if isinstance(low, int) and isinstance(high, int) and low > high:
+        if low is not None and high is not None and low > high:
             errs.append(f"{where}: worker group {name} has minReplicas {low} greater than "
                         f"maxReplicas {high}")
     for label, group in [("Head", head)] + [(g.get("groupName"), g) for g in groups]:
@@ -95,7 +100,7 @@ def _kuberay_job(spec: dict, where: str) -> list[str]:
     """ValidateRayJobSpec."""
     errs: list[str] = []
     shutdown = bool(spec.get("shutdownAfterJobFinishes"))
-    ttl = spec.get("ttlSecondsAfterFinished", 0) or 0
+    ttl = _int(spec.get("ttlSecondsAfterFinished")) or 0
     if spec.get("suspend") and not shutdown:
         errs.append(f"{where}: a RayJob with shutdownAfterJobFinishes set to false is not "
                     "allowed to be suspended")
@@ -109,12 +114,13 @@ def _kuberay_job(spec: dict, where: str) -> list[str]:
         errs.append(f"{where}: one of RayClusterSpec or ClusterSelector must be set")
     if selector and not selector.get("ray.io/cluster"):
         errs.append(f"{where}: cluster name in ClusterSelector should not be empty")
-    backoff = spec.get("backoffLimit")
+    backoff = _int(spec.get("backoffLimit"))
     if spec.get("submissionMode") == "InteractiveMode" and backoff and backoff > 0:
         errs.append(f"{where}: BackoffLimit is incompatible with InteractiveMode")
     if backoff is not None and backoff < 0:
         errs.append(f"{where}: backoffLimit must be a positive integer")
-    if "activeDeadlineSeconds" in spec and spec["activeDeadlineSeconds"] <= 0:
+    deadline = _int(spec.get("activeDeadlineSeconds"))
+    if deadline is not None and deadline <= 0:
         errs.append(f"{where}: activeDeadlineSeconds must be a positive integer")
     if spec.get("rayClusterSpec"):
         errs += _kuberay_cluster(spec["rayClusterSpec"], f"{where}.rayClusterSpec")

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import functools
 import json
+from importlib import resources
 from pathlib import Path
 
-from importlib import resources
 import jsonschema
 import yaml
 from referencing import Registry, Resource
