@@ -136,9 +136,13 @@ def plan(recipe, spec: DeploySpec):
     if isinstance(recipe, PrepareRecipe):
         return recipe
     raw = recipe.model_dump(mode="json")
+    per_pod = max(spec.gpus, 1)  # Ray Train workers per pod: one per GPU, or one CPU worker
     raw["scaling"].update(
-        num_workers=spec.workers * max(spec.gpus, 1),
+        num_workers=spec.workers * per_pod,
         use_gpu=spec.gpus > 0,
-        cpus_per_worker=spec.worker_cpus // max(spec.gpus, 1),
+        # Ray's CPU count only schedules: loader processes are not bound by it. Reserving all
+        # of a pod's CPUs for the worker group would leave none for any other task or actor
+        # on it (a probe, an upload) and stall it, so at least one stays unreserved.
+        cpus_per_worker=max(1, (spec.worker_cpus - 1) // per_pod),
     )
     return parse_recipe(raw, source="recipe with the deploy flags")

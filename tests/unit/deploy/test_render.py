@@ -49,7 +49,7 @@ def test_render_a_pretraining_recipe_on_32_gpus():
     recipe = parse_recipe(load_docs(config_map["data"]["recipe.yaml"])[0])
     assert (recipe.name, recipe.data.path) == ("demo-pretrain", "s3://data/mini21k")
     assert (recipe.scaling.num_workers, recipe.scaling.use_gpu) == (32, True)
-    assert recipe.scaling.cpus_per_worker == 10
+    assert recipe.scaling.cpus_per_worker == 9  # of 80 CPUs per pod: 8 stay unreserved
     group = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
     assert group["replicas"] == group["minReplicas"] == group["maxReplicas"] == 4
     limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
