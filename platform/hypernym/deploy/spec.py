@@ -128,6 +128,9 @@ def plan(recipe, spec: DeploySpec):
     if spec.cpu_workers and spec.kind != "raycluster":
         problems.append("--cpu-workers needs --kind raycluster (a RayJob's cluster has a fixed "
                         "size, so an autoscaled CPU group would never start)")
+    if spec.cpu_workers and not spec.gpus:
+        problems.append("--cpu-workers adds a CPU group beside a GPU group; with --gpus 0 the "
+                        "workers are CPU pods already: size them with --workers")
     if spec.gpus and spec.worker_cpus < spec.gpus:
         problems.append(f"--cpus {spec.worker_cpus} is fewer than one per GPU ({spec.gpus})")
     if problems:

@@ -89,5 +89,9 @@ def test_render_refuses_gpus_for_prepare_and_an_untagged_image():
     text = _render(prepare, "--image", IMAGE, "--set", "source=s3://a", "--set", "output=s3://b",
                    expect_error=True)
     assert "a prepare recipe runs on CPUs: pass --gpus 0" in text
+    text = _render(prepare, "--image", IMAGE, "--gpus", "0", "--kind", "raycluster",
+                   "--cpu-workers", "2", "--set", "source=s3://a", "--set", "output=s3://b",
+                   expect_error=True)
+    assert "the workers are CPU pods already" in text
     text = _render(prepare, "--image", "hypernym", "--gpus", "0", expect_error=True)
     assert "--image: 'hypernym' is not an image reference with a tag" in text
