@@ -8,8 +8,11 @@ rules of KubeRay's operator and of this project.
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
+
+import hypernym
 
 from .conftest import INFRA
 from .kube import load_docs, validate_docs
@@ -29,9 +32,19 @@ def _env(container: dict) -> dict[str, dict]:
     return {e["name"]: e for e in container.get("env", [])}
 
 
-@pytest.mark.parametrize("name", ["raycluster.yaml", "rayjob.yaml", "mlflow.yaml"])
+SHIPPED = sorted(p.name for p in K8S.glob("*.yaml"))
+
+
+def test_the_manifests_are_all_here():
+    assert SHIPPED == ["mlflow.yaml", "raycluster.yaml", "rayjob.yaml"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_manifests_pass_every_check(name):
-    assert validate_docs(_docs(name)) == []
+    docs = _docs(name)
+    assert validate_docs(docs) == []
+    images = re.findall(r"^\s*image: (\S+)$", (K8S / name).read_text(), re.MULTILINE)
+    assert images and all(re.search(rf":{hypernym.__version__}-(gpu|cpu)$", i) for i in images)
 
 
 def test_raycluster_has_a_cpu_head_and_an_autoscaled_gpu_group_with_shared_memory():
