@@ -139,6 +139,7 @@ def info() -> None:
 def _mount() -> None:
     # Sub-apps live beside the library code they drive; this module only composes them.
     from hypernym.data.cli import data_app
+    from hypernym.deploy.cli import deploy_app
     from hypernym.jobs.cli import jobs_app, submit
     from hypernym.registry.cli import models_app
     from hypernym.taxonomy.cli import taxonomy_app
@@ -148,6 +149,7 @@ def _mount() -> None:
     app.add_typer(models_app, name="models", help="Registered models: list, show, pull.")
     app.add_typer(taxonomy_app, name="taxonomy", help="The WordNet hierarchy of the classes.")
     app.add_typer(data_app, name="data", help="Inspect prepared datasets.")
+    app.add_typer(deploy_app, name="deploy", help="Kubernetes manifests (KubeRay) for a recipe.")
 
 
 _mount()
