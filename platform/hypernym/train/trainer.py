@@ -19,6 +19,7 @@ from hypernym.config import FinetuneRecipe, PretrainRecipe
 from hypernym.data.manifest import Manifest, read_manifest
 from hypernym.data.reader import steps_per_epoch
 from hypernym.errors import HypernymError
+from hypernym.preflight import check_training
 from hypernym.settings import Settings, get_settings
 from hypernym.train.losses import SemanticSoftmax
 from hypernym.train.run_storage import checkpoint_uri, ray_storage
@@ -62,6 +63,7 @@ def run_training(
 
     settings = settings or get_settings()
     started = time.perf_counter()
+    check_training(settings, data_path=recipe.data.path)  # before any MLflow run or Ray work
     manifest = read_manifest(recipe.data.path)
     world, batch = recipe.scaling.num_workers, recipe.data.batch_size
     steps = steps_per_epoch(manifest, "train", world_size=world, batch_size=batch)
