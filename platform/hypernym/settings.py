@@ -17,16 +17,23 @@ local files. Each variable switches one part to a real service, with no code cha
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Settings", "get_settings"]
+__all__ = ["Settings", "get_settings", "is_secret", "redact_secrets"]
 
 HOME_ENV = "HYPERNYM_HOME"
 ARTIFACTS_ENV = "HYPERNYM_ARTIFACT_ROOT"
 STORAGE_ENV = "HYPERNYM_STORAGE"
 SHARED_FS_ENV = "HYPERNYM_SHARED_FS"
 _SERVER_SCHEMES = ("http://", "https://", "databricks")
+CREDENTIALS = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                         "AWS_SECURITY_TOKEN", "MLFLOW_TRACKING_USERNAME",
+                         "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"})
+_SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|ACCESS_KEY|PRIVATE_KEY|"
+                          r"API_KEY|AUTH", re.IGNORECASE)
+_URI_PASSWORD = re.compile(r"(://[^:/@\s]+):[^@\s]+@")
 
 
 @dataclass(frozen=True)
@@ -110,3 +117,18 @@ def get_settings() -> Settings:
         ray_address=ray_address, storage=_storage(os.environ.get(STORAGE_ENV), home),
         shared_fs=shared,
     )
+
+
+def is_secret(name: str) -> bool:
+    """Whether an environment variable holds a credential, judged by its name."""
+    return name in CREDENTIALS or bool(_SECRET_NAME.search(name))
+
+
+def redact_secrets(text: str) -> str:
+    """``text`` with the values of this process's secret environment variables, and passwords
+    in URIs (``scheme://user:password@host``), replaced by ``***``."""
+    text = _URI_PASSWORD.sub(r"\1:***@", text)
+    for name, value in os.environ.items():
+        if len(value) >= 4 and is_secret(name) and name != "MLFLOW_TRACKING_USERNAME":
+            text = text.replace(value, "***")
+    return text

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -26,6 +25,7 @@ import yaml
 from hypernym.config import load_recipe
 from hypernym.errors import HypernymError
 from hypernym.jobs.client import DEFAULT_ADDRESS, call, errors, make_client, resolve_address
+from hypernym.settings import CREDENTIALS, is_secret
 
 __all__ = [
     "DEFAULT_ADDRESS",
@@ -35,7 +35,6 @@ __all__ = [
     "job_info",
     "job_logs",
     "job_status",
-    "is_secret",
     "list_jobs",
     "resolve_address",
     "stop_job",
@@ -52,20 +51,10 @@ log = logging.getLogger(__name__)
 # job's runtime_env is shown to anyone who can see the cluster (job info, the dashboard).
 _PASS_THROUGH = frozenset({"MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
                            "AWS_DEFAULT_REGION", "AWS_REGION"})
-_CREDENTIALS = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-                          "AWS_SECURITY_TOKEN", "MLFLOW_TRACKING_USERNAME",
-                          "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"})
-_SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|ACCESS_KEY|PRIVATE_KEY|"
-                          r"API_KEY|AUTH", re.IGNORECASE)
 FORWARD_WARNING = (
     "forwarding credentials ({names}) in the job's runtime_env: anyone who can see the cluster "
     "can read them in the job's info and the dashboard. Prefer giving the cluster its own "
     "credentials (instance roles, Kubernetes Secrets, the nodes' environment).")
-
-
-def is_secret(name: str) -> bool:
-    """Whether an environment variable holds a credential (by its name)."""
-    return name in _CREDENTIALS or bool(_SECRET_NAME.search(name))
 
 
 def _env_vars(extra: dict[str, str] | None, *, forward_credentials: bool = False
@@ -87,7 +76,7 @@ def _env_vars(extra: dict[str, str] | None, *, forward_credentials: bool = False
         passed["MLFLOW_TRACKING_URI"] = urlunsplit(parts._replace(
             netloc=parts.netloc.rsplit("@", 1)[1]))
     if forward_credentials:
-        found = {k: v for k, v in os.environ.items() if k in _CREDENTIALS
+        found = {k: v for k, v in os.environ.items() if k in CREDENTIALS
                  or (k.startswith(("AWS_", "MLFLOW_", "HYPERNYM_")) and is_secret(k))}
         names = sorted({*found, *named})
         if names:
