@@ -107,9 +107,9 @@ class Stack:
             head = self._node("head", HEAD_IP, num_cpus=0, aws=aws, head=True)
             wait_port(HEAD_IP, int(info["gcs"].rsplit(":", 1)[1]), timeout_s=180,
                       what="Ray head (GCS)", log=Path(head.log))
-            for _ in range(workers):
-                self.add_node(wait=False, aws=aws)
             self.wait_for_nodes(timeout_s=300)
+            for _ in range(workers):  # one at a time: a loaded machine starts them faster so
+                self.add_node(aws=aws)
             info["timings_s"]["ray"] = round(time.perf_counter() - t, 1)
         finally:
             thread.join()
@@ -172,11 +172,12 @@ class Stack:
         n = self.info["next_ip"]
         self.info["next_ip"] = n + 1
         node = self._node(f"worker-{n - 2}", f"127.0.0.{n}", num_cpus=1, aws=aws)
+        self._save()
         if wait:
             self.wait_for_nodes()
         return node
 
-    def wait_for_nodes(self, timeout_s: float = 300, *, restarts: int = 3) -> None:
+    def wait_for_nodes(self, timeout_s: float = 300, *, restarts: int = 5) -> None:
         """Until the head reports every node of this rig alive. A node whose ``ray start``
         gave up is started again (``restarts`` times): Ray waits a fixed 30 s for a new
         raylet to register, which a saturated machine can miss."""

@@ -127,6 +127,11 @@ def start_node(name: str, ip: str, *, state: Path, env: dict[str, str], num_cpus
         # node's session dir.
         "RAY_AUTH_MODE": "disabled",  # loopback only and hermetic: no token
         "RAY_USAGE_STATS_ENABLED": "0",
+        # Patience for a loaded machine: an agent or worker that takes over a minute to start
+        # would otherwise crash the raylet or fail the task.
+        "RAY_agent_register_timeout_ms": "300000",
+        "RAY_raylet_start_wait_time_s": "300",  # the raylet's wait for its agents' port files
+        "RAY_worker_register_timeout_seconds": "300",
     }
     spec = find_spec("hypernym")
     if spec and spec.submodule_search_locations:  # a source checkout: the package root
