@@ -58,12 +58,15 @@ class Stack:
         started = time.perf_counter()
         key = tracking._secret(state / "secrets" / "s3_access_key")
         secret = tracking._secret(state / "secrets" / "s3_secret_key")
-        s3_port, gcs, dash = free_port(), free_port(), free_port()
+        s3_port, gcs, dash, mlflow_port = free_port(), free_port(), free_port(), free_port()
         endpoint = f"http://127.0.0.1:{s3_port}"
+        # Decided now, so the nodes can start while the tracking server is still starting.
+        tracking._secret(state / "tracking" / "secrets" / "admin_password")
         aws = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": key,
                "AWS_SECRET_ACCESS_KEY": secret, "AWS_DEFAULT_REGION": "us-east-1"}
         info = {"state": str(state), "s3": {"endpoint": endpoint, "pgid": None},
                 "tracking": str(state / "tracking"), "gcs": f"{HEAD_IP}:{gcs}",
+                "tracking_uri": f"http://127.0.0.1:{mlflow_port}",
                 "dashboard": f"http://{HEAD_IP}:{dash}", "nodes": {}, "next_ip": 3,
                 "hide": [str(p) for p in hide], "shared": str(shared) if shared else None,
                 "node_env": dict(node_env or {}), "timings_s": {}}
@@ -93,9 +96,9 @@ class Stack:
                 self._make_buckets(aws)
                 info["timings_s"]["s3"] = round(time.perf_counter() - t, 1)
                 t = time.perf_counter()
-                ts = tracking.up(Path(info["tracking"]), artifacts_destination="s3://mlflow/",
-                                 env=self._base_env(aws), durable=False)
-                info["tracking_uri"] = ts.uri
+                tracking.up(Path(info["tracking"]), artifacts_destination="s3://mlflow/",
+                            env=self._base_env(aws), durable=False,
+                            port=int(info["tracking_uri"].rsplit(":", 1)[1]))
                 info["timings_s"]["tracking"] = round(time.perf_counter() - t, 1)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
                 errors.append(exc)
@@ -144,17 +147,14 @@ class Stack:
 
     def cluster_env(self, aws: dict[str, str] | None = None) -> dict[str, str]:
         """What every node has in its environment: the cluster's settings and secrets."""
-        ts = tracking.TrackingServer(**json.loads(
-            (Path(self.info["tracking"]) / "tracking.json").read_text()))
-        return {**(aws or self._aws()), "MLFLOW_TRACKING_URI": ts.uri,
+        password = Path(self.info["tracking"]) / "secrets" / "admin_password"
+        return {**(aws or self._aws()), "MLFLOW_TRACKING_URI": self.info["tracking_uri"],
                 "MLFLOW_TRACKING_USERNAME": tracking.ADMIN,
-                "MLFLOW_TRACKING_PASSWORD": tracking._secret(ts.password_file()),
+                "MLFLOW_TRACKING_PASSWORD": password.read_text().strip(),
                 "HYPERNYM_STORAGE": STORAGE, **self.info["node_env"]}
 
     def _node(self, name: str, ip: str, *, num_cpus: int, aws: dict[str, str] | None = None,
               head: bool = False) -> ray_nodes.Node:
-        tracking_json = Path(self.info["tracking"]) / "tracking.json"
-        wait_for(tracking_json.exists, timeout_s=60, what="tracking server settings")
         gcs_port = int(self.info["gcs"].rsplit(":", 1)[1])
         dash_port = int(self.info["dashboard"].rsplit(":", 1)[1])
         node = ray_nodes.start_node(
@@ -252,8 +252,10 @@ class Stack:
             self.info["s3"]["pgid"] = None
         self._save()
 
-    def _save(self) -> None:
-        (self.state / "stack.json").write_text(json.dumps(self.info, indent=2))
+    def _save(self) -> None:  # whole or not at all: another thread or process may read it
+        tmp = self.state / "stack.json.tmp"
+        tmp.write_text(json.dumps(self.info, indent=2))
+        tmp.replace(self.state / "stack.json")
 
 
 def main(argv: list[str] | None = None) -> int:

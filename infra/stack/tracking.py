@@ -164,9 +164,10 @@ def start_server(ts: TrackingServer, env: dict[str, str] | None = None) -> None:
         env=_server_env(ts, base), log=log, pidfile=ts.dir / "mlflow" / "pid")
 
     def answers() -> bool:
-        try:  # an authenticated call: the auth store and the admin user are in place
-            return requests.get(f"{ts.uri}/api/2.0/mlflow/users/get", params={"username": ADMIN},
-                                auth=(ADMIN, _secret(ts.password_file())), timeout=2).ok
+        try:  # an authenticated call: the auth store, the admin user and the database answer
+            return requests.get(f"{ts.uri}/api/2.0/mlflow/experiments/search",
+                                params={"max_results": 1},
+                                auth=(ADMIN, _secret(ts.password_file())), timeout=5).ok
         except requests.RequestException:
             return False
 
@@ -197,7 +198,8 @@ def up(state: Path, *, artifacts_destination: str, host: str = "127.0.0.1", port
     given = env.get("MLFLOW_AUTH_ADMIN_PASSWORD")
     if given or not ts.password_file().exists():
         _secret(ts.password_file(), given or secrets.token_urlsafe(24))
-    (state / "tracking.json").write_text(json.dumps(asdict(ts), indent=2))
+    (state / "tracking.json.tmp").write_text(json.dumps(asdict(ts), indent=2))
+    (state / "tracking.json.tmp").replace(state / "tracking.json")
     try:
         _start_postgres(ts, env)
         start_server(ts, env)
