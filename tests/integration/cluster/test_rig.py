@@ -31,7 +31,9 @@ import yaml
 from tests.integration.cluster.conftest import hypernym, node_of, node_sees, wait_job
 from tests.integration.train.trace import BATCH, attempts, check_exactly_once, surviving_history
 
-pytestmark = pytest.mark.integration
+# The rig's start-up counts: about 4 minutes in all on a quiet 2-core machine, far more on a
+# saturated one.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
 
 EVERY, LOG_EVERY = 5, 2  # checkpoint and metric intervals, in steps
 S3_OUTAGE_S, TRACKING_OUTAGE_S = 20, 30
@@ -61,6 +63,7 @@ def wait_until(check, *, timeout_s: float, what: str) -> None:
 
 def snapshot_has(fs, step: int) -> bool:
     """Ray Train's controller has recorded the checkpoint of ``step`` in the storage (S3)."""
+    fs.invalidate_cache()  # s3fs caches listings
     snapshots = fs.glob("runs/hypernym/*/checkpoint_manager_snapshot.json")
     return any(f"step-{step:08d}" in fs.cat_file(s).decode() for s in snapshots)
 
@@ -133,7 +136,7 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
     assert victim != node_of(rig, int(re.search(r"pid(\d+)", rank0.name).group(1))), \
         "the two workers share a node"
     rig.kill_node(victim)
-    fresh = rig.add_node(wait=False)
+    fresh = rig.add_node()  # as an autoscaler would; returns once the head sees it
     print(f"killed node {victim} (rank 1) after step {trace_step(trace)}; "
           f"fresh node {fresh.name} on {fresh.ip}")
 
@@ -159,8 +162,10 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
     assert during <= at + 3, "training went on without data: the outage did not bite"
 
     assert wait_job(job, timeout_s=600) == "SUCCEEDED", "".join(job_logs(job))[-5000:]
-    logs = "".join(job_logs(job))
-    assert "retrying" in logs, "the reader never retried a shard during the S3 outage"
+    # Workers log to their node's Ray logs (kept on the host: a log collector's view).
+    retried = [p for p in Path(rig.state, "nodes").glob("*-ray/session_*/logs/worker-*")
+               if "; retrying" in p.read_text(errors="replace")]
+    assert retried, "the reader never retried a shard during the S3 outage"
     history = surviving_history(trace)
     trained = sum(len(ids) for ids in history.values())
     repeated = sum(len(ids) - len(set(ids)) for ids in history.values())
@@ -183,6 +188,7 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
     assert expected <= logged, sorted(expected - logged)
 
     version = client.get_model_version_by_alias("rig-backbone", "candidate")
+    fs.invalidate_cache()
     weights = fs.glob("mlflow/**/model.safetensors")
     assert weights, "the registered weights are not in the artifacts bucket"
     assert fs.glob("runs/hypernym/*/step-*") or fs.glob("runs/hypernym/*/epoch-*")
