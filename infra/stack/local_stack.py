@@ -196,6 +196,8 @@ class Stack:
             return ray_nodes.alive_ips(self.info["dashboard"]) == want
 
         wait_for(ready, timeout_s=timeout_s, what=f"Ray nodes {want} (logs: {logs})")
+        for name in self.info["nodes"]:
+            ray_nodes.settle(self.node(name))
 
     def node(self, name: str) -> ray_nodes.Node:
         return ray_nodes.Node(**self.info["nodes"][name])
