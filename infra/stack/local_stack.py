@@ -36,6 +36,7 @@ __all__ = ["Stack", "main"]
 BUCKETS = ("data", "runs", "mlflow")
 STORAGE = "s3://runs/hypernym"
 HEAD_IP = "127.0.0.2"
+_JOIN_S = 100  # a node not alive this long after its start is started again
 
 
 class Stack:
@@ -186,14 +187,20 @@ class Stack:
         left = {name: restarts for name in self.info["nodes"]}
 
         def ready() -> bool:
+            alive = ray_nodes.alive_ips(self.info["dashboard"])
             for name, node in list(self.info["nodes"].items()):
-                if not group_alive(node["pgid"]):
+                # `ray start` sometimes lingers after its raylet gave up: a node not alive
+                # after _JOIN_S is started again too.
+                stuck = node["ip"] not in alive and time.time() - node["started"] > _JOIN_S
+                if stuck or not group_alive(node["pgid"]):
                     if not left[name]:
-                        raise RuntimeError(f"Ray node {name} exited; its log: {node['log']}")
+                        raise RuntimeError(f"Ray node {name} did not join; its log: "
+                                           f"{node['log']}")
                     left[name] -= 1
+                    ray_nodes.kill_node(self.node(name))
                     self._node(name, node["ip"], num_cpus=0 if name == "head" else 1,
                                head=name == "head")
-            return ray_nodes.alive_ips(self.info["dashboard"]) == want
+            return alive == want
 
         wait_for(ready, timeout_s=timeout_s, what=f"Ray nodes {want} (logs: {logs})")
         for name in self.info["nodes"]:

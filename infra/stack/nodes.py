@@ -23,6 +23,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from dataclasses import asdict, dataclass
 from importlib.util import find_spec
@@ -37,7 +38,7 @@ __all__ = ["Node", "alive_ips", "image_paths", "kill_node", "namespace_pids", "s
 _AGENT_PORTS = ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
                 "runtime-env-agent-port", "metrics-export-port")
 _OBJECT_STORE = 100 * 1024**2  # bytes; a small store is plenty for these nodes
-_START_NICE = -10  # a node's niceness while it starts (see start_node)
+_START_NICE = -15  # a node's niceness while it starts (see start_node)
 
 
 @dataclass
@@ -47,6 +48,7 @@ class Node:
     pgid: int
     log: str
     mnt_ns: str = ""  # /proc/<pid>/ns/mnt of the node, to find every process of it
+    started: float = 0.0  # time.time() of the start
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -130,6 +132,7 @@ def start_node(name: str, ip: str, *, state: Path, env: dict[str, str], num_cpus
         # node's session dir.
         "RAY_AUTH_MODE": "disabled",  # loopback only and hermetic: no token
         "RAY_USAGE_STATS_ENABLED": "0",
+        "PYTHONUNBUFFERED": "1",  # the node's log is current when something goes wrong
         # Patience for a loaded machine: an agent or worker that takes over a minute to start
         # would otherwise crash the raylet or fail the task.
         "RAY_agent_register_timeout_ms": "300000",
@@ -152,7 +155,7 @@ def start_node(name: str, ip: str, *, state: Path, env: dict[str, str], num_cpus
     boost = ["nice", "-n", str(_START_NICE)] if os.geteuid() == 0 else []
     proc = spawn([*boost, "unshare", "--mount", "--propagation", "private", "--",
                   "bash", "-c", script], env=node_env, log=log, pidfile=pidfile)
-    node = Node(name=name, ip=ip, pgid=proc.pid, log=str(log))
+    node = Node(name=name, ip=ip, pgid=proc.pid, log=str(log), started=time.time())
     wait_for(lambda: "ray start" in _cmdline(proc.pid), timeout_s=60, what=f"Ray node {name}",
              alive=lambda: proc.poll() is None, log=log)
     node.mnt_ns = os.readlink(f"/proc/{proc.pid}/ns/mnt")  # its own, once ray runs
