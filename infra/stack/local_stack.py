@@ -83,6 +83,9 @@ class Stack:
 
     def _start(self, aws: dict[str, str], workers: int, started: float) -> None:
         info, errors = self.info, []
+        # The tracking server starts once the Ray nodes are up: importing it takes CPU that a
+        # starting raylet's agents need (Ray gives them a fixed 15 s, see nodes.start_node).
+        nodes_up = threading.Event()
 
         def services() -> None:  # S3, then the tracking server that keeps artifacts there
             try:
@@ -96,6 +99,7 @@ class Stack:
                           alive=lambda: proc.poll() is None, log=self.state / "s3.log")
                 self._make_buckets(aws)
                 info["timings_s"]["s3"] = round(time.perf_counter() - t, 1)
+                nodes_up.wait()
                 t = time.perf_counter()
                 tracking.up(Path(info["tracking"]), artifacts_destination="s3://mlflow/",
                             env=self._base_env(aws), durable=False,
@@ -116,6 +120,7 @@ class Stack:
                 self.add_node(aws=aws)
             info["timings_s"]["ray"] = round(time.perf_counter() - t, 1)
         finally:
+            nodes_up.set()
             thread.join()
             self._save()
         if errors:
