@@ -115,7 +115,7 @@ class Stack:
             head = self._node("head", HEAD_IP, num_cpus=0, aws=aws, head=True)
             wait_port(HEAD_IP, int(info["gcs"].rsplit(":", 1)[1]), timeout_s=180,
                       what="Ray head (GCS)", log=Path(head.log))
-            self.wait_for_nodes(timeout_s=300)
+            self.wait_for_nodes()
             for _ in range(workers):  # one at a time: a loaded machine starts them faster so
                 self.add_node(aws=aws)
             info["timings_s"]["ray"] = round(time.perf_counter() - t, 1)
@@ -183,7 +183,7 @@ class Stack:
             self.wait_for_nodes()
         return node
 
-    def wait_for_nodes(self, timeout_s: float = 300, *, restarts: int = 5) -> None:
+    def wait_for_nodes(self, timeout_s: float = 900, *, restarts: int = 6) -> None:
         """Until the head reports every node of this rig alive. A node whose ``ray start``
         gave up is started again (``restarts`` times): Ray waits a fixed 30 s for a new
         raylet to register, which a saturated machine can miss."""
@@ -196,7 +196,9 @@ class Stack:
             for name, node in list(self.info["nodes"].items()):
                 # `ray start` sometimes lingers after its raylet gave up: a node not alive
                 # after _JOIN_S is started again too.
-                stuck = node["ip"] not in alive and time.time() - node["started"] > _JOIN_S
+                age = time.time() - node["started"]
+                stuck = node["ip"] not in alive and (
+                    age > _JOIN_S or (age > 40 and not ray_nodes.raylet_running(self.node(name))))
                 if stuck or not group_alive(node["pgid"]):
                     if not left[name]:
                         raise RuntimeError(f"Ray node {name} did not join; its log: "

@@ -182,6 +182,18 @@ def namespace_pids(node: Node) -> list[int]:
     return pids
 
 
+def raylet_running(node: Node) -> bool:
+    """Whether the node's raylet is alive (``ray start`` can outlive a raylet that gave up)."""
+    for pid in namespace_pids(node):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        if stat.split("(", 1)[1].startswith("raylet)") and stat.rsplit(")", 1)[1].split()[0] != "Z":
+            return True
+    return False
+
+
 def settle(node: Node) -> None:
     """Back to normal priority: every process of a node that has joined (and so what its
     raylet starts from now on)."""
