@@ -153,7 +153,10 @@ def start_server(ts: TrackingServer, env: dict[str, str] | None = None) -> None:
     (ts.dir / "mlflow" / "auth.ini").write_text(
         "[mlflow]\ndefault_permission = READ\n"
         f"database_uri = {ts.db_uri('mlflow_auth')}\nadmin_username = {ADMIN}\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        # Each request's password check is a PBKDF2 hash (about a second of CPU on a busy
+        # machine); cache good logins for a while, as MLflow's config suggests for busy servers.
+        "auth_cache_ttl_seconds = 300\n")
     log = ts.dir / "mlflow" / "server.log"
     proc = spawn(
         [str(Path(sys.executable).parent / "mlflow"), "server", "--app-name", "basic-auth",
@@ -167,7 +170,7 @@ def start_server(ts: TrackingServer, env: dict[str, str] | None = None) -> None:
         try:  # an authenticated call: the auth store, the admin user and the database answer
             return requests.get(f"{ts.uri}/api/2.0/mlflow/experiments/search",
                                 params={"max_results": 1},
-                                auth=(ADMIN, _secret(ts.password_file())), timeout=5).ok
+                                auth=(ADMIN, _secret(ts.password_file())), timeout=60).ok
         except requests.RequestException:
             return False
 
