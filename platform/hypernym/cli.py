@@ -131,7 +131,10 @@ def info() -> None:
     console.print(f"hypernym {hypernym.__version__}")
     console.print(f"home:         {s.home}")
     console.print(f"tracking:     {s.tracking_uri}")
-    console.print(f"artifacts:    {s.artifact_root}")
+    console.print(f"artifacts:    {s.artifact_root or 'the tracking server default'}")
+    console.print(f"storage:      {s.storage}")
+    if s.shared_fs:
+        console.print(f"shared fs:    {', '.join(map(str, s.shared_fs))}")
     console.print(f"ray:          {s.ray_address or 'local (started on demand)'}")
     console.print(f"mlflow ui:    {s.mlflow_ui_command()}")
 

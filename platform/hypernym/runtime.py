@@ -13,12 +13,20 @@ import sys
 import warnings
 from pathlib import Path
 
-from hypernym.settings import Settings, get_settings
+from hypernym.settings import Settings, get_settings, redact_secrets
 
 __all__ = ["configure_logging", "ensure_ray", "is_verbose", "log_file", "route_library_logs"]
 
 _NOISY = ("ray", "mlflow", "alembic", "urllib3", "botocore", "s3fs", "fsspec", "py.warnings")
 _state: dict[str, object] = {"verbose": False, "log_file": None}
+
+
+class _Redacting(logging.Formatter):
+    """Every record, traceback included, without secret values (a library may put a URL with
+    a password, or a key, into a message): what hypernym writes never holds a credential."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_secrets(super().format(record))
 
 
 def is_verbose() -> bool:
@@ -46,12 +54,13 @@ def configure_logging(*, verbose: bool = False, settings: Settings | None = None
         if getattr(handler, "_hypernym", False):
             root.removeHandler(handler)
     file_handler = logging.FileHandler(path)
-    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    file_handler.setFormatter(_Redacting("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     file_handler._hypernym = True  # type: ignore[attr-defined]
     root.addHandler(file_handler)
     if verbose:
         console = logging.StreamHandler(sys.stderr)
         console.setLevel(logging.INFO)
+        console.setFormatter(_Redacting())
         console._hypernym = True  # type: ignore[attr-defined]
         root.addHandler(console)
 

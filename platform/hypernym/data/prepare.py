@@ -28,7 +28,9 @@ from hypernym.data.shards import PARTS_DIR, ShardResult, write_shard
 from hypernym.data.sources import Item, Listing, list_source
 from hypernym.data.storage import join, open_fs
 from hypernym.errors import HypernymError
+from hypernym.preflight import check_cluster, prepare_locations
 from hypernym.progress import ProgressBar
+from hypernym.settings import get_settings
 
 __all__ = ["RECIPE_NAME", "RECIPE_VERSION", "mixing", "plan_splits", "prepare"]
 
@@ -79,6 +81,7 @@ def prepare(recipe: PrepareRecipe, *, show_progress: bool = True) -> Manifest:
             ``overwrite``, or more bad images than ``max_bad_fraction`` allows.
     """
     _check_apart(recipe.source, recipe.output)
+    check_cluster(get_settings(), prepare_locations(source=recipe.source, output=recipe.output))
     out_fs, out_path = open_fs(recipe.output)
     exists = out_fs.exists(join(out_path, MANIFEST))
     if exists and not recipe.overwrite:

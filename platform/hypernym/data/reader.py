@@ -40,7 +40,9 @@ __all__ = ["Sample", "ShardStream", "data_loader", "make_loader", "read_shard",
 
 log = logging.getLogger(__name__)
 _WARN_FIRST = 5  # bad samples logged one by one per stream; after that only counted
-_RETRIES = 4  # attempts per remote shard, with 0.5, 1, 2 s between them
+# A remote shard is retried for this long (backoff 0.5 s doubling to 8 s): an S3 endpoint that
+# restarts or drops off the network for a while stalls training, it does not end it.
+_RETRY_S = 120.0
 _PREFETCH = 4  # batches each loader worker prepares ahead
 _AHEAD = 2  # remote shards each loader worker downloads ahead
 
@@ -194,21 +196,37 @@ def _prefetched(urls: list[str], pieces):
         pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _transient() -> tuple[type[BaseException], ...]:
+    """Errors worth retrying. botocore's connection errors (an endpoint refusing connections,
+    read timeouts) are not OSErrors, and s3fs lets them through untranslated."""
+    errors: list[type[BaseException]] = [OSError, TimeoutError, ConnectionError]
+    try:
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+        from botocore.exceptions import HTTPClientError
+
+        errors += [BotoConnectionError, HTTPClientError]
+    except ImportError:  # no S3 support installed: nothing of it to retry
+        pass
+    return tuple(errors)
+
+
 def _fetch(url: str) -> bytes:
-    """A remote shard's bytes, retrying transient errors (a missing shard fails at once)."""
+    """A remote shard's bytes, retrying transient errors for ``_RETRY_S`` (a missing shard
+    fails at once)."""
     fs, path = open_fs(url)
-    for attempt in range(_RETRIES):
+    deadline = time.monotonic() + _RETRY_S
+    for attempt in itertools.count():
         try:
             return fs.cat_file(path)
         except FileNotFoundError:
             raise HypernymError(f"shard {url} is missing: the dataset changed after its manifest "
                                 "was written; prepare it again") from None
-        except (OSError, TimeoutError, ConnectionError) as exc:
-            if attempt == _RETRIES - 1:
-                raise HypernymError(f"cannot read shard {url} after {_RETRIES} attempts: {exc}") \
-                    from exc
+        except _transient() as exc:
+            if time.monotonic() > deadline:
+                raise HypernymError(f"cannot read shard {url} after {attempt + 1} attempts "
+                                    f"over {_RETRY_S:.0f} s: {exc}") from exc
             log.warning("reading %s failed (%s); retrying", url, exc)
-            time.sleep(0.5 * 2**attempt)
+            time.sleep(min(0.5 * 2**attempt, 8.0))
     raise AssertionError("unreachable")
 
 

@@ -31,10 +31,21 @@ def submit(
         bool, typer.Option(help="ship this hypernym package with the job (py_modules)")
     ] = False,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="stream logs until done")] = False,
+    forward_credentials: Annotated[bool, typer.Option(
+        "--forward-credentials", help="also send this shell's credentials (AWS keys, MLflow "
+        "password...) with the job: anyone who can see the cluster can read them")] = False,
 ) -> None:
-    """Run a recipe on a Ray cluster (validated here first) through the Jobs API."""
+    """Run a recipe on a Ray cluster (validated here first) through the Jobs API.
+
+    Settings travel with the job (MLFLOW_TRACKING_URI, HYPERNYM_*, AWS_ENDPOINT_URL...); the
+    cluster uses its own credentials unless --forward-credentials is given.
+    """
+    if forward_credentials:
+        err.print("[yellow]warning:[/] " + jobs.FORWARD_WARNING.format(
+            names="those set in this shell"))
     job_id = jobs.submit_recipe(recipe, address=address, overrides=set_ or [],
-                                upload_package=upload_package)
+                                upload_package=upload_package,
+                                forward_credentials=forward_credentials)
     where = f" --address {address}" if address else ""
     err.print(f"submitted [bold]{job_id}[/] to {jobs.resolve_address(address)}")
     if not follow:

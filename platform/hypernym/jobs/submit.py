@@ -12,21 +12,25 @@ Addresses and token authentication are handled in `hypernym.jobs.client`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
 from hypernym.config import load_recipe
 from hypernym.errors import HypernymError
 from hypernym.jobs.client import DEFAULT_ADDRESS, call, errors, make_client, resolve_address
+from hypernym.settings import CREDENTIALS, is_secret
 
 __all__ = [
     "DEFAULT_ADDRESS",
     "ENTRYPOINT",
+    "FORWARD_WARNING",
     "TERMINAL",
     "job_info",
     "job_logs",
@@ -41,15 +45,44 @@ __all__ = [
 
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
 ENTRYPOINT = "python -m hypernym run recipe.yaml"
-_PASS_THROUGH = ("MLFLOW_TRACKING_URI", "HYPERNYM_HOME", "HYPERNYM_ARTIFACT_ROOT")
+log = logging.getLogger(__name__)
+# Settings that travel with a job: where things are, never who may touch them. A cluster takes
+# credentials from its own environment (instance roles, Kubernetes Secrets, its env), because a
+# job's runtime_env is shown to anyone who can see the cluster (job info, the dashboard).
+_PASS_THROUGH = frozenset({"MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+                           "AWS_DEFAULT_REGION", "AWS_REGION"})
+FORWARD_WARNING = (
+    "forwarding credentials ({names}) in the job's runtime_env: anyone who can see the cluster "
+    "can read them in the job's info and the dashboard. Prefer giving the cluster its own "
+    "credentials (instance roles, Kubernetes Secrets, the nodes' environment).")
 
 
-# --------------------------------------------------------------------------- submission
-
-
-def _env_vars(extra: dict[str, str] | None) -> dict[str, str]:
-    passed = {k: v for k, v in os.environ.items() if k in _PASS_THROUGH or k.startswith("AWS_")}
-    return {**passed, **(extra or {})}
+def _env_vars(extra: dict[str, str] | None, *, forward_credentials: bool = False
+              ) -> dict[str, str]:
+    """The job's env_vars: non-secret settings of this shell, ``extra``, and only with
+    ``forward_credentials`` the credentials (with a warning)."""
+    passed = {k: v for k, v in os.environ.items()
+              if (k in _PASS_THROUGH or k.startswith("HYPERNYM_")) and not is_secret(k)}
+    extra = dict(extra or {})
+    named = sorted(k for k in extra if is_secret(k))
+    if named and not forward_credentials:
+        raise HypernymError(
+            f"{', '.join(named)} would be visible to anyone who can see the cluster: give the "
+            "cluster its own credentials, or pass forward_credentials=True "
+            "(hypernym submit --forward-credentials) to send them anyway")
+    uri = passed.get("MLFLOW_TRACKING_URI")
+    if uri and urlsplit(uri).password and not forward_credentials:
+        parts = urlsplit(uri)  # user:password@ in the URI is a credential too
+        passed["MLFLOW_TRACKING_URI"] = urlunsplit(parts._replace(
+            netloc=parts.netloc.rsplit("@", 1)[1]))
+    if forward_credentials:
+        found = {k: v for k, v in os.environ.items() if k in CREDENTIALS
+                 or (k.startswith(("AWS_", "MLFLOW_", "HYPERNYM_")) and is_secret(k))}
+        names = sorted({*found, *named})
+        if names:
+            log.warning(FORWARD_WARNING.format(names=", ".join(names)))
+        passed.update(found)
+    return {**passed, **extra}
 
 
 def _absolute(value: str | None) -> str | None:
@@ -81,7 +114,8 @@ def _submit(client, **kwargs) -> str:
 
 def submit_recipe(recipe_path: str | Path, *, address: str | None = None,
                   overrides: Sequence[str] = (), upload_package: bool = False,
-                  env: dict[str, str] | None = None, wait: bool = False) -> str:
+                  env: dict[str, str] | None = None, wait: bool = False,
+                  forward_credentials: bool = False) -> str:
     """Validate a recipe here, then run it on the cluster with ``hypernym run``.
 
     Local paths in the recipe (``source``, ``output``, ``hierarchy``, ``data.path``) are made
@@ -94,21 +128,27 @@ def submit_recipe(recipe_path: str | Path, *, address: str | None = None,
         overrides: ``key.path=value`` overrides, as ``--set`` takes them.
         upload_package: ship this installed hypernym package with the job (``py_modules``), for
             a cluster whose image has the dependencies but not hypernym.
-        env: extra environment variables for the job (beside MLFLOW_TRACKING_URI,
-            HYPERNYM_HOME, HYPERNYM_ARTIFACT_ROOT and AWS_*, passed through when set here).
+        env: extra environment variables for the job. Beside them, the settings of this shell
+            travel (MLFLOW_TRACKING_URI, HYPERNYM_*, AWS_ENDPOINT_URL, AWS_DEFAULT_REGION),
+            never its credentials: the cluster uses its own.
         wait: block until the job ends.
+        forward_credentials: also send this shell's credentials (AWS keys, MLflow username and
+            password, any *_SECRET*/*_TOKEN*/*_PASSWORD*) and secret-named ``env`` entries; they
+            become readable in the job's info, so a warning is logged.
 
     Returns:
         The job's submission id.
 
     Raises:
-        HypernymError: the recipe is invalid (nothing is sent), the cluster cannot be reached
-            or refuses the token, or (``wait``) the job did not succeed.
+        HypernymError: the recipe is invalid (nothing is sent), ``env`` holds a credential
+            without ``forward_credentials``, the cluster cannot be reached or refuses the
+            token, or (``wait``) the job did not succeed.
     """
     recipe = load_recipe(recipe_path, list(overrides))  # a bad recipe fails before any upload
     recipe = _with_absolute_paths(recipe)
+    env_vars = _env_vars(env, forward_credentials=forward_credentials)
     client = make_client(address)
-    runtime_env: dict = {"env_vars": _env_vars(env)}
+    runtime_env: dict = {"env_vars": env_vars}
     if upload_package:
         import hypernym
 
@@ -129,10 +169,12 @@ def submit_recipe(recipe_path: str | Path, *, address: str | None = None,
 
 
 def submit_command(entrypoint: str, *, address: str | None = None,
-                   env: dict[str, str] | None = None) -> str:
-    """Submit a raw shell entrypoint (tools and tests; recipes go through `submit_recipe`)."""
+                   env: dict[str, str] | None = None, forward_credentials: bool = False) -> str:
+    """Submit a raw shell entrypoint (tools and tests; recipes go through `submit_recipe`).
+    Environment as in `submit_recipe`."""
+    env_vars = _env_vars(env, forward_credentials=forward_credentials)
     return _submit(make_client(address), entrypoint=entrypoint,
-                   runtime_env={"env_vars": _env_vars(env)})
+                   runtime_env={"env_vars": env_vars})
 
 
 # --------------------------------------------------------------------------- following jobs

@@ -59,7 +59,8 @@ def ensure_experiment(name: str, *, settings: Settings | None = None) -> str:
     found = c.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    location = f"{settings.artifact_root.rstrip('/')}/{name}"
+    # None: a tracking server puts the experiment in its own (proxied) artifact store.
+    location = f"{settings.artifact_root.rstrip('/')}/{name}" if settings.artifact_root else None
     return c.create_experiment(name, artifact_location=location)
 
 

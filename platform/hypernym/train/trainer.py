@@ -19,10 +19,12 @@ from hypernym.config import FinetuneRecipe, PretrainRecipe
 from hypernym.data.manifest import Manifest, read_manifest
 from hypernym.data.reader import steps_per_epoch
 from hypernym.errors import HypernymError
+from hypernym.preflight import check_training
 from hypernym.progress import ProgressBar, ProgressState
 from hypernym.settings import Settings, get_settings
 from hypernym.train.build import TaskSpec
 from hypernym.train.losses import build_loss
+from hypernym.train.run_storage import checkpoint_uri, ray_storage
 
 __all__ = ["TrainResult", "run_training"]
 
@@ -61,6 +63,7 @@ def run_training(
 
     settings = settings or get_settings()
     started = time.perf_counter()
+    check_training(settings, data_path=recipe.data.path)  # before any MLflow run or Ray work
     manifest = read_manifest(recipe.data.path)
     world, batch = recipe.scaling.num_workers, recipe.data.batch_size
     steps = steps_per_epoch(manifest, "train", world_size=world, batch_size=batch)
@@ -105,7 +108,8 @@ def run_training(
         result = _fit(recipe, task, run_id, settings, total_steps=steps * recipe.train.epochs,
                       show_progress=show_progress)
         metrics = dict(result.return_value or result.metrics or {})
-        checkpoint_path = result.checkpoint.path if result.checkpoint else None
+        checkpoint_path = (checkpoint_uri(result.checkpoint, settings.storage)
+                           if result.checkpoint else None)
         registered = None
         if recipe.registry.name and result.checkpoint is not None:
             registered = _register(recipe, manifest, task, result.checkpoint, run_id, metrics,
@@ -146,6 +150,7 @@ def _fit(recipe, task, run_id, settings, *, total_steps: int, show_progress: boo
 
     ensure_ray(settings=settings)
     scaling = recipe.scaling
+    storage_path, storage_filesystem = ray_storage(settings.storage)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"job": LoopJob(
@@ -158,7 +163,7 @@ def _fit(recipe, task, run_id, settings, *, total_steps: int, show_progress: boo
         run_config=RunConfig(
             # Named by the MLflow run: rerunning a recipe starts fresh, resuming names the run.
             name=f"{recipe.name}-{run_id[:12]}",
-            storage_path=str(settings.runs_dir),
+            storage_path=storage_path, storage_filesystem=storage_filesystem,
             failure_config=FailureConfig(max_failures=scaling.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=recipe.train.keep_checkpoints),
         ),

@@ -35,6 +35,10 @@ def cluster(tmp_path_factory):
 
     if ray.is_initialized():
         ray.shutdown()
+    # These "nodes" share this machine's disk: declare the test's temporary folder a shared
+    # mount, or hypernym refuses local paths on a cluster of several nodes.
+    env = pytest.MonkeyPatch()
+    env.setenv("HYPERNYM_SHARED_FS", str(tmp_path_factory.getbasetemp()))
     cluster = Cluster(initialize_head=True,
                       head_node_args={"num_cpus": 0, "include_dashboard": False})
     # Ray Train tells nodes apart by IP (local and node ranks): each node gets its own loopback
@@ -53,6 +57,7 @@ def cluster(tmp_path_factory):
     yield cluster, nodes, root, manifest
     ray.shutdown()
     cluster.shutdown()
+    env.undo()
 
 
 def recipe(root):

@@ -125,3 +125,22 @@ def test_bad_samples_are_counted_and_an_unreadable_share_fails_instead_of_spinni
     broken = make_dataset(tmp_path / "all", [4], bad={0, 1, 2, 3})
     with pytest.raises(HypernymError, match="no readable sample"):
         list(stream(broken, tmp_path / "all", rank=0, world=1, batch=2, train=True))
+
+
+def test_an_s3_endpoint_that_refuses_connections_is_retried_then_named(monkeypatch, caplog):
+    """botocore's connection errors are not OSErrors: they must be retried too (an S3 endpoint
+    restarting), for ``_RETRY_S``, and then fail naming the shard and the attempts."""
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # botocore's own retries: off, for speed
+    monkeypatch.setattr(reader, "_RETRY_S", 1.2)
+    with pytest.raises(HypernymError, match=r"cannot read shard s3://b/s-000000\.tar after "
+                                            r"[2-9] attempts over 1 s"):
+        reader._fetch("s3://b/s-000000.tar")
+    assert any("retrying" in r.getMessage() for r in caplog.records)

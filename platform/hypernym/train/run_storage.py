@@ -1,0 +1,49 @@
+"""Where Ray Train keeps a run: ``HYPERNYM_STORAGE`` turned into Ray's ``storage_path`` and
+``storage_filesystem``.
+
+A local path (the embedded ``<home>/runs``, or a shared mount such as NFS) goes to Ray as is.
+An ``s3://`` URI goes through s3fs, the client the data reader already uses, so datasets and
+checkpoints share one endpoint and credential resolution (``AWS_ENDPOINT_URL`` for MinIO or any
+S3-compatible store, then the usual ``AWS_*`` variables, profiles or instance roles); Ray takes a
+custom filesystem as ``pyarrow.fs.PyFileSystem(FSSpecHandler(fs))`` with the scheme stripped from
+the path. Other URIs (``gs://``...) are left to Ray's own pyarrow filesystems.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+__all__ = ["checkpoint_uri", "ray_storage"]
+
+_ENDPOINT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+
+
+def ray_storage(uri: str) -> tuple[str, Any]:
+    """``(storage_path, storage_filesystem)`` for ``ray.train.RunConfig``.
+
+    Args:
+        uri: the resolved storage setting (``Settings.storage``).
+
+    Returns:
+        The path and None for local paths and URIs Ray handles itself; for ``s3://`` the path
+        without its scheme and a pyarrow filesystem over s3fs.
+    """
+    if not uri.startswith(("s3://", "s3a://")):
+        return uri, None
+    import s3fs
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    # The endpoint is named explicitly so it travels with the (pickled) filesystem to every
+    # worker; credentials are not: each node takes them from its own environment or role.
+    endpoint = next((os.environ[k] for k in _ENDPOINT_ENV if os.environ.get(k)), None)
+    fs = s3fs.S3FileSystem(endpoint_url=endpoint) if endpoint else s3fs.S3FileSystem()
+    return uri.split("://", 1)[1].rstrip("/"), PyFileSystem(FSSpecHandler(fs))
+
+
+def checkpoint_uri(checkpoint, storage: str) -> str:
+    """A Ray checkpoint's location as the user would write it (``s3://...`` or a path)."""
+    path = checkpoint.path
+    if "://" in storage and "://" not in path:
+        return f"{storage.split('://', 1)[0]}://{path.lstrip('/')}"
+    return path

@@ -1,0 +1,214 @@
+"""The user tasks on a cluster whose hosts share nothing but the network (infra/local_stack.sh:
+Ray head + one-CPU worker nodes, each in its own mount namespace on its own loopback address;
+moto S3; MLflow with PostgreSQL, basic auth and artifacts on S3), with its faults, in one rig
+start-up:
+
+1. `hypernym submit` a prepare recipe, S3 to S3;
+2. the head's tracking password is wrong: the job fails with a clear error before any Ray work;
+3. `hypernym submit` a pretrain recipe, 2 workers on 2 worker nodes, checkpoints on S3: the node
+   of rank 1 dies mid-epoch and a fresh node (empty home) joins; in the next epoch S3 stops for
+   20 s and the tracking server for 30 s; the run ends FINISHED in one MLflow run with every
+   sample trained exactly once and every metric of the surviving attempt logged; the backbone
+   is registered, its weights in the artifacts bucket through the tracking server;
+4. `hypernym submit` a fine-tune from ``NAME@alias``, then pull and load it on the client.
+
+Nothing a worker reads is on the client's disk: the nodes cannot see it (checked), and every
+location in the recipes is on S3 or the tracking server. The sample trace (HYPERNYM_SAMPLE_TRACE)
+is the one folder every node sees: the rig binds it into each namespace, as a log collector
+would; hypernym itself never relies on it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.integration.cluster.conftest import hypernym, node_of, node_sees, wait_job
+from tests.integration.train.trace import BATCH, attempts, check_exactly_once, surviving_history
+
+# The rig's start-up counts: about 4 minutes in all on a quiet 2-core machine, far more on a
+# saturated one.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
+
+EVERY, LOG_EVERY = 5, 2  # checkpoint and metric intervals, in steps
+S3_OUTAGE_S, TRACKING_OUTAGE_S = 20, 30
+
+
+def recipe(path: Path, body: dict) -> str:
+    path.write_text(yaml.safe_dump(body))
+    return str(path)
+
+
+def trace_step(trace: Path) -> int:
+    """The highest step any rank of any attempt has trained."""
+    top = 0
+    for path in trace.glob("from-*.txt"):
+        lines = path.read_text().splitlines()
+        if lines:
+            top = max(top, int(lines[-1].split()[1]))
+    return top
+
+
+def wait_until(check, *, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def snapshot_has(fs, step: int) -> bool:
+    """Ray Train's controller has recorded the checkpoint of ``step`` in the storage (S3)."""
+    fs.invalidate_cache()  # s3fs caches listings
+    snapshots = fs.glob("runs/hypernym/*/checkpoint_manager_snapshot.json")
+    return any(f"step-{step:08d}" in fs.cat_file(s).decode() for s in snapshots)
+
+
+def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, monkeypatch):
+    import fsspec
+    from mlflow.tracking import MlflowClient
+
+    from hypernym.data.demo import DEMO_SYNSETS, make_winter21
+    from hypernym.data.manifest import read_manifest
+    from hypernym.jobs.submit import job_logs
+    from hypernym.registry.models import load_backbone
+
+    started = time.perf_counter()
+    for key, value in rig.client_env().items():
+        monkeypatch.setenv(key, value)
+    home = Path(os.environ["HYPERNYM_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "canary").write_text("the client's disk")
+    for name in rig.info["nodes"]:  # the nodes share nothing with the client but the network
+        assert not node_sees(rig, name, home / "canary"), f"node {name} sees the client's home"
+        assert not node_sees(rig, name, tmp_path), f"node {name} sees the client's tmp"
+    fs = fsspec.filesystem("s3")
+    make_winter21(tmp_path / "raw", images_per_class=42, image_size=(64, 56), seed=7,
+                  classes=DEMO_SYNSETS[::2])
+    fs.put(f"{tmp_path / 'raw'}/", "data/raw/", recursive=True)
+
+    # 1. prepare, S3 to S3, on the worker nodes
+    out = hypernym("submit", recipe(tmp_path / "prepare.yaml", {
+        "kind": "prepare", "source": "s3://data/raw", "output": "s3://data/ds",
+        "val_per_class": 2, "min_per_class": 0, "image_size": 36, "shard_samples": 8}),
+        "--follow")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    manifest = read_manifest("s3://data/ds")
+    total = manifest.num_samples("train")
+    assert total == 8 * 40
+
+    pretrain = recipe(tmp_path / "pretrain.yaml", {
+        "kind": "pretrain", "name": "rig-pretrain", "experiment": "rig",
+        "data": {"path": "s3://data/ds", "img_size": 32, "batch_size": BATCH,
+                 "loader_workers": 0},
+        "model": {"arch": "resnet10t"}, "optim": {"lr": 1e-3, "warmup_epochs": 0},
+        "train": {"epochs": 2, "log_every": LOG_EVERY, "checkpoint_every": EVERY,
+                  "system_metrics_s": None},
+        "scaling": {"num_workers": 2, "cpus_per_worker": 1, "max_failures": 1},
+        "registry": {"name": "rig-backbone", "alias": "candidate"}})
+    client = MlflowClient()
+
+    # 2. the head's tracking password is wrong: refused before any Ray work (no MLflow run)
+    out = hypernym("submit", pretrain, "--forward-credentials", "--follow",
+                   env={"MLFLOW_TRACKING_PASSWORD": "not-the-password"})
+    assert out.returncode != 0
+    assert "refused the credentials of user 'admin'" in out.stdout, out.stdout[-3000:]
+    assert "not-the-password" not in out.stdout + out.stderr
+    assert client.get_experiment_by_name("rig") is None, "a run was started regardless"
+    print("\nwrong tracking password: refused before any Ray work (no run, no workers)")
+
+    # 3. pretrain across the worker nodes; a node dies mid-epoch, a fresh one joins
+    trace = Path(rig.info["shared"]) / "pretrain"
+    monkeypatch.setenv("HYPERNYM_SAMPLE_TRACE", str(trace))  # travels with the job
+    out = hypernym("submit", pretrain)
+    assert out.returncode == 0, out.stderr[-3000:]
+    job = out.stdout.strip().splitlines()[-1]
+    steps = total // (2 * BATCH)
+    wait_until(lambda: trace_step(trace) >= 2 * EVERY + 2, timeout_s=300,
+               what="step 12 (node loss)")
+    rank1 = next(trace.glob("from-00000000-rank1-pid*.txt"))
+    victim = node_of(rig, int(re.search(r"pid(\d+)", rank1.name).group(1)))
+    rank0 = next(trace.glob("from-00000000-rank0-pid*.txt"))
+    assert victim != node_of(rig, int(re.search(r"pid(\d+)", rank0.name).group(1))), \
+        "the two workers share a node"
+    rig.kill_node(victim)
+    fresh = rig.add_node()  # as an autoscaler would; returns once the head sees it
+    print(f"killed node {victim} (rank 1) after step {trace_step(trace)}; "
+          f"fresh node {fresh.name} on {fresh.ip}")
+
+    # The outages start right after a checkpoint of the next epoch is recorded on S3: the
+    # reader (two shards ahead) starves long before the next one is due.
+    ckpt = steps + EVERY
+    wait_until(lambda: snapshot_has(fs, ckpt), timeout_s=400, what=f"checkpoint at {ckpt}")
+    assert trace_step(trace) < ckpt + EVERY - 2, "training outran the outage window"
+    ts = rig.tracking_server()
+    from infra.stack import tracking
+
+    at = trace_step(trace)
+    rig.s3_down()
+    tracking.stop_server(ts)
+    down_at = time.monotonic()
+    time.sleep(S3_OUTAGE_S)
+    during = trace_step(trace)
+    rig.s3_up()
+    time.sleep(max(0.0, TRACKING_OUTAGE_S - (time.monotonic() - down_at)))
+    tracking.start_server(ts, {**os.environ, **rig._base_env(rig._aws())})
+    print(f"S3 down {S3_OUTAGE_S} s and tracking down {TRACKING_OUTAGE_S} s from step {at}; "
+          f"training reached step {during} while S3 was down")
+    assert during <= at + 3, "training went on without data: the outage did not bite"
+
+    assert wait_job(job, timeout_s=600) == "SUCCEEDED", "".join(job_logs(job))[-5000:]
+    # Workers log to their node's Ray logs (kept on the host: a log collector's view).
+    retried = [p for p in Path(rig.state, "nodes").glob("*-ray/session_*/logs/worker-*")
+               if "; retrying" in p.read_text(errors="replace")]
+    assert retried, "the reader never retried a shard during the S3 outage"
+    history = surviving_history(trace)
+    trained = sum(len(ids) for ids in history.values())
+    repeated = sum(len(ids) - len(set(ids)) for ids in history.values())
+    lost = sum(total - len(set(ids)) for ids in history.values())
+    print(f"pretrain samples trained {trained}, repeated {repeated}, lost {lost} "
+          f"(2 epochs of {total}; each epoch may leave fewer than one step of "
+          f"{2 * BATCH} untrained by design)")
+    assert len(attempts(trace)) == 2, "one restart, from the mid-epoch checkpoint on S3"
+    check_exactly_once(history, total, [2])
+
+    (run,) = client.search_runs([client.get_experiment_by_name("rig").experiment_id])
+    assert run.info.status == "FINISHED", "one MLflow run across node loss and outages"
+    second = [p for p in trace.glob("from-*-rank0-*.txt") if not p.name.startswith("from-0000"
+                                                                                      "0000")]
+    ran = {int(line.split()[1]) for p in second for line in p.read_text().splitlines()}
+    expected = {s for s in ran if s % LOG_EVERY == 0}
+    logged = {m.step for m in client.get_metric_history(run.info.run_id, "train/loss_step")}
+    print(f"train/loss_step of the resumed attempt logged {len(expected & logged)} of "
+          f"{len(expected)} expected, across the {TRACKING_OUTAGE_S} s tracking outage")
+    assert expected <= logged, sorted(expected - logged)
+
+    version = client.get_model_version_by_alias("rig-backbone", "candidate")
+    fs.invalidate_cache()
+    weights = fs.glob("mlflow/**/model.safetensors")
+    assert weights, "the registered weights are not in the artifacts bucket"
+    assert fs.glob("runs/hypernym/*/step-*") or fs.glob("runs/hypernym/*/epoch-*")
+    print(f"registered rig-backbone v{version.version}; weights on S3: {weights[0]}")
+
+    # 4. fine-tune from NAME@alias on the cluster, then pull and load it here
+    monkeypatch.setenv("HYPERNYM_SAMPLE_TRACE", str(Path(rig.info["shared"]) / "finetune"))
+    out = hypernym("submit", recipe(tmp_path / "finetune.yaml", {
+        "kind": "finetune", "name": "rig-finetune", "experiment": "rig",
+        "backbone": "rig-backbone@candidate",
+        "data": {"path": "s3://data/ds", "img_size": 32, "batch_size": BATCH},
+        "model": {"arch": "resnet10t"}, "optim": {"lr": 1e-3},
+        "train": {"epochs": 1, "log_every": 5, "system_metrics_s": None},
+        "scaling": {"num_workers": 2, "cpus_per_worker": 1},
+        "registry": {"name": "rig-finetuned", "alias": "candidate"}}), "--follow")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    pulled = hypernym("models", "pull", "rig-finetuned@candidate", "--out",
+                      str(tmp_path / "pulled"))
+    assert pulled.returncode == 0, pulled.stderr[-2000:]
+    assert (tmp_path / "pulled" / "model.safetensors").exists()
+    model = load_backbone("rig-finetuned@candidate", num_classes=0)
+    assert model.num_classes == 0
+    print(f"rig scenario done in {time.perf_counter() - started:.0f} s after start-up")
