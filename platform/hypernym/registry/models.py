@@ -280,11 +280,19 @@ def _verified_card(version, local: Path, settings: Settings) -> ModelCard:
     return card
 
 
+def _model_id(version) -> str | None:
+    """The LoggedModel id of a version (``models:/m-...`` source when the field is unset)."""
+    source = str(version.source or "")
+    return getattr(version, "model_id", None) or (
+        source.removeprefix("models:/") if source.startswith("models:/m-") else None)
+
+
 def _artifact_location(version, settings: Settings) -> str:
-    model_id = getattr(version, "model_id", None)
+    model_id = _model_id(version)
     if model_id:
         try:
-            return client(settings.tracking_uri).get_logged_model(model_id).artifact_location
+            location = client(settings.tracking_uri).get_logged_model(model_id).artifact_location
+            return f"{location.rstrip('/')}/artifacts"  # where the pyfunc keeps its files
         except Exception:  # noqa: BLE001 - only for the message
             pass
     return str(version.source)
