@@ -40,10 +40,9 @@ def make_card(run_id: str, **kw) -> ModelCard:
     return ModelCard(**fields)
 
 
-def register_tiny(settings: Settings, name: str = "bb", alias: str | None = "candidate", *,
-                  seed: int = 0, metrics: dict[str, float] | None = None,
-                  kind: str = "pretrain", **card_kw):
-    """A run (recipe params, metrics, dataset input) and a registered resnet10t of it."""
+def make_run(settings: Settings, name: str, *, metrics: dict[str, float] | None = None,
+             kind: str = "pretrain", **card_kw) -> tuple[str, ModelCard]:
+    """A finished run (recipe params, metrics, dataset input) and the card of its model."""
     run_id = start_run(experiment="t", run_name=f"{kind}-{name}", settings=settings,
                        tags={"hypernym.kind": kind})
     logger = RunLogger(run_id, tracking_uri=settings.tracking_uri)
@@ -54,12 +53,26 @@ def register_tiny(settings: Settings, name: str = "bb", alias: str | None = "can
     log_lineage(run_id, dataset_name=card.dataset["name"], fingerprint=card.dataset["fingerprint"],
                 uri=card.dataset["uri"], settings=settings)
     logger.finish("FINISHED")
+    return run_id, card
+
+
+def register_run(settings: Settings, run_id: str, card: ModelCard, name: str,
+                 alias: str | None = "candidate", *, seed: int = 0):
+    """Register a resnet10t (seeded weights) as a version of ``name`` from ``run_id``."""
     import torch
 
     torch.manual_seed(seed)
     model = timm.create_model("resnet10t", num_classes=5).eval()
-    reg = register_model(run_id=run_id, name=name, model=model, card=card, alias=alias,
-                         settings=settings)
+    return model, register_model(run_id=run_id, name=name, model=model, card=card, alias=alias,
+                                 settings=settings)
+
+
+def register_tiny(settings: Settings, name: str = "bb", alias: str | None = "candidate", *,
+                  seed: int = 0, metrics: dict[str, float] | None = None,
+                  kind: str = "pretrain", **card_kw):
+    """A run and a registered resnet10t of it: (run_id, model, RegisteredModel)."""
+    run_id, card = make_run(settings, name, metrics=metrics, kind=kind, **card_kw)
+    model, reg = register_run(settings, run_id, card, name, alias, seed=seed)
     return run_id, model, reg
 
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import timm
 import torch
@@ -63,7 +64,8 @@ def test_register_pull_load_without_pickle(tmp_path):
     assert resolve("bb", settings=settings).version == resolve("bb/1", settings=settings).version
 
     out = pull("bb@candidate", tmp_path / "w", settings=settings)
-    assert sorted(p.name for p in out.iterdir()) == ["card.json", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "card.json", "config.json",
+                                                    "model.safetensors"]
     artifacts = [f.path for f in c.list_artifacts(run_id)]
     assert not any(p.endswith((".pkl", ".pt", ".pth")) for p in artifacts)
 
@@ -84,7 +86,15 @@ def test_register_pull_load_without_pickle(tmp_path):
     with tracking_uri(settings.tracking_uri):
         pyfunc = mlflow.pyfunc.load_model("models:/bb@candidate")
     assert "MLFLOW_TRACKING_URI" not in os.environ  # nothing leaks into later settings
-    np.testing.assert_allclose(pyfunc.predict(x.numpy()), model(x).detach().numpy(), atol=1e-5)
+    assert pyfunc.metadata.signature.inputs.input_names() == ["image"]
+    # uint8 images in: the card's preprocessing (32 px, no resize needed) then the model
+    pixels = np.random.default_rng(0).integers(0, 255, (2, 32, 32, 3), dtype=np.uint8)
+    rows = pyfunc.predict(pd.DataFrame({"image": list(pixels)}), params={"top_k": 3})
+    x = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255 - 0.4) / 0.2
+    with torch.no_grad():
+        expected = model(x).softmax(1).topk(3)
+    assert rows["class_ids"].tolist() == expected.indices.tolist()
+    np.testing.assert_allclose(rows["probs"].tolist(), expected.values.numpy(), atol=1e-5)
 
     # a second registration is version 2 and moves the alias
     _, _, second = register_tiny(settings)
