@@ -31,9 +31,10 @@ def _label(node: dict[str, Any]) -> str:
                 f"{node.get('name') or ''} [{node.get('status')}]\n"
                 f"recipe: {shown or '?'}\nmetrics: {metrics or 'none'}")
     aliases = " ".join(f"@{a}" for a in node.get("aliases") or [])
+    epoch = f", epoch {node['epoch']}" if node.get("epoch") else ""
     return (f"[bold green]{node['name']} v{node['version']}[/] {aliases} "
-            f"({node.get('task')}, {node.get('arch')}, {node.get('weights')} weights, epoch "
-            f"{node.get('epoch')}) sha256 {str(node.get('weights_sha256') or '?')[:12]}")
+            f"({node.get('task')}, {node.get('arch')}, {node.get('weights')} weights{epoch}) "
+            f"sha256 {str(node.get('weights_sha256') or '?')[:12]}")
 
 
 def tree(lineage: dict[str, Any]) -> Tree:
