@@ -118,7 +118,8 @@ def render_readme(card: ModelCard, *, name: str | None = None,
               'model = timm.create_model("local-dir:DIR", pretrained=True)', "```", "",
               "Serving: `mlflow models serve -m models:/NAME@ALIAS` or `hypernym serve "
               "NAME@ALIAS`; POST `{\"dataframe_split\": {\"columns\": [\"image\"], \"data\": "
-              "[[\"<base64 JPEG>\"]]}}` to `/invocations`.", "", "## Classes", ""]
+              "[[\"<base64 JPEG>\"]]}}` to `/invocations` (MLflow) or `/` (Ray Serve).", "",
+              "## Classes", ""]
     lines += ["| index | id | name |", "| --- | --- | --- |"]
     lines += [f"| {i} | {c['id']} | {c.get('name', '')} |"
               for i, c in enumerate(card.classes[:_SHOWN_CLASSES])]
