@@ -87,10 +87,14 @@ def test_register_pull_load_without_pickle(tmp_path):
         pyfunc = mlflow.pyfunc.load_model("models:/bb@candidate")
     assert "MLFLOW_TRACKING_URI" not in os.environ  # nothing leaks into later settings
     assert pyfunc.metadata.signature.inputs.input_names() == ["image"]
-    # uint8 images in: the card's preprocessing (32 px, no resize needed) then the model
-    pixels = np.random.default_rng(0).integers(0, 255, (2, 32, 32, 3), dtype=np.uint8)
+    # uint8 images in: the card's preprocessing (37 px is already 32 / crop_pct 0.875, so only
+    # the 32 px center crop applies) then the model
+    from torchvision.transforms.v2.functional import center_crop
+
+    pixels = np.random.default_rng(0).integers(0, 255, (2, 37, 37, 3), dtype=np.uint8)
     rows = pyfunc.predict(pd.DataFrame({"image": list(pixels)}), params={"top_k": 3})
-    x = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255 - 0.4) / 0.2
+    x = center_crop(torch.from_numpy(pixels).permute(0, 3, 1, 2), [32, 32])
+    x = (x.float() / 255 - 0.4) / 0.2
     with torch.no_grad():
         expected = model(x).softmax(1).topk(3)
     assert rows["class_ids"].tolist() == expected.indices.tolist()
