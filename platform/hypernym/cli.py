@@ -145,11 +145,14 @@ def _mount() -> None:
     from hypernym.deploy.cli import deploy_app
     from hypernym.jobs.cli import jobs_app, submit
     from hypernym.registry.cli import models_app
+    from hypernym.serving.cli import serve
     from hypernym.taxonomy.cli import taxonomy_app
 
     app.command(name="submit")(submit)
+    app.command(name="serve")(serve)
     app.add_typer(jobs_app, name="jobs", help="Follow and stop submitted jobs.")
-    app.add_typer(models_app, name="models", help="Registered models: list, show, pull.")
+    app.add_typer(models_app, name="models",
+                  help="Registered models: list, show, pull, export, lineage, promote.")
     app.add_typer(taxonomy_app, name="taxonomy", help="The WordNet hierarchy of the classes.")
     app.add_typer(data_app, name="data", help="Inspect prepared datasets.")
     app.add_typer(deploy_app, name="deploy", help="Kubernetes manifests (KubeRay) for a recipe.")

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["CARD_FILE", "WEIGHTS_FILE", "ModelCard"]
+__all__ = ["CARD_FILE", "README_FILE", "TIMM_CONFIG_FILE", "WEIGHTS_FILE", "ModelCard",
+           "sha256_file", "training_card"]
 
 CARD_FILE = "card.json"
 WEIGHTS_FILE = "model.safetensors"
+TIMM_CONFIG_FILE = "config.json"  # timm's own layout: `timm.create_model("local-dir:DIR")`
+README_FILE = "README.md"
 
 
 class ModelCard(BaseModel):
@@ -30,10 +35,60 @@ class ModelCard(BaseModel):
     input_size: list[int]  # [3, H, W]
     mean: list[float]
     std: list[float]
+    # Evaluation preprocessing (the validation split's): resize the shorter side to
+    # H / crop_pct with this interpolation, then a center crop of H x W.
+    crop_pct: float = 0.875
+    crop_mode: str = "center"
+    interpolation: str = "bilinear"
     task: str  # pretrain | finetune
-    dataset: dict[str, Any] = Field(default_factory=dict)  # name, fingerprint, uri
+    # name, fingerprint, uri; images per split, the prepare recipe, excluded subtrees
+    dataset: dict[str, Any] = Field(default_factory=dict)
+    recipe: dict[str, Any] = Field(default_factory=dict)  # the training recipe, as run
     run_id: str | None = None
     parent: str | None = None  # NAME/VERSION of the backbone a fine-tune started from
     metrics: dict[str, float] = Field(default_factory=dict)
+    # sha256 of model.safetensors: pull, load_backbone and the served model refuse other bytes.
+    # Set by register_model; empty only on cards registered before integrity checks existed.
+    weights_sha256: str = ""
     hypernym_version: str = ""
     created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks (weights may be GBs)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def training_card(recipe, manifest, *, arch: str, num_classes: int, weights: str,
+                  selected: dict[str, Any], run_id: str, parent: str | None,
+                  metrics: dict[str, Any]) -> ModelCard:
+    """The card of a model trained by ``recipe`` on ``manifest``'s dataset (the trainer's
+    registration step): classes, hierarchy, preprocessing, data statistics and lineage."""
+    from hypernym.version import __version__
+
+    size = recipe.data.img_size
+    hierarchy = manifest.hierarchy or {}
+    prepare = dict(manifest.recipe)
+    return ModelCard(
+        arch=arch, num_classes=num_classes,
+        classes=[{"id": c.id, "name": c.name} for c in manifest.classes],
+        hierarchy={"kind": hierarchy.get("kind", "flat"),
+                   "class_paths": hierarchy.get("class_paths", {})},
+        loss=recipe.train.loss, weights=weights, selected=selected,
+        input_size=[3, size, size], mean=list(recipe.data.mean), std=list(recipe.data.std),
+        task=recipe.kind,
+        dataset={"name": manifest.name, "fingerprint": manifest.fingerprint,
+                 "uri": recipe.data.path,
+                 "images": {split: manifest.num_samples(split) for split in manifest.splits},
+                 "dropped": dict(manifest.dropped),
+                 "excluded_subtrees": list(prepare.get("exclude_subtrees") or []),
+                 "recipe": {k: v for k, v in prepare.items() if k not in ("output",)}},
+        recipe=recipe.model_dump(mode="json"),
+        run_id=run_id, parent=parent,
+        metrics={k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
+        hypernym_version=__version__,
+    )

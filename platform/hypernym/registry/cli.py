@@ -1,4 +1,4 @@
-"""`hypernym models ...`: list, show and pull registered models (thin over models.py)."""
+"""`hypernym models ...`: list, show, pull, export, lineage, promote (thin over the library)."""
 
 from __future__ import annotations
 
@@ -50,8 +50,68 @@ def pull_model(
     ref: str,
     out_dir: Annotated[Path, typer.Option("--out", help="directory for the files")] = Path("."),
 ) -> None:
-    """Download model.safetensors + card.json (load them with timm, or hypernym.load_backbone)."""
+    """Download the weights (sha256-checked), card, README and timm's config.json."""
+    from hypernym.registry.card import CARD_FILE, WEIGHTS_FILE
     from hypernym.registry.models import pull
 
     path = pull(ref, out_dir)
-    out.print(f"pulled {ref} -> {path}/model.safetensors, {path}/card.json")
+    card = json.loads((path / CARD_FILE).read_text())
+    files = ", ".join(sorted(p.name for p in path.iterdir()))
+    out.print(f"pulled {ref} -> {path}: {files}")
+    out.print(f"{WEIGHTS_FILE} sha256 {card.get('weights_sha256') or 'not recorded'} "
+              f"{'(verified)' if card.get('weights_sha256') else ''}")
+    out.print(f'load without hypernym: timm.create_model("local-dir:{path}", pretrained=True)')
+
+
+@models_app.command("export")
+def export_model(
+    ref: str,
+    out_dir: Annotated[Path, typer.Argument(help="a new or empty directory")],
+    fmt: Annotated[str, typer.Option("--format", help="hf: the folder timm's push_to_hf_hub "
+                                     "uploads")] = "hf",
+) -> None:
+    """Write a registered model in another layout (hf: Hugging Face Hub, via timm)."""
+    from hypernym.registry.export import export
+
+    files = export(ref, out_dir, fmt=fmt)
+    out.print(f"exported {ref} ({fmt}) -> {out_dir}: {', '.join(p.name for p in files)}")
+    out.print(f"publish: huggingface_hub.upload_folder(repo_id=..., folder_path='{out_dir}')")
+
+
+@models_app.command()
+def lineage(
+    ref: str,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a tree")] = False,
+) -> None:
+    """Where a model came from: dataset -> runs -> versions, from MLflow alone."""
+    from hypernym.registry.lineage import lineage as build
+
+    chain = build(ref)
+    if as_json:
+        print(json.dumps(chain, indent=2))
+        return
+    from hypernym.registry.lineage_view import tree
+
+    out.print(tree(chain))
+
+
+@models_app.command()
+def promote(
+    ref: str,
+    alias: Annotated[str, typer.Option("--alias", help="the alias to move")] = "champion",
+    if_better: Annotated[str | None, typer.Option(
+        "--if-better", metavar="METRIC", help="move only if the candidate's run recorded a "
+        "better value of this metric than the current holder's (e.g. val/top1)")] = None,
+    mode: Annotated[str, typer.Option(help="max: higher is better; min: lower")] = "max",
+) -> None:
+    """Point NAME@ALIAS at a version, optionally only if it beats the current holder."""
+    from hypernym.errors import HypernymError
+    from hypernym.registry.promote import promote as run_promote
+
+    if mode not in ("max", "min"):
+        raise HypernymError(f"--mode must be max or min, got {mode!r}")
+    result = run_promote(ref, alias=alias, if_better=if_better, mode=mode)  # type: ignore[arg-type]
+    verb = "[green]moved[/]" if result.moved else "[yellow]kept[/]"
+    now = result.candidate if result.moved else result.previous
+    out.print(f"{verb} {result.name}@{result.alias} -> "
+              f"{'v' + str(now) if now is not None else 'nothing'}: {result.reason}")

@@ -180,8 +180,7 @@ def _register(recipe, manifest: Manifest, task: TaskSpec, checkpoint, run_id, me
               settings):
     import timm
 
-    import hypernym
-    from hypernym.registry.card import ModelCard
+    from hypernym.registry.card import training_card
     from hypernym.registry.models import register_model
     from hypernym.train.checkpoint import load_state
 
@@ -198,22 +197,9 @@ def _register(recipe, manifest: Manifest, task: TaskSpec, checkpoint, run_id, me
                         value=best["value"])
     else:
         model.load_state_dict(state[weights])
-    size = recipe.data.img_size
-    hierarchy = manifest.hierarchy or {}
-    card = ModelCard(
-        arch=task.arch, num_classes=task.num_classes,
-        classes=[{"id": c.id, "name": c.name} for c in manifest.classes],
-        hierarchy={"kind": hierarchy.get("kind", "flat"),
-                   "class_paths": hierarchy.get("class_paths", {})},
-        loss=recipe.train.loss, weights=weights, selected=selected,
-        input_size=[3, size, size], mean=list(recipe.data.mean),
-        std=list(recipe.data.std), task=recipe.kind,
-        dataset={"name": manifest.name, "fingerprint": manifest.fingerprint,
-                 "uri": recipe.data.path},
-        run_id=run_id, parent=parent,
-        metrics={k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
-        hypernym_version=hypernym.__version__,
-    )
+    card = training_card(recipe, manifest, arch=task.arch, num_classes=task.num_classes,
+                         weights=weights, selected=selected, run_id=run_id, parent=parent,
+                         metrics=metrics)
     return register_model(run_id=run_id, name=recipe.registry.name, model=model, card=card,
                           alias=recipe.registry.alias, settings=settings)
 

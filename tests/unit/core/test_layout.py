@@ -19,10 +19,11 @@ REPO = Path(__file__).resolve().parents[3]
 PACKAGE = REPO / "platform" / "hypernym"
 
 # Each part may import itself and the parts listed; keep docs/architecture.md in step.
-FOUNDATION = {"errors", "settings", "config", "runtime", "progress"}
+FOUNDATION = {"errors", "settings", "config", "runtime", "progress", "version"}
 MAY_IMPORT: dict[str, set[str]] = {
-    "hypernym": {"registry"},  # the package root: __version__ and a lazy load_backbone
+    "hypernym": {"version", "registry"},  # the package root: __version__ and a lazy load_backbone
     "errors": set(),
+    "version": set(),
     "settings": set(),
     "config": {"errors"},
     "runtime": {"settings"},
@@ -32,19 +33,23 @@ MAY_IMPORT: dict[str, set[str]] = {
     "taxonomy": FOUNDATION,
     "data": FOUNDATION | {"taxonomy", "preflight"},
     "tracking": FOUNDATION,
-    "registry": FOUNDATION | {"hypernym", "tracking"},
+    "registry": FOUNDATION | {"hypernym", "taxonomy", "tracking"},
     "train": FOUNDATION | {"hypernym", "preflight", "taxonomy", "data", "tracking", "registry"},
     "transfer": FOUNDATION | {"hypernym", "taxonomy", "data", "tracking", "registry", "train"},
     "deploy": FOUNDATION,
+    # Ray Serve deployment of a registered model (`hypernym serve`).
+    "serving": FOUNDATION | {"hypernym", "registry"},
     "recipes": FOUNDATION | {"data", "train"},
     "jobs": FOUNDATION | {"hypernym"},
     "demo": FOUNDATION | {"data", "recipes", "registry", "tracking", "transfer"},
     "cli": FOUNDATION | {"hypernym", "taxonomy", "data", "tracking", "registry", "train",
-                         "transfer", "deploy", "recipes", "jobs", "demo"},
+                         "transfer", "deploy", "serving", "recipes", "jobs", "demo"},
     "__main__": {"cli"},
 }
 # The tracking adapter, and the pyfunc file MLflow itself loads from a registered model.
-MLFLOW_ALLOWED = ("hypernym.tracking", "hypernym.registry.pyfunc_model")
+MLFLOW_ALLOWED = ("hypernym.tracking", "hypernym.registry.pyfunc_model",
+                  # the signature and input example: types of MLflow's model format itself
+                  "hypernym.registry.serving_schema")
 
 
 def module_names(root: Path, package: str) -> dict[str, Path]:

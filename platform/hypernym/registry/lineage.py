@@ -1,0 +1,111 @@
+"""Where a registered model came from, read from MLflow alone.
+
+The chain, oldest first: dataset -> pretrain run -> backbone version -> fine-tune run(s) (each
+with its own dataset) -> model version. Each version names its run and its parent backbone in
+its tags; each run holds its recipe (params), metrics, status and dataset input (name,
+fingerprint, URI); each version's card (an MLflow artifact) adds the dataset's images per
+split, prepare recipe and excluded subtrees.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypernym.errors import HypernymError
+from hypernym.settings import Settings, get_settings
+
+__all__ = ["lineage"]
+
+_RECIPE_KEYS = ("name", "kind", "model.arch", "backbone", "mode", "train.epochs", "train.loss",
+                "optim.opt", "optim.lr", "data.batch_size", "data.img_size",
+                "scaling.num_workers", "registry.select")
+_MAX_DEPTH = 20  # a parent chain longer than this is a cycle
+
+
+def lineage(ref: str, *, settings: Settings | None = None) -> dict[str, Any]:
+    """``{"ref", "chain": [dataset, run, model_version, ...]}``, oldest first.
+
+    Raises:
+        HypernymError: the reference does not resolve, or a parent link is broken.
+    """
+    settings = settings or get_settings()
+    chain: list[dict[str, Any]] = []
+    current: str | None = ref
+    seen: set[str] = set()
+    while current:
+        if current in seen or len(seen) >= _MAX_DEPTH:
+            raise HypernymError(f"the parent chain of {ref} loops at {current}")
+        seen.add(current)
+        version_node, run_node, dataset_node, parent = _links(current, settings)
+        chain[:0] = [n for n in (dataset_node, run_node, version_node) if n]
+        current = parent
+    return {"ref": ref, "chain": chain}
+
+
+def _links(ref: str, settings: Settings):
+    from hypernym.registry.models import fetch_card, resolve
+    from hypernym.tracking import client
+
+    version = resolve(ref, settings=settings)
+    c = client(settings.tracking_uri)
+    registered = c.get_registered_model(version.name)
+    tags = dict(version.tags)
+    card = None
+    try:
+        card = fetch_card(f"{version.name}/{version.version}", settings=settings)
+    except HypernymError:
+        raise
+    except Exception:  # noqa: BLE001 - an unreadable card still leaves the tags to show
+        card = None
+    node = {"kind": "model_version", "name": version.name, "version": int(version.version),
+            "aliases": sorted(a for a, v in registered.aliases.items()
+                              if str(v) == str(version.version)),
+            "status": version.status, "task": tags.get("task"), "arch": tags.get("arch"),
+            "weights": tags.get("weights"), "epoch": tags.get("epoch"),
+            "weights_sha256": tags.get("weights_sha256"), "parent": tags.get("parent") or None,
+            "run_id": version.run_id}
+    run_node, dataset_node = None, None
+    if version.run_id:
+        run_node, dataset_node = _run(c, version.run_id, card)
+    return node, run_node, dataset_node, node["parent"]
+
+
+def _run(c, run_id: str, card) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    from hypernym.tracking import mlflow_module
+
+    MlflowException = mlflow_module().exceptions.MlflowException  # noqa: N806
+
+    try:
+        run = c.get_run(run_id)
+    except MlflowException:
+        return {"kind": "run", "run_id": run_id, "status": "DELETED or unknown"}, None
+    params = run.data.params
+    node = {"kind": "run", "run_id": run_id, "name": run.info.run_name,
+            "task": run.data.tags.get("hypernym.kind"), "status": run.info.status,
+            "recipe": {k: params[k] for k in _RECIPE_KEYS if k in params},
+            "metrics": {k: round(v, 6) for k, v in sorted(run.data.metrics.items())
+                        if k.startswith(("val", "train/loss", "epoch"))},
+            "git_commit": run.data.tags.get("mlflow.source.git.commit") or None}
+    dataset = None
+    for item in run.inputs.dataset_inputs if run.inputs else []:
+        source = _json(item.dataset.source)
+        dataset = {"kind": "dataset", "name": item.dataset.name,
+                   "fingerprint": source.get("fingerprint", item.dataset.digest),
+                   "uri": source.get("uri", "")}
+    if card is not None:
+        info = card.dataset
+        dataset = dataset or {"kind": "dataset", "name": info.get("name"),
+                              "fingerprint": info.get("fingerprint"), "uri": info.get("uri")}
+        dataset.update(images=info.get("images", {}), recipe=info.get("recipe", {}),
+                       excluded_subtrees=info.get("excluded_subtrees", []),
+                       classes=card.num_classes, hierarchy=card.hierarchy.get("kind", "flat"))
+    return node, dataset
+
+
+def _json(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}

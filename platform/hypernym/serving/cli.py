@@ -1,0 +1,61 @@
+"""`hypernym serve MODEL_REF`: a registered model on Ray Serve until Ctrl-C (thin)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+__all__ = ["serve"]
+
+out = Console(stderr=True)
+
+
+def serve(
+    ref: Annotated[str, typer.Argument(help="NAME, NAME@alias or NAME/VERSION")],
+    host: Annotated[str, typer.Option(help="bind address (loopback unless you mean it)")] =
+    "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port")] = 8000,
+    replicas: Annotated[int, typer.Option(help="fixed number of replicas")] = 1,
+    min_replicas: Annotated[int | None, typer.Option(help="autoscaling lower bound")] = None,
+    max_replicas: Annotated[int | None, typer.Option(help="autoscaling upper bound")] = None,
+    max_batch_size: Annotated[int, typer.Option(help="images per forward pass at most")] = 32,
+    batch_wait_ms: Annotated[float, typer.Option(help="how long a batch waits to fill")] = 10.0,
+    num_cpus: Annotated[float, typer.Option(help="CPUs per replica")] = 1.0,
+) -> None:
+    """Serve a registered model on Ray Serve with dynamic batching (POST images to /)."""
+    import signal
+    import threading
+
+    from hypernym.errors import HypernymError
+    from hypernym.serving.deployment import ServeConfig, serve_model
+
+    try:
+        config = ServeConfig(host=host, port=port, replicas=replicas, min_replicas=min_replicas,
+                             max_replicas=max_replicas, max_batch_size=max_batch_size,
+                             batch_wait_timeout_s=batch_wait_ms / 1000, num_cpus=num_cpus)
+    except ValueError as exc:
+        raise HypernymError(f"invalid serve options: {exc}") from None
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    url = serve_model(ref, config, blocking=False)
+    scaling = (f"autoscaling {min_replicas}-{max_replicas} replicas" if max_replicas else
+               f"{replicas} replica(s)")
+    out.print(f"serving {ref} at {url} ({scaling}, batches of up to {max_batch_size}, "
+              f"{batch_wait_ms:g} ms wait)", soft_wrap=True)
+    body = '{"dataframe_split": {"columns": ["image"], "data": [["<base64 JPEG>"]]}}'
+    out.print(f"try: curl -s {url} -H 'Content-Type: application/json' -d '{body}'",
+              soft_wrap=True, markup=False)
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        import ray
+        from ray import serve as ray_serve
+
+        ray_serve.shutdown()
+        ray.shutdown()
+        out.print("stopped")
