@@ -163,6 +163,10 @@ def _mount() -> None:
     app.add_typer(models_app, name="models", help="Registered models: list, show, pull.")
     app.add_typer(taxonomy_app, name="taxonomy", help="The WordNet hierarchy of the classes.")
     app.add_typer(data_app, name="data", help="Inspect prepared datasets.")
+    from hypernym.transfer.cli import contamination, eval_model
+
+    app.command(name="eval")(eval_model)
+    app.command(name="contamination")(contamination)
 
 
 _mount()

@@ -1,4 +1,5 @@
-"""Raw image sources: the winter21 release (one tar per synset) and a folder per class.
+"""Raw image sources: the winter21 release (one tar per synset), a folder per class, a table of
+paths, and the ILSVRC-2012 release (ilsvrc.py).
 
 Listing records, for every image, where its bytes are: a plain file, or an offset and size inside
 a source tar, so that a shard writer reads one member with a seek instead of re-reading the tar.
@@ -38,6 +39,9 @@ class Listing:
     items: dict[str, list[Item]] = field(default_factory=dict)  # class id -> items
     skipped: Counter = field(default_factory=Counter)  # reason -> count
     skipped_sources: Counter = field(default_factory=Counter)  # source -> count
+    # A validation split the source defines itself (ILSVRC-2012's); empty: prepare holds out
+    # val_per_class images of each class instead.
+    val: dict[str, list[Item]] = field(default_factory=dict)
 
 
 def _key(*parts: str) -> str:
@@ -46,7 +50,11 @@ def _key(*parts: str) -> str:
 
 
 def detect_format(uri: str) -> str:
-    """``winter21`` for a directory of nXXXXXXXX.tar files, ``folder`` for class folders."""
+    """``winter21`` for a directory of nXXXXXXXX.tar files, ``folder`` for class folders,
+    ``ilsvrc2012`` for the ILSVRC-2012 archives (or their train/ and val/ folders beside the
+    devkit)."""
+    from hypernym.data import ilsvrc
+
     fs, path = open_fs(uri)
     if fs.isfile(path) and path.lower().endswith((".csv", ".jsonl")):
         return "csv" if path.lower().endswith(".csv") else "jsonl"
@@ -56,6 +64,9 @@ def detect_format(uri: str) -> str:
             "nXXXXXXXX.tar files (winter21), of class folders, or a .csv/.jsonl of path,label"
         )
     entries = fs.ls(path, detail=True)
+    names = {e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries}
+    if names & {ilsvrc.TRAIN_TAR, ilsvrc.VAL_TAR, ilsvrc.DEVKIT, f"{ilsvrc.DEVKIT}.tar.gz"}:
+        return "ilsvrc2012"
     tars = [e for e in entries if e["type"] == "file" and e["name"].endswith(".tar")]
     dirs = [e for e in entries if e["type"] == "directory"]
     if tars and not dirs:
@@ -69,8 +80,12 @@ def detect_format(uri: str) -> str:
     )
 
 
-def list_source(uri: str, source_format: str = "auto", *, threads: int = 8) -> Listing:
-    """List every image of the source, with per-reason counts of what was skipped."""
+def list_source(uri: str, source_format: str = "auto", *, threads: int = 8,
+                devkit: str | None = None) -> Listing:
+    """List every image of the source, with per-reason counts of what was skipped.
+
+    ``devkit``: the ILSVRC-2012 devkit (folder or .tar.gz) when it is not in the source.
+    """
     fmt = detect_format(uri) if source_format == "auto" else source_format
     fs, path = open_fs(uri)
     if fmt in ("csv", "jsonl"):
@@ -78,6 +93,11 @@ def list_source(uri: str, source_format: str = "auto", *, threads: int = 8) -> L
     if not fs.isdir(path):
         raise HypernymError(f"source {uri} does not exist or is not a directory")
     listing = Listing()
+    if fmt == "ilsvrc2012":
+        from hypernym.data.ilsvrc import list_ilsvrc
+
+        listing.items, listing.val, listing.skipped = list_ilsvrc(uri, devkit, threads=threads)
+        return listing
     if fmt == "winter21":
         tars = sorted(p for p in fs.ls(path, detail=False) if p.endswith(".tar"))
         if not tars:
@@ -108,12 +128,17 @@ def _merge(listing: Listing, class_id: str, items: list[Item], skipped: Counter,
         listing.skipped_sources[source] += sum(skipped.values())
 
 
-def _list_tar(fs, tar_path: str) -> tuple[str, list[Item], Counter]:
-    class_id = tar_path.rsplit("/", 1)[-1].removesuffix(".tar")
+def _list_tar(fs, tar_path: str, *, start: int = 0,
+              name: str | None = None) -> tuple[str, list[Item], Counter]:
+    """A synset's tar; ``start`` > 0: the tar ``name`` inside another tar (ILSVRC-2012's train
+    archive), whose member offsets are then offsets in ``tar_path``, read in place."""
+    class_id = (name or tar_path).rsplit("/", 1)[-1].removesuffix(".tar")
     if not _SYNSET.match(class_id):
-        raise HypernymError(f"{tar_path}: winter21 tars are named nXXXXXXXX.tar (a synset id)")
+        raise HypernymError(f"{name or tar_path}: per-synset tars are named nXXXXXXXX.tar (a "
+                            "synset id)")
     items, skipped = [], Counter()
     with fs.open(tar_path, "rb") as fh:
+        fh.seek(start)  # tarfile counts offsets from where the file stands
         try:
             with tarfile.open(fileobj=fh, mode="r:") as tar:
                 for member in tar:

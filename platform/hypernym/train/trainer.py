@@ -110,6 +110,11 @@ def run_training(
         if recipe.registry.name and result.checkpoint is not None:
             registered = _register(recipe, manifest, task, result.checkpoint, run_id, metrics,
                                    parent=backbone, settings=settings)
+        if recipe.kind == "finetune":  # the evaluation report of the val split, into this run
+            from hypernym.transfer.evaluation import report_finetune
+
+            report_finetune(recipe, run_id, registered=registered, checkpoint=result.checkpoint,
+                            settings=settings)
         status = "FINISHED"
         return TrainResult(run_id=run_id, metrics=metrics, checkpoint_path=checkpoint_path,
                            registered=registered, wall_s=time.perf_counter() - started)

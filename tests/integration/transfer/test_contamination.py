@@ -14,23 +14,18 @@ PRETRAIN, DISTINCT, PER_KIND = 1200, 800, 40  # 2,000 distinct images, 160 plant
 
 
 @pytest.fixture(scope="module")
-def datasets(tmp_path_factory):
-    import ray
-
+def datasets(tmp_path_factory, ray_local):
     from hypernym.data.prepare import prepare
 
     root = tmp_path_factory.mktemp("contamination")
     truth = make_sources(root, pretrain=PRETRAIN, distinct=DISTINCT, planted_per_kind=PER_KIND)
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False)
     for name in ("pretrain", "eval"):
         # resize "none": the copies keep their own sizes; every image is re-encoded (quality 90)
         prepare(parse_recipe({
             "kind": "prepare", "source": str(root / name), "output": str(root / f"{name}-ds"),
             "val_per_class": 0 if name == "pretrain" else 10, "min_per_class": 0,
             "resize": "none", "shard_samples": 300}), show_progress=False)
-    yield root, truth
-    ray.shutdown()
+    return root, truth
 
 
 def test_planted_copies_found_without_false_positives(datasets):
