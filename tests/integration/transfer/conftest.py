@@ -10,6 +10,7 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False)
+        # "local": a new instance, never another Ray found running on this machine
+        ray.init(address="local", num_cpus=2, include_dashboard=False)
     yield
     ray.shutdown()

@@ -93,9 +93,17 @@ def test_eval_report_in_mlflow(dataset, tmp_path):
     metrics = run.data.metrics
     assert metrics["eval/top1"] == pytest.approx(np.trace(cm) / 20)
     assert metrics["eval/samples"] == 20 and 0 <= metrics["eval/ece"] <= 1
-    # WordNet levels: dogs and cats meet at carnivore, the car only at the top (whole, object)
-    levels = sorted(k for k in metrics if k.startswith("eval/level"))
-    assert levels and metrics[levels[-1]] == pytest.approx(metrics["eval/top1"])
+    # WordNet levels, recomputed from the confusion matrix and the classes' paths: a cell
+    # counts as right at depth L when truth and prediction share their depth-L ancestor
+    paths = [manifest.hierarchy["class_paths"][s] for s in SYNSETS]
+    levels = sorted(int(k.removeprefix("eval/level").removesuffix("_top1"))
+                    for k in metrics if k.startswith("eval/level"))
+    assert levels and levels[-1] == max(map(len, paths)) - 1
+    for level in levels:
+        rows = [t for t in range(5) if len(paths[t]) > level]
+        right = sum(cm[t, p] for t in rows for p in range(5)
+                    if len(paths[p]) > level and paths[p][level] == paths[t][level])
+        assert metrics[f"eval/level{level}_top1"] == pytest.approx(right / cm[rows].sum())
     assert metrics["contamination/exact"] == 20 and metrics["eval/contamination_exact"] == 20
     per_class = client.download_artifacts(run.info.run_id, "eval/per_class.json", str(tmp_path))
     table = json.loads(open(per_class).read())
