@@ -179,6 +179,8 @@ def print_report(report: Report, console, *, title: str = "evaluation", rows: in
     summary.add_column("metric")
     summary.add_column("value", justify="right")
     for key, value in report.metrics().items():
+        if "/level" in key:  # their own table below
+            continue
         summary.add_row(key.removeprefix(f"{PREFIX}/"),
                         f"{value:.0f}" if key.endswith(("samples", "exact", "near", "checked"))
                         else f"{value:.4f}")
