@@ -181,7 +181,6 @@ def check_contamination(dataset: str, against: str, *, splits: Iterable[str] = (
     from hypernym.data.manifest import read_manifest
     from hypernym.runtime import ensure_ray
 
-    started = time.perf_counter()
     manifest, other = read_manifest(dataset), read_manifest(against)
     splits = list(splits)
     urls = [u for s in splits for u in manifest.shard_urls(dataset, s)]
@@ -193,6 +192,7 @@ def check_contamination(dataset: str, against: str, *, splits: Iterable[str] = (
     if not against_urls:
         raise HypernymError(f"{against} has no shards in split(s) {against_splits}")
     ensure_ray()
+    started = time.perf_counter()  # the work, not Ray's start-up
     hash_task = ray.remote(num_cpus=1)(hash_shard)
     query = Hashes.concat(ray.get([hash_task.remote(u) for u in urls]))
     query_ref = ray.put(query)
