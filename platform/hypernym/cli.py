@@ -147,6 +147,7 @@ def _mount() -> None:
     from hypernym.registry.cli import models_app
     from hypernym.serving.cli import serve
     from hypernym.taxonomy.cli import taxonomy_app
+    from hypernym.transfer.cli import contamination, eval_model
 
     app.command(name="submit")(submit)
     app.command(name="serve")(serve)
@@ -156,6 +157,8 @@ def _mount() -> None:
     app.add_typer(taxonomy_app, name="taxonomy", help="The WordNet hierarchy of the classes.")
     app.add_typer(data_app, name="data", help="Inspect prepared datasets.")
     app.add_typer(deploy_app, name="deploy", help="Kubernetes manifests (KubeRay) for a recipe.")
+    app.command(name="eval")(eval_model)
+    app.command(name="contamination")(contamination)
 
 
 _mount()

@@ -66,7 +66,13 @@ class PrepareRecipe(Section):
         "(paths or s3:// URIs)"
     )
     output: str = Field(description="dataset directory to write (path or s3://)")
-    source_format: Literal["auto", "winter21", "folder", "csv", "jsonl"] = "auto"
+    source_format: Literal["auto", "winter21", "folder", "csv", "jsonl", "ilsvrc2012"] = Field(
+        "auto", description="auto detects the others; ilsvrc2012: the official ImageNet-1K "
+        "archives (train tar of synset tars, flat val images, devkit); its val images are the "
+        "val split, and val_per_class does not apply")
+    devkit: str | None = Field(
+        None, description="ilsvrc2012: the ILSVRC2012_devkit_t12 folder or .tar.gz (validation "
+        "labels); default: the one in the source directory")
     name: str | None = Field(None, description="dataset name; defaults to the output's basename")
     val_per_class: int = Field(50, ge=0, description="images per class held out for validation")
     # Defaults follow the published ImageNet-21K-P processing (Ridnik et al., 2021).
@@ -88,6 +94,12 @@ class PrepareRecipe(Section):
     )
     seed: int = 0
     overwrite: bool = False
+
+    @model_validator(mode="after")
+    def _devkit_for_ilsvrc(self) -> PrepareRecipe:
+        if self.devkit is not None and self.source_format not in ("ilsvrc2012", "auto"):
+            raise ValueError(f"devkit is for source_format ilsvrc2012, not {self.source_format}")
+        return self
 
 
 # --------------------------------------------------------------------------- training

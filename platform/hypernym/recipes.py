@@ -25,6 +25,8 @@ def run_recipe(recipe: Recipe, *, show_progress: bool = True,
         recipe: a prepare, pretrain or finetune recipe (`hypernym.config.parse_recipe`).
         show_progress: draw a progress bar on stderr.
         resume: for training, an MLflow run id to continue (see `run_training`).
+            A fine-tune's run also gets the evaluation report of its val split
+            (`hypernym.transfer.evaluation.report_finetune`).
 
     Returns:
         The prepared dataset's manifest, or the training run's `TrainResult`.
@@ -35,7 +37,13 @@ def run_recipe(recipe: Recipe, *, show_progress: bool = True,
         return prepare(recipe, show_progress=show_progress)
     from hypernym.train.trainer import run_training
 
-    return run_training(recipe, show_progress=show_progress, resume=resume)
+    result = run_training(recipe, show_progress=show_progress, resume=resume)
+    if recipe.kind == "finetune":  # the evaluation report of the val split, into the same run
+        from hypernym.transfer.evaluation import report_finetune
+
+        report_finetune(recipe, result.run_id, registered=result.registered,
+                        checkpoint=result.checkpoint)
+    return result
 
 
 def describe(recipe: Recipe, result: Manifest | TrainResult) -> list[str]:

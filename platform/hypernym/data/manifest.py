@@ -70,7 +70,8 @@ class Manifest(BaseModel):
 
 def fingerprint(recipe: dict[str, Any], class_ids: list[str], shards: list[ShardInfo]) -> str:
     """sha256 over what defines the data: recipe, classes, shard contents (not times or paths)."""
-    stable = {k: v for k, v in recipe.items() if k not in ("source", "output", "overwrite")}
+    stable = {k: v for k, v in recipe.items()
+              if k not in ("source", "output", "overwrite", "devkit")}  # where, not what
     payload = json.dumps(
         {"recipe": stable, "classes": class_ids, "shards": [(s.name, s.sha256) for s in shards]},
         sort_keys=True,

@@ -47,9 +47,10 @@ def plan_splits(
     """
     dropped: Counter = Counter()
     kept: dict[str, list[Item]] = {}
+    held_out = 0 if listing.val else recipe.val_per_class  # a source's own val split is kept
     for class_id in sorted(listing.items):
         items = sorted(listing.items[class_id], key=lambda i: i.key)
-        if len(items) < max(recipe.min_per_class, recipe.val_per_class + 1):
+        if len(items) < max(recipe.min_per_class, held_out + 1):
             dropped["class_too_small"] += 1
             dropped["images_in_dropped_classes"] += len(items)
             continue
@@ -61,10 +62,11 @@ def plan_splits(
         )
     rng = random.Random(recipe.seed)
     splits: dict[str, list[Item]] = {"train": [], "val": []}
-    for items in kept.values():
-        held = set(rng.sample(range(len(items)), recipe.val_per_class))
+    for class_id, items in kept.items():
+        held = set(rng.sample(range(len(items)), held_out))
         for i, item in enumerate(items):
             splits["val" if i in held else "train"].append(item)
+        splits["val"] += sorted(listing.val.get(class_id, []), key=lambda i: i.key)
     shards: dict[str, list[list[Item]]] = {}
     for offset, (split, items) in enumerate(splits.items()):
         random.Random(recipe.seed * 7919 + offset).shuffle(items)  # mixes classes across shards
@@ -88,7 +90,8 @@ def prepare(recipe: PrepareRecipe, *, show_progress: bool = True) -> Manifest:
         raise HypernymError(
             f"{recipe.output} already holds a dataset; pass --set overwrite=true to replace it"
         )
-    listing = list_source(recipe.source, recipe.source_format)  # bad sources fail here, early
+    listing = list_source(recipe.source, recipe.source_format,  # bad sources fail here, early
+                          devkit=recipe.devkit)
     filtered = exclude_subtrees(listing, recipe.exclude_subtrees)
     if recipe.dedupe:
         filtered.update(drop_duplicates(listing, recipe.source))

@@ -1,4 +1,5 @@
-"""Raw image sources: the winter21 release (one tar per synset) and a folder per class.
+"""Raw image sources: the winter21 release (one tar per synset), a folder per class, a table of
+paths, and the ILSVRC-2012 release (ilsvrc.py).
 
 Listing records, for every image, where its bytes are: a plain file, or an offset and size inside
 a source tar, so that a shard writer reads one member with a seek instead of re-reading the tar.
@@ -6,47 +7,23 @@ a source tar, so that a shard writer reads one member with a seek instead of re-
 
 from __future__ import annotations
 
-import re
-import tarfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
+from hypernym.data.listing import IMAGE_EXTENSIONS, Item, Listing, list_folder, list_tar, sample_key
 from hypernym.data.storage import open_fs
 from hypernym.errors import HypernymError
 
 __all__ = ["IMAGE_EXTENSIONS", "Item", "Listing", "detect_format", "list_source", "read_item"]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-_SYNSET = re.compile(r"^n\d{8}$")
-_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
-
-
-@dataclass(frozen=True)
-class Item:
-    """One raw image: its class, a dot-free sample key, and where its bytes live."""
-
-    class_id: str
-    key: str
-    source: str  # filesystem path of the file or of the tar holding it
-    offset: int = -1  # data offset inside the tar; -1 for a plain file
-    size: int = -1
-
-
-@dataclass
-class Listing:
-    items: dict[str, list[Item]] = field(default_factory=dict)  # class id -> items
-    skipped: Counter = field(default_factory=Counter)  # reason -> count
-    skipped_sources: Counter = field(default_factory=Counter)  # source -> count
-
-
-def _key(*parts: str) -> str:
-    # webdataset groups files by the name up to the FIRST dot: keys must not contain dots.
-    return "_".join(_UNSAFE.sub("_", p) for p in parts)
 
 
 def detect_format(uri: str) -> str:
-    """``winter21`` for a directory of nXXXXXXXX.tar files, ``folder`` for class folders."""
+    """``winter21`` for a directory of nXXXXXXXX.tar files, ``folder`` for class folders,
+    ``ilsvrc2012`` for the ILSVRC-2012 archives (or their train/ and val/ folders beside the
+    devkit)."""
+    from hypernym.data import ilsvrc
+
     fs, path = open_fs(uri)
     if fs.isfile(path) and path.lower().endswith((".csv", ".jsonl")):
         return "csv" if path.lower().endswith(".csv") else "jsonl"
@@ -56,6 +33,9 @@ def detect_format(uri: str) -> str:
             "nXXXXXXXX.tar files (winter21), of class folders, or a .csv/.jsonl of path,label"
         )
     entries = fs.ls(path, detail=True)
+    names = {e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries}
+    if names & {ilsvrc.TRAIN_TAR, ilsvrc.VAL_TAR, ilsvrc.DEVKIT, f"{ilsvrc.DEVKIT}.tar.gz"}:
+        return "ilsvrc2012"
     tars = [e for e in entries if e["type"] == "file" and e["name"].endswith(".tar")]
     dirs = [e for e in entries if e["type"] == "directory"]
     if tars and not dirs:
@@ -69,8 +49,12 @@ def detect_format(uri: str) -> str:
     )
 
 
-def list_source(uri: str, source_format: str = "auto", *, threads: int = 8) -> Listing:
-    """List every image of the source, with per-reason counts of what was skipped."""
+def list_source(uri: str, source_format: str = "auto", *, threads: int = 8,
+                devkit: str | None = None) -> Listing:
+    """List every image of the source, with per-reason counts of what was skipped.
+
+    ``devkit``: the ILSVRC-2012 devkit (folder or .tar.gz) when it is not in the source.
+    """
     fmt = detect_format(uri) if source_format == "auto" else source_format
     fs, path = open_fs(uri)
     if fmt in ("csv", "jsonl"):
@@ -78,13 +62,18 @@ def list_source(uri: str, source_format: str = "auto", *, threads: int = 8) -> L
     if not fs.isdir(path):
         raise HypernymError(f"source {uri} does not exist or is not a directory")
     listing = Listing()
+    if fmt == "ilsvrc2012":
+        from hypernym.data.ilsvrc import list_ilsvrc
+
+        listing.items, listing.val, listing.skipped = list_ilsvrc(uri, devkit, threads=threads)
+        return listing
     if fmt == "winter21":
         tars = sorted(p for p in fs.ls(path, detail=False) if p.endswith(".tar"))
         if not tars:
             raise HypernymError(f"{uri} holds no nXXXXXXXX.tar files (winter21 layout)")
         with ThreadPoolExecutor(threads) as pool:  # I/O bound: headers, many small reads
             for tar, (class_id, items, skipped) in zip(
-                tars, pool.map(lambda t: _list_tar(fs, t), tars), strict=True
+                tars, pool.map(lambda t: list_tar(fs, t), tars), strict=True
             ):
                 _merge(listing, class_id, items, skipped, source=tar)
     else:
@@ -92,7 +81,7 @@ def list_source(uri: str, source_format: str = "auto", *, threads: int = 8) -> L
         if not classes:
             raise HypernymError(f"{uri} holds no class folders (folder-per-class layout)")
         for class_dir in classes:
-            class_id, items, skipped = _list_folder(fs, class_dir)
+            class_id, items, skipped = list_folder(fs, class_dir)
             _merge(listing, class_id, items, skipped, source=class_dir)
     if not listing.items:
         raise HypernymError(f"{uri}: no images found ({dict(listing.skipped) or 'empty'})")
@@ -106,54 +95,6 @@ def _merge(listing: Listing, class_id: str, items: list[Item], skipped: Counter,
     listing.skipped.update(skipped)
     if skipped:
         listing.skipped_sources[source] += sum(skipped.values())
-
-
-def _list_tar(fs, tar_path: str) -> tuple[str, list[Item], Counter]:
-    class_id = tar_path.rsplit("/", 1)[-1].removesuffix(".tar")
-    if not _SYNSET.match(class_id):
-        raise HypernymError(f"{tar_path}: winter21 tars are named nXXXXXXXX.tar (a synset id)")
-    items, skipped = [], Counter()
-    with fs.open(tar_path, "rb") as fh:
-        try:
-            with tarfile.open(fileobj=fh, mode="r:") as tar:
-                for member in tar:
-                    _add_member(items, skipped, class_id, tar_path, member)
-        except (tarfile.TarError, EOFError, OSError):
-            skipped["truncated_tar"] += 1  # members read before the damage are kept
-    return class_id, items, skipped
-
-
-def _add_member(items, skipped, class_id, tar_path, member: tarfile.TarInfo) -> None:
-    if not member.isfile():
-        return
-    name = member.name.rsplit("/", 1)[-1]
-    stem, _, ext = name.rpartition(".")
-    if f".{ext.lower()}" not in IMAGE_EXTENSIONS:
-        skipped["not_an_image"] += 1
-    elif member.size == 0:
-        skipped["empty_file"] += 1
-    else:
-        items.append(Item(class_id, _key(stem), tar_path, member.offset_data, member.size))
-
-
-def _list_folder(fs, class_dir: str) -> tuple[str, list[Item], Counter]:
-    class_id = class_dir.rstrip("/").rsplit("/", 1)[-1]
-    items, skipped, seen = [], Counter(), set()
-    for info in sorted(fs.find(class_dir, detail=True).values(), key=lambda i: i["name"]):
-        name = info["name"].rsplit("/", 1)[-1]
-        stem, _, ext = name.rpartition(".")
-        if f".{ext.lower()}" not in IMAGE_EXTENSIONS:
-            skipped["not_an_image"] += 1
-            continue
-        if info.get("size", 1) == 0:
-            skipped["empty_file"] += 1
-            continue
-        key = _key(class_id, stem)
-        while key in seen:  # two names that sanitise alike
-            key += "_"
-        seen.add(key)
-        items.append(Item(class_id, key, info["name"]))
-    return class_id, items, skipped
 
 
 def _list_table(fs, path: str, fmt: str) -> Listing:
@@ -183,7 +124,7 @@ def _list_table(fs, path: str, fmt: str) -> Listing:
             listing.skipped["not_an_image"] += 1
             listing.skipped_sources[path] += 1
             continue
-        key = _key(label, stem)
+        key = sample_key(label, stem)
         while key in seen:
             key += "_"
         seen.add(key)

@@ -5,6 +5,16 @@ MLflow itself loads); the rest of hypernym calls these functions. See docs/archi
 """
 
 from hypernym.tracking.logger import RunLogger, flatten
+from hypernym.tracking.reports import (
+    end_run,
+    get_run_info,
+    log_eval_inputs,
+    log_run_dict,
+    log_run_figure,
+    log_run_metrics,
+    log_run_table,
+    set_run_tags,
+)
 from hypernym.tracking.runs import (
     RunSummary,
     client,
@@ -18,6 +28,7 @@ from hypernym.tracking.runs import (
     tracking_uri,
 )
 
-__all__ = ["RunLogger", "RunSummary", "client", "ensure_experiment", "flatten", "latest_metrics",
-           "log_lineage", "mark_running", "mlflow_module", "run_summary", "start_run",
-           "tracking_uri"]
+__all__ = ["RunLogger", "RunSummary", "client", "end_run", "ensure_experiment", "flatten",
+           "get_run_info", "latest_metrics", "log_eval_inputs", "log_lineage", "log_run_dict",
+           "log_run_figure", "log_run_metrics", "log_run_table", "mark_running", "mlflow_module",
+           "run_summary", "set_run_tags", "start_run", "tracking_uri"]

@@ -38,6 +38,7 @@ class TrainResult:
     checkpoint_path: str | None
     registered: Any = None  # hypernym.registry.models.RegisteredModel
     wall_s: float = 0.0
+    checkpoint: Any = None  # the last ray.train.Checkpoint, readable from the run's storage
 
 
 def run_training(
@@ -116,7 +117,8 @@ def run_training(
                                    parent=backbone, settings=settings)
         status = "FINISHED"
         return TrainResult(run_id=run_id, metrics=metrics, checkpoint_path=checkpoint_path,
-                           registered=registered, wall_s=time.perf_counter() - started)
+                           registered=registered, wall_s=time.perf_counter() - started,
+                           checkpoint=result.checkpoint)
     except KeyboardInterrupt:
         status = "KILLED"
         raise

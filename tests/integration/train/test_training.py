@@ -103,6 +103,12 @@ def test_pretrain_register_finetune_load(workspace, monkeypatch):
     model = load_backbone("bb-digits@prod", settings=settings)
     assert model.num_classes == 10
     assert fine.metrics["val/top1"] > 0.2  # ten classes: chance is 0.1
+    # The evaluation report ran on the val split, from the registered weights, into this run
+    # (it decodes with PIL; this run validated with the device decode: a few pixels differ)
+    fine_run = client.get_run(fine.run_id).data
+    assert fine_run.metrics["eval/top1"] == pytest.approx(fine.metrics["val/top1"], abs=0.05)
+    assert {"eval/confusion_matrix.png", "eval/reliability_diagram.png"} <= {
+        a.path for a in client.list_artifacts(fine.run_id, "eval")}
 
     # The fine-tune started from the backbone: its first conv layer (never the head) moved
     # only a little from the registered one, while a fresh init is far from both.

@@ -39,7 +39,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "deploy": FOUNDATION,
     # Ray Serve deployment of a registered model (`hypernym serve`).
     "serving": FOUNDATION | {"hypernym", "registry"},
-    "recipes": FOUNDATION | {"data", "train"},
+    "recipes": FOUNDATION | {"data", "train", "transfer"},
     "jobs": FOUNDATION | {"hypernym"},
     "demo": FOUNDATION | {"data", "recipes", "registry", "tracking", "transfer"},
     "cli": FOUNDATION | {"hypernym", "taxonomy", "data", "tracking", "registry", "train",

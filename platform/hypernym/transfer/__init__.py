@@ -1,0 +1,1 @@
+"""Transfer: evaluating fine-tuned models, probing backbones, checking evaluation data."""

@@ -1,0 +1,144 @@
+"""Where the evaluation report runs: `run_eval` (``hypernym eval``: its own MLflow run, linked to
+the model) and `report_finetune` (the end of a fine-tune, into the fine-tune's run)."""
+
+from __future__ import annotations
+
+import logging
+
+from hypernym.errors import HypernymError
+from hypernym.settings import Settings, get_settings
+from hypernym.transfer.report import Report, build_report, evaluate, log_report
+
+__all__ = ["report_finetune", "run_eval"]
+
+log = logging.getLogger(__name__)
+
+
+def run_eval(model_ref: str, dataset: str, *, split: str = "val", batch_size: int = 64,
+             experiment: str = "hypernym", contamination: bool = False,
+             settings: Settings | None = None) -> tuple[Report, str]:
+    """Evaluate a registered model on a prepared dataset's split in a new MLflow run of kind
+    ``eval`` (tags name the model version and the dataset; its inputs link both).
+
+    Args:
+        contamination: also check the split against the pretraining data of the model's
+            backbone (its lineage) and put the counts in the report.
+
+    Returns:
+        (the report, the eval run's id).
+
+    Raises:
+        HypernymError: the model or dataset does not exist, or their classes differ.
+    """
+    from hypernym import tracking
+    from hypernym.data.manifest import read_manifest
+    from hypernym.registry.models import load_backbone, resolve
+
+    settings = settings or get_settings()
+    version = resolve(model_ref, settings=settings)
+    pinned = f"{version.name}/{version.version}"
+    manifest = read_manifest(dataset)
+    model = load_backbone(pinned, settings=settings)
+    card = model.hypernym_card
+    model_ids = [c["id"] for c in card.classes]
+    data_ids = [c.id for c in manifest.classes]
+    if model_ids and model_ids != data_ids:
+        differ = sorted(set(model_ids) ^ set(data_ids))[:5]
+        raise HypernymError(
+            f"{pinned} was trained for {len(model_ids)} classes and {dataset} has "
+            f"{len(data_ids)}; they differ{' in order' if not differ else ''} "
+            f"{'(e.g. ' + ', '.join(differ) + ')' if differ else ''}: evaluate a model on the "
+            "dataset its head was trained for")
+    run_id = tracking.start_run(
+        experiment=experiment, run_name=f"eval-{version.name}-v{version.version}-{manifest.name}",
+        settings=settings,
+        tags={"hypernym.kind": "eval", "hypernym.model": pinned,
+              "hypernym.model_run_id": card.run_id or "",
+              "hypernym.dataset_fingerprint": manifest.fingerprint, "hypernym.eval_split": split})
+    status = "FAILED"
+    try:
+        tracking.log_eval_inputs(run_id, dataset_name=manifest.name,
+                                 fingerprint=manifest.fingerprint, uri=dataset,
+                                 model_id=getattr(version, "model_id", None), settings=settings)
+        labels, probs = evaluate(model, manifest, dataset, split=split,
+                                 img_size=card.input_size[-1], mean=card.mean, std=card.std,
+                                 batch_size=batch_size)
+        report = build_report(labels, probs, manifest, split=split)
+        report.contamination = _contamination(card, dataset, split, run_id, contamination,
+                                              settings)
+        log_report(report, run_id, settings=settings)
+        status = "FINISHED"
+        return report, run_id
+    finally:
+        tracking.end_run(run_id, status, settings=settings)
+
+
+def _contamination(card, dataset: str, split: str, run_id: str, check: bool,
+                   settings: Settings) -> dict | None:
+    """Run the check against the backbone's pretraining data, or show what the model's own
+    training run logged (``hypernym contamination ... --run``)."""
+    from hypernym.tracking import get_run_info
+
+    if check:
+        from hypernym.transfer.contamination import (
+            check_contamination,
+            lineage_dataset,
+            log_contamination,
+        )
+
+        if not card.parent:
+            raise HypernymError("the model has no backbone in its lineage (trained from random "
+                                "init): nothing to check it against; run `hypernym "
+                                "contamination DATASET --against PRETRAIN_DATASET` instead")
+        result = check_contamination(dataset, lineage_dataset(card.parent, settings=settings),
+                                     splits=(split,))
+        log_contamination(result, run_id, settings=settings)
+        return {**result.summary(), "examples": result.matches[:10]}
+    if card.run_id:
+        metrics = get_run_info(card.run_id, settings=settings)["metrics"]
+        if "contamination/checked" in metrics:
+            found = {k: int(metrics[f"contamination/{k}"]) for k in ("checked", "exact", "near")}
+            return {**found, "against": "(logged in the model's training run)"}
+    return None
+
+
+def report_finetune(recipe, run_id: str, *, registered=None, checkpoint=None,
+                    settings: Settings | None = None) -> Report | None:
+    """The report of a finished fine-tune on its val split, logged into the fine-tune's run.
+
+    Reads the registered weights, or the final checkpoint's when nothing was registered. A
+    failure is logged, not raised: the model is trained and registered by then.
+    """
+    settings = settings or get_settings()
+    try:
+        import timm
+
+        from hypernym.data.manifest import read_manifest
+        from hypernym.registry.models import load_backbone
+        from hypernym.train.checkpoint import load_state
+
+        manifest = read_manifest(recipe.data.path)
+        if manifest.num_samples("val") == 0:
+            log.info("no val split: no evaluation report")
+            return None
+        if registered is not None:
+            model = load_backbone(f"{registered.name}/{registered.version}", settings=settings)
+        elif checkpoint is not None:
+            model = timm.create_model(recipe.model.arch, num_classes=len(manifest.classes),
+                                      **recipe.model.kwargs)
+            with checkpoint.as_directory() as ckpt_dir:
+                state = load_state(ckpt_dir)
+            weights = recipe.registry.resolved_weights(recipe.train.ema_decay is not None)
+            model.load_state_dict(state["best"]["weights"] if recipe.registry.select == "best"
+                                  else state[weights])
+        else:
+            return None
+        labels, probs = evaluate(model, manifest, recipe.data.path, split="val",
+                                 img_size=recipe.data.img_size, mean=recipe.data.mean,
+                                 std=recipe.data.std, batch_size=recipe.data.batch_size)
+        report = build_report(labels, probs, manifest, split="val")
+        log_report(report, run_id, settings=settings)
+        return report
+    except Exception as exc:  # noqa: BLE001 - the trained model must not be lost to a report
+        log.warning("the evaluation report of run %s failed: %s", run_id, exc, exc_info=True)
+        return None
