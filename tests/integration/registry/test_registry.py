@@ -132,7 +132,7 @@ def start_mlflow_server(root: Path, port: int) -> tuple[subprocess.Popen, str]:
          "--artifacts-destination", str(root / "server-artifacts")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
-    deadline = time.time() + 90
+    deadline = time.time() + 240  # minutes on a machine shared by several test suites
     while time.time() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
