@@ -122,7 +122,8 @@ def start_mlflow_server(root: Path, port: int) -> Server:
         [str(exe), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
          "--artifacts-destination", str(root / "server-artifacts")],
-        url=f"http://127.0.0.1:{port}", ready_path="/health", log=root / f"mlflow-{port}.log")
+        url=f"http://127.0.0.1:{port}", ready_path="/health", log=root / f"mlflow-{port}.log",
+        timeout_s=240)  # importing mlflow alone took over a minute on a loaded 2-core machine
 
 
 @pytest.fixture
