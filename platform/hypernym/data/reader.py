@@ -211,8 +211,8 @@ def _transient() -> tuple[type[BaseException], ...]:
 
 
 def _fetch(url: str) -> bytes:
-    """A remote shard's bytes, retrying transient errors for ``_RETRY_S`` (a missing shard
-    fails at once)."""
+    """A remote shard's bytes, retrying transient errors for ``_RETRY_S`` and at least once,
+    however long the first attempt took (a missing shard fails at once)."""
     fs, path = open_fs(url)
     deadline = time.monotonic() + _RETRY_S
     for attempt in itertools.count():
@@ -222,7 +222,7 @@ def _fetch(url: str) -> bytes:
             raise HypernymError(f"shard {url} is missing: the dataset changed after its manifest "
                                 "was written; prepare it again") from None
         except _transient() as exc:
-            if time.monotonic() > deadline:
+            if attempt > 0 and time.monotonic() > deadline:
                 raise HypernymError(f"cannot read shard {url} after {attempt + 1} attempts "
                                     f"over {_RETRY_S:.0f} s: {exc}") from exc
             log.warning("reading %s failed (%s); retrying", url, exc)
