@@ -116,5 +116,8 @@ def ensure_ray(*, settings: Settings | None = None, num_cpus: int | None = None)
     if settings.ray_address:
         kwargs["address"] = settings.ray_address
     else:
-        kwargs.update(include_dashboard=False, num_cpus=num_cpus)
+        # "local": always a new Ray of our own. Without it ray.init() joins any cluster that
+        # `ray start` left on this machine (another user's, another test's) when RAY_ADDRESS
+        # is unset: the embedded default must never land on someone else's cluster.
+        kwargs.update(address="local", include_dashboard=False, num_cpus=num_cpus)
     ray.init(**kwargs)

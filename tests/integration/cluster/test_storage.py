@@ -22,7 +22,7 @@ def s3(tmp_path_factory):
     with moto_s3("runs") as endpoint:
         # Ray workers take the driver's environment when Ray starts: start a fresh one now.
         ray.shutdown()
-        ray.init(num_cpus=2, include_dashboard=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False)
         root = tmp_path_factory.mktemp("storage")
         make_winter21(root / "raw", images_per_class=10, image_size=(48, 40), seed=5,
                       classes=["n02085620", "n02085782", "n02123045", "n02123159"])

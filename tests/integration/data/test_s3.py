@@ -35,7 +35,7 @@ def s3(tmp_path_factory):
     os.environ.update(env)
     # Ray workers take the driver's environment when Ray starts: start a fresh one now.
     ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"]).create_bucket(Bucket="hyp")
     yield "s3://hyp"
     ray.shutdown()

@@ -32,7 +32,7 @@ def dataset(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("resume")
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False)
     make_winter21(root / "raw", images_per_class=24, image_size=(64, 56), seed=2)
     manifest = prepare(parse_recipe({
         "kind": "prepare", "source": str(root / "raw"), "output": str(root / "ds"),

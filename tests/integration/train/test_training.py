@@ -23,7 +23,7 @@ def workspace(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("train")
     if not ray.is_initialized():  # before prepare(), which would start one of its own
-        ray.init(num_cpus=2, include_dashboard=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False)
     mp = pytest.MonkeyPatch()
     mp.setenv("HYPERNYM_HOME", str(root / "home"))
     make_winter21(root / "raw", images_per_class=24, image_size=(96, 80), seed=1)
