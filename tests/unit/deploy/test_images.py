@@ -100,9 +100,9 @@ def test_a_dockerfile_with_a_secret_or_root_user_is_rejected(tmp_path):
 def test_pinned_versions_agree_with_pyproject(pyproject, requirements):
     gpu, cpu = _all_args(GPU), _all_args(CPU)
     for args in (gpu, cpu):
+        # pyproject gives torch a range (users bring their own); the images pin one inside it.
         assert args["TORCH_VERSION"] in requirements["torch"].specifier
-        assert str(requirements["torch"].specifier) == f"=={args['TORCH_VERSION']}"
-        assert str(requirements["torchvision"].specifier) == f"=={args['TORCHVISION_VERSION']}"
+        assert args["TORCHVISION_VERSION"] in requirements["torchvision"].specifier
         assert args["RAY_VERSION"] in requirements["ray"].specifier
         assert args["RAY_VERSION"] == RAY_VERSION  # what the KubeRay manifests declare
         assert Version(args["PYTHON_VERSION"]) in _python_range(pyproject)
