@@ -148,6 +148,7 @@ def _mount() -> None:
     from hypernym.serving.cli import serve
     from hypernym.taxonomy.cli import taxonomy_app
     from hypernym.transfer.cli import contamination, eval_model
+    from hypernym.transfer.probe_cli import probe
 
     app.command(name="submit")(submit)
     app.command(name="serve")(serve)
@@ -159,6 +160,7 @@ def _mount() -> None:
     app.add_typer(deploy_app, name="deploy", help="Kubernetes manifests (KubeRay) for a recipe.")
     app.command(name="eval")(eval_model)
     app.command(name="contamination")(contamination)
+    app.command(name="probe")(probe)
 
 
 _mount()
