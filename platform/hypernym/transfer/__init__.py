@@ -1,0 +1,1 @@
+"""Transfer: sweeps over fine-tuning (and pretraining) runs."""
