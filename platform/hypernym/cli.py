@@ -1,7 +1,8 @@
 """The ``hypernym`` command. Thin: parse arguments, call the library, print.
 
 Every stage is a library function taking a validated recipe; ``hypernym run RECIPE`` and the
-stage commands call the same function a submitted job calls on the cluster.
+stage commands call `hypernym.recipes.run_recipe`, the function a submitted job calls on the
+cluster, and print what it returns.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from rich.console import Console
 
 from hypernym.errors import HypernymError
 
-__all__ = ["app", "main", "run_recipe"]
+__all__ = ["app", "main"]
 
 console = Console(stderr=True, soft_wrap=True)  # commands stay copy-pastable
 app = typer.Typer(
@@ -43,28 +44,12 @@ def _global(
     configure_logging(verbose=verbose)
 
 
-def run_recipe(recipe, *, show_progress: bool = True, resume: str | None = None):
-    """Run a validated recipe in this process (the same call a submitted job makes)."""
-    if recipe.kind == "prepare":
-        from hypernym.data.prepare import prepare
+def _run(recipe, *, resume: str | None = None) -> None:
+    from hypernym.recipes import describe, run_recipe
 
-        manifest = prepare(recipe, show_progress=show_progress)
-        console.print(
-            f"[green]dataset ready[/] {recipe.output}: {len(manifest.classes)} classes, "
-            + ", ".join(f"{s} {manifest.num_samples(s)}" for s in manifest.splits)
-            + f", fingerprint {manifest.fingerprint[:12]}"
-        )
-        return manifest
-    from hypernym.train.trainer import run_training
-
-    result = run_training(recipe, show_progress=show_progress, resume=resume)
-    shown = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith(("val/", "train/l"))}
-    console.print(f"[green]{recipe.kind} finished[/] run {result.run_id} metrics {shown}")
-    if result.registered is not None:
-        reg = result.registered
-        console.print(f"registered [bold]{reg.name}[/] version {reg.version}"
-                      + (f" alias @{reg.alias}" if reg.alias else ""))
-    return result
+    result = run_recipe(recipe, resume=resume)
+    for line in describe(recipe, result):
+        console.print(line)
 
 
 def _load(recipe_path: Path, overrides: list[str] | None, kind: str | None = None):
@@ -79,7 +64,7 @@ def _load(recipe_path: Path, overrides: list[str] | None, kind: str | None = Non
 @app.command()
 def run(recipe: Path, set_: SetOpt = None) -> None:
     """Run any recipe (prepare, pretrain or finetune) here, on local Ray or RAY_ADDRESS."""
-    run_recipe(_load(recipe, set_))
+    _run(_load(recipe, set_))
 
 
 @app.command()
@@ -96,9 +81,9 @@ def prepare(
     overrides += [f"source={source}"] if source else []
     overrides += [f"output={output}"] if output else []
     if recipe is not None:
-        run_recipe(_load(recipe, overrides, kind="prepare"))
+        _run(_load(recipe, overrides, kind="prepare"))
     else:
-        run_recipe(parse_recipe(apply_overrides({}, overrides), source="--set", kind="prepare"))
+        _run(parse_recipe(apply_overrides({}, overrides), source="--set", kind="prepare"))
 
 
 ResumeOpt = Annotated[str | None, typer.Option(
@@ -109,13 +94,13 @@ ResumeOpt = Annotated[str | None, typer.Option(
 @app.command()
 def pretrain(recipe: Path, set_: SetOpt = None, resume: ResumeOpt = None) -> None:
     """Pretrain a timm model on a prepared dataset with Ray Train."""
-    run_recipe(_load(recipe, set_, kind="pretrain"), resume=resume)
+    _run(_load(recipe, set_, kind="pretrain"), resume=resume)
 
 
 @app.command()
 def finetune(recipe: Path, set_: SetOpt = None, resume: ResumeOpt = None) -> None:
     """Fine-tune a registered backbone on domain data."""
-    run_recipe(_load(recipe, set_, kind="finetune"), resume=resume)
+    _run(_load(recipe, set_, kind="finetune"), resume=resume)
 
 
 @app.command()

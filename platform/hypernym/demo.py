@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hypernym.config import parse_recipe
+from hypernym.recipes import describe, run_recipe
 from hypernym.settings import get_settings
 
 __all__ = ["DemoConfig", "demo_recipes", "run_demo"]
@@ -95,7 +96,6 @@ def demo_recipes(cfg: DemoConfig, workdir: Path) -> dict[str, dict]:
 
 def run_demo(cfg: DemoConfig, *, workdir: Path | None = None) -> dict:
     """Run every stage; print a table of what came out. Returns the figures for tests."""
-    from hypernym.cli import run_recipe
     from hypernym.data.demo import make_digits_folder, make_winter21
     from hypernym.registry.models import load_backbone, pull
 
@@ -107,6 +107,12 @@ def run_demo(cfg: DemoConfig, *, workdir: Path | None = None) -> dict:
     for name, raw_recipe in demo_recipes(cfg, workdir).items():
         recipes[name] = parse_recipe(raw_recipe, source=f"demo recipe {name}")
     _write_recipes(recipes, workdir / "recipes")
+
+    def run(name: str):
+        result = run_recipe(recipes[name])
+        for line in describe(recipes[name], result):
+            console.print(line)
+        return result
 
     timings: dict[str, float] = {}
 
@@ -122,11 +128,10 @@ def run_demo(cfg: DemoConfig, *, workdir: Path | None = None) -> dict:
         make_digits_folder(raw / "digits"),
     ))[0]
     console.print(f"miniature winter21: {len(synsets)} synsets; digits: 10 classes")
-    stage("prepare", lambda: [run_recipe(recipes[k]) for k in ("prepare-mini21k",
-                                                               "prepare-digits")])
-    pre = stage("pretrain + register", lambda: run_recipe(recipes["pretrain"]))
-    fine = stage("fine-tune from backbone", lambda: run_recipe(recipes["finetune"]))
-    scratch = stage("fine-tune from random init", lambda: run_recipe(recipes["finetune-scratch"]))
+    stage("prepare", lambda: [run(k) for k in ("prepare-mini21k", "prepare-digits")])
+    pre = stage("pretrain + register", lambda: run("pretrain"))
+    fine = stage("fine-tune from backbone", lambda: run("finetune"))
+    scratch = stage("fine-tune from random init", lambda: run("finetune-scratch"))
 
     def pull_and_load():
         ref = f"{cfg.finetuned_name}@candidate"
@@ -153,7 +158,7 @@ def run_demo(cfg: DemoConfig, *, workdir: Path | None = None) -> dict:
 
 
 def _curve(run_id: str, settings) -> list[float]:
-    from hypernym.registry.tracking import client
+    from hypernym.tracking import client
 
     history = client(settings.tracking_uri).get_metric_history(run_id, "val/top1")
     return [m.value for m in sorted(history, key=lambda m: m.step)]

@@ -20,9 +20,11 @@ import torch
 import torch.nn.functional as F
 
 from hypernym.config import OptimSpec, TrainSpec
+from hypernym.data.normalize import normalizer
+from hypernym.train.build import build_optimizer, build_scheduler
 from hypernym.train.checkpoint import TrainState
-from hypernym.train.step import StepKit, train_epoch
-from hypernym.train.tasks import build_optimizer, build_scheduler, normalizer
+from hypernym.train.epoch import StepKit, train_epoch
+from hypernym.train.losses import CrossEntropy
 
 
 def batches(n: int, size: int, batch: int, classes: int):
@@ -52,7 +54,7 @@ def ours(model, data, lr: float) -> float:
     state = TrainState(model=model, optimizer=optimizer, scheduler=scheduler)
     start = time.perf_counter()
     kit = StepKit(normalize=normalizer(torch.device("cpu")), autocast=nullcontext(),
-                  train=TrainSpec(epochs=1, log_every=10))
+                  train=TrainSpec(epochs=1, log_every=10), loss_fn=CrossEntropy())
     train_epoch(state, data, kit, logger=None, world=1, epoch=0, steps=len(data))
     return (time.perf_counter() - start) / len(data)
 

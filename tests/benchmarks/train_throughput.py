@@ -3,7 +3,7 @@
     .venv/bin/python tests/benchmarks/train_throughput.py --arch resnet50 --batch 256 \
         --loader-workers 14 [--data DATASET] [--compile]
 
-One process, one device (CUDA when there is one), hypernym's step (`train.step.train_epoch`: bf16
+One process, one device (CUDA when there is one), hypernym's step (`train.epoch.train_epoch`: bf16
 autocast on GPU, channels_last, timm AdamW, per-step scheduler). "synthetic" feeds uint8 batches
 already on the device; "real" streams a prepared dataset through `make_loader` (decode, crop,
 flip in loader processes, pinned memory). Prints images/s for each, after warm-up steps, and the
@@ -25,10 +25,12 @@ import torch
 
 from hypernym.config import OptimSpec, TrainSpec, parse_recipe
 from hypernym.data.manifest import read_manifest
+from hypernym.data.normalize import normalizer
 from hypernym.data.reader import make_loader
+from hypernym.train.build import build_optimizer, build_scheduler
 from hypernym.train.checkpoint import TrainState
-from hypernym.train.step import StepKit, train_epoch
-from hypernym.train.tasks import build_optimizer, build_scheduler, normalizer
+from hypernym.train.epoch import StepKit, train_epoch
+from hypernym.train.losses import CrossEntropy
 
 
 def prepared(work: Path, images_per_class: int) -> str:
@@ -94,8 +96,8 @@ def main() -> None:
     train = TrainSpec(epochs=1, channels_last=True, compile=args.compile, log_every=10**9)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 else nullcontext())
-    kit = StepKit(normalize=normalizer(device), autocast=autocast, train=train, device=device,
-                  img_size=size)
+    kit = StepKit(normalize=normalizer(device), autocast=autocast, train=train,
+                  loss_fn=CrossEntropy(train.label_smoothing), device=device, img_size=size)
 
     def model():
         torch.manual_seed(0)

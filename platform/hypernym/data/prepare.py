@@ -28,6 +28,7 @@ from hypernym.data.shards import PARTS_DIR, ShardResult, write_shard
 from hypernym.data.sources import Item, Listing, list_source
 from hypernym.data.storage import join, open_fs
 from hypernym.errors import HypernymError
+from hypernym.progress import ProgressBar
 
 __all__ = ["RECIPE_NAME", "RECIPE_VERSION", "mixing", "plan_splits", "prepare"]
 
@@ -171,41 +172,13 @@ def _run_tasks(jobs, recipe: PrepareRecipe, class_index, *, show_progress: bool)
                     quality=recipe.jpeg_quality): name
         for _split, name, items in jobs
     }
-    with _progress(show_progress, total=len(jobs), done=0) as advance:
+    with ProgressBar("prepare", total=len(jobs), unit="shards", enabled=show_progress) as bar:
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
                 results[pending.pop(ref)] = ray.get(ref)
-                advance()
+                bar.advance()
     return results
-
-
-class _progress:
-    """A rich progress bar over shards (or nothing), with ETA."""
-
-    def __init__(self, enabled: bool, *, total: int, done: int) -> None:
-        self.enabled, self.total, self.done = enabled, total, done
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda: None
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        self._bar = Progress(TextColumn("[bold]prepare"), BarColumn(), MofNCompleteColumn(),
-                             TextColumn("shards"), TimeRemainingColumn())
-        self._bar.start()
-        task = self._bar.add_task("shards", total=self.total, completed=self.done)
-        return lambda: self._bar.advance(task)
-
-    def __exit__(self, *exc) -> None:
-        if self.enabled:
-            self._bar.stop()
 
 
 def _clear(fs, path: str) -> None:

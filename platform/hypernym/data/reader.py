@@ -25,6 +25,7 @@ from typing import NamedTuple
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from hypernym.config import DataSpec
 from hypernym.data.collate import RecycledBatches
 from hypernym.data.device_decode import CropPlan, collate_encoded
 from hypernym.data.manifest import Manifest
@@ -34,7 +35,8 @@ from hypernym.data.tar import TarFormatError, iter_tar
 from hypernym.data.transforms import eval_transform, train_transform
 from hypernym.errors import HypernymError
 
-__all__ = ["Sample", "ShardStream", "make_loader", "read_shard", "steps_per_epoch"]
+__all__ = ["Sample", "ShardStream", "data_loader", "make_loader", "read_shard",
+           "steps_per_epoch"]
 
 log = logging.getLogger(__name__)
 _WARN_FIRST = 5  # bad samples logged one by one per stream; after that only counted
@@ -280,3 +282,16 @@ def make_loader(manifest: Manifest, root: str, split: str, *, rank: int, world_s
                         prefetch_factor=prefetch, collate_fn=collate)
     loader.steps = stream.plan(max(num_workers, 1))[1]
     return loader
+
+
+def data_loader(spec: DataSpec, manifest: Manifest, split: str, *, rank: int, world_size: int,
+                epoch: int = 0, progress: EpochProgress | None = None) -> DataLoader:
+    """`make_loader` for a recipe's ``data`` section: training batches of the ``train`` split
+    (augmented, recycled: the training loop copies each batch when it normalises it), or one
+    evaluation pass over another split."""
+    train = split == "train"
+    return make_loader(
+        manifest, spec.path, split, rank=rank, world_size=world_size, epoch=epoch,
+        batch_size=spec.batch_size, img_size=spec.img_size, train=train, seed=spec.seed,
+        num_workers=spec.loader_workers, progress=progress, crop_scale=spec.crop_scale,
+        rand_augment=spec.rand_augment, recycle=train, decode_on=spec.decode_on)

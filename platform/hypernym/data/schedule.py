@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["EpochProgress", "Piece", "Slot", "batch_mixing", "plan_epoch", "shard_order"]
+__all__ = ["EpochProgress", "Piece", "Slot", "plan_epoch", "shard_order"]
 
 
 @dataclass(frozen=True)
@@ -159,16 +159,3 @@ class EpochProgress:
         self.epoch = int(state["epoch"])
         bits = np.unpackbits(state["bits"].numpy())[: self.consumed.size]
         self.consumed = bits.astype(bool)
-
-
-def batch_mixing(distinct_per_batch: float, class_counts: Sequence[int], batch_size: int) -> float:
-    """How mixed the batches were: their mean number of distinct classes over what batches of
-    ``batch_size`` drawn independently from the same class frequencies would hold on average
-    (``sum_c 1 - (1 - p_c)^B``). About 1.0: as mixed as random draws; well below: batches are
-    dominated by few classes (shards read in order, a buffer too small)."""
-    counts = np.asarray(class_counts, dtype=np.float64)
-    if counts.sum() == 0 or distinct_per_batch <= 0:
-        return 0.0
-    p = counts / counts.sum()
-    expected = float(np.sum(1.0 - (1.0 - p) ** batch_size))
-    return distinct_per_batch / expected

@@ -1,7 +1,8 @@
 """Registered models: register, resolve, pull, and load into timm without unpickling.
 
 A registered version is an MLflow "models from code" pyfunc (pyfunc_model.py, a plain file) whose
-artifacts are ``model.safetensors`` and ``card.json`` (DESIGN.md, principle 6). References:
+artifacts are ``model.safetensors`` and ``card.json``: weights are data, not code
+(docs/architecture.md, "Principles"). References:
 ``NAME`` (newest version), ``NAME@alias``, ``NAME/VERSION``, each optionally ``models:/``-prefixed.
 """
 
@@ -18,8 +19,8 @@ import torch
 
 from hypernym.errors import HypernymError
 from hypernym.registry.card import CARD_FILE, WEIGHTS_FILE, ModelCard
-from hypernym.registry.tracking import _mlflow, client, tracking_uri
 from hypernym.settings import Settings, get_settings
+from hypernym.tracking import client, mlflow_module, tracking_uri
 
 __all__ = [
     "ModelRef",
@@ -68,7 +69,7 @@ def register_model(*, run_id: str, name: str, model: torch.nn.Module, card: Mode
     from safetensors.torch import save_file
 
     settings = settings or get_settings()
-    mlflow = _mlflow()
+    mlflow = mlflow_module()
     with tempfile.TemporaryDirectory() as tmp, tracking_uri(settings.tracking_uri):
         weights, card_path = Path(tmp) / WEIGHTS_FILE, Path(tmp) / CARD_FILE
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -109,7 +110,7 @@ def _lineage_tags(card: ModelCard) -> dict[str, str]:
 
 def resolve(ref: str, *, settings: Settings | None = None):
     """The MLflow ModelVersion a reference points at, or a HypernymError saying what exists."""
-    from mlflow.exceptions import MlflowException
+    MlflowException = mlflow_module().exceptions.MlflowException  # noqa: N806
 
     settings = settings or get_settings()
     parsed = parse_ref(ref)
@@ -144,7 +145,7 @@ def pull(ref: str, out_dir: str | Path, *, settings: Settings | None = None) -> 
     """Download a version's ``model.safetensors`` and ``card.json`` into ``out_dir``."""
     settings = settings or get_settings()
     version = resolve(ref, settings=settings)
-    mlflow = _mlflow()
+    mlflow = mlflow_module()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     uri = f"models:/{version.name}/{version.version}/artifacts"

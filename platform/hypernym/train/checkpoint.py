@@ -1,4 +1,4 @@
-"""Training state saved together under fixed keys (DESIGN.md, principle 4).
+"""Training state saved together under fixed keys (docs/architecture.md, "Principles").
 
 A checkpoint is a directory with ``state.pt`` (model, optimizer, scheduler, EMA, position, reader
 progress, RNG) and ``recipe.json`` (the resolved recipe). Checkpoints are our own output, not
@@ -43,7 +43,7 @@ class TrainState:
 
     def state_dict(self) -> dict[str, Any]:
         """Every rank calls this (a sharded model gathers its tensors); rank 0's is complete."""
-        from hypernym.train.parallel import state_dicts
+        from hypernym.train.distributed import state_dicts
 
         model, optimizer = state_dicts(self.model, self.optimizer)
         return {
@@ -65,7 +65,7 @@ class TrainState:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        from hypernym.train.parallel import load_state_dicts
+        from hypernym.train.distributed import load_state_dicts
 
         load_state_dicts(self.model, self.optimizer, state["model"], state["optimizer"])
         if self.scheduler and state.get("scheduler"):

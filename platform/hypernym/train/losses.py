@@ -26,7 +26,7 @@ from timm.loss import SoftTargetCrossEntropy
 from hypernym.errors import HypernymError
 from hypernym.taxonomy import semantic_paths
 
-__all__ = ["CrossEntropy", "SemanticSoftmax", "build_loss"]
+__all__ = ["CrossEntropy", "SemanticSoftmax", "build_loss", "level_accuracy"]
 
 MAX_LEVEL_WEIGHT = 20.0  # the 21K-P code's max_normalization_factor
 
@@ -129,8 +129,24 @@ class SemanticSoftmax:
         return torch.stack(rows).double()
 
 
-def build_loss(kind: str, manifest, *, label_smoothing: float):
-    """The recipe's loss (``train.loss``) for a dataset."""
+def build_loss(kind: str, manifest, *, label_smoothing: float) -> CrossEntropy | SemanticSoftmax:
+    """The recipe's loss (``train.loss``: ``ce`` or ``semantic``) for a dataset.
+
+    Raises:
+        HypernymError: ``semantic`` for a dataset whose classes form no hierarchy.
+    """
     if kind == "semantic":
         return SemanticSoftmax.from_manifest(manifest, label_smoothing=label_smoothing)
     return CrossEntropy(label_smoothing)
+
+
+def level_accuracy(manifest, loss, device: torch.device) -> SemanticSoftmax | None:
+    """What evaluation uses for per-level (semantic) accuracy: the loss itself when it is the
+    semantic softmax, otherwise one built whenever the classes form a hierarchy (None when
+    they do not)."""
+    if isinstance(loss, SemanticSoftmax):
+        return loss
+    try:
+        return SemanticSoftmax.from_manifest(manifest).to(device)
+    except HypernymError:
+        return None

@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import os
 import subprocess
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hypernym import tracking
 from hypernym.config import FinetuneRecipe, PretrainRecipe
 from hypernym.data.manifest import Manifest, read_manifest
 from hypernym.data.reader import steps_per_epoch
 from hypernym.errors import HypernymError
+from hypernym.progress import ProgressBar, ProgressState
 from hypernym.settings import Settings, get_settings
-from hypernym.train.losses import SemanticSoftmax
-from hypernym.train.tasks import TaskSpec
+from hypernym.train.build import TaskSpec
+from hypernym.train.losses import build_loss
 
 __all__ = ["TrainResult", "run_training"]
 
@@ -56,7 +57,6 @@ def run_training(
         HypernymError: before any Ray work, for a missing dataset, a dataset too small for the
             batch, or a backbone reference that does not resolve.
     """
-    from hypernym.registry import tracking
     from hypernym.registry.models import resolve
 
     settings = settings or get_settings()
@@ -70,8 +70,8 @@ def run_training(
             f"one step of {world} workers x batch {batch}: lower data.batch_size or "
             "scaling.num_workers"
         )
-    if recipe.train.loss == "semantic":  # a flat dataset fails here, not on every worker
-        SemanticSoftmax.from_manifest(manifest)
+    # a semantic loss on a flat dataset fails here, not on every worker
+    build_loss(recipe.train.loss, manifest, label_smoothing=recipe.train.label_smoothing)
     backbone, parent_model_id = None, None
     if isinstance(recipe, FinetuneRecipe) and recipe.backbone:
         version = resolve(recipe.backbone, settings=settings)
@@ -122,27 +122,18 @@ def run_training(
 
 def _reopen(run_id: str, recipe, manifest: Manifest, settings: Settings) -> str:
     """Check that ``run_id`` is a run of this recipe on this dataset, and mark it running."""
-    from mlflow.exceptions import MlflowException
-
-    from hypernym.registry.tracking import client
-
-    mlflow = client(settings.tracking_uri)
-    try:
-        run = mlflow.get_run(run_id)
-    except MlflowException:
-        raise HypernymError(f"no MLflow run {run_id!r} at {settings.tracking_uri}: give the id "
-                            "printed when the run started (or see the MLflow UI)") from None
-    tags = run.data.tags
-    if run.info.run_name != recipe.name or tags.get("hypernym.kind") != recipe.kind:
-        raise HypernymError(f"run {run_id} is {tags.get('hypernym.kind')} {run.info.run_name!r},"
+    run = tracking.run_summary(run_id, settings=settings)
+    tags = run.tags
+    if run.name != recipe.name or tags.get("hypernym.kind") != recipe.kind:
+        raise HypernymError(f"run {run_id} is {tags.get('hypernym.kind')} {run.name!r},"
                             f" not {recipe.kind} {recipe.name!r}: resume it with its own recipe")
     if tags.get("hypernym.dataset_fingerprint") != manifest.fingerprint:
         raise HypernymError(f"run {run_id} trained on another dataset (fingerprint "
                             f"{tags.get('hypernym.dataset_fingerprint', '?')[:12]}, now "
                             f"{manifest.fingerprint[:12]}): resume on the same dataset")
-    if run.info.status == "FINISHED":
+    if run.status == "FINISHED":
         raise HypernymError(f"run {run_id} already finished: start a new run instead")
-    mlflow.update_run(run_id, status="RUNNING")
+    tracking.mark_running(run_id, settings=settings)
     return run_id
 
 
@@ -172,8 +163,8 @@ def _fit(recipe, task, run_id, settings, *, total_steps: int, show_progress: boo
             checkpoint_config=CheckpointConfig(num_to_keep=recipe.train.keep_checkpoints),
         ),
     )
-    with _ProgressWatcher(run_id, settings, total_steps=total_steps, label=recipe.kind,
-                          enabled=show_progress):
+    with _watch(run_id, settings, total_steps=total_steps, label=recipe.kind,
+                enabled=show_progress):
         result = trainer.fit()
     if result.error is not None:
         raise result.error
@@ -231,51 +222,17 @@ def _git_commit() -> str:
         return ""
 
 
-class _ProgressWatcher:
+def _watch(run_id: str, settings: Settings, *, total_steps: int, label: str,
+           enabled: bool) -> ProgressBar:
     """A progress bar fed by the run's MLflow metrics (works for local and remote clusters)."""
+    bar = ProgressBar(f"{label}: starting Ray workers", total=total_steps, unit="steps",
+                      enabled=enabled)
 
-    def __init__(self, run_id, settings, *, total_steps: int, label: str, enabled: bool) -> None:
-        self.run_id, self.settings, self.total, self.label = run_id, settings, total_steps, label
-        self.enabled = enabled
-        self._stop = threading.Event()
-        self._succeeded = False
-        self._thread: threading.Thread | None = None
+    def poll() -> ProgressState:
+        m = tracking.latest_metrics(run_id, tracking_uri=settings.tracking_uri)
+        info = " ".join(f"{k.split('/')[-1]} {m[k]:.3f}" for k in ("train/loss", "val/top1")
+                        if k in m)
+        desc = f"{label}: epoch {int(m.get('epoch', 0))}" if m else label
+        return ProgressState(int(m.get("progress/step", 0)), desc, info)
 
-    def __enter__(self):
-        if self.enabled:
-            self._thread = threading.Thread(target=self._poll, daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, exc_type, *exc) -> None:
-        self._succeeded = exc_type is None
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    def _poll(self) -> None:
-        from mlflow.tracking import MlflowClient
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        client = MlflowClient(self.settings.tracking_uri)
-        columns = (TextColumn("[bold]{task.description}"), BarColumn(),
-                   TextColumn("step {task.completed:.0f}/{task.total:.0f}"),
-                   TextColumn("{task.fields[info]}"), TimeElapsedColumn())
-        with Progress(*columns, transient=False) as progress:
-            bar = progress.add_task(f"{self.label}: starting Ray workers", total=self.total,
-                                    info="")
-            while True:
-                stopping = self._stop.wait(1.0)
-                try:
-                    m = client.get_run(self.run_id).data.metrics
-                except Exception:  # noqa: BLE001 - progress is best effort; training goes on
-                    m = {}
-                step = int(m.get("progress/step", 0))
-                info = " ".join(f"{k.split('/')[-1]} {m[k]:.3f}" for k in
-                                ("train/loss", "val/top1") if k in m)
-                desc = f"{self.label}: epoch {int(m.get('epoch', 0))}" if m else self.label
-                progress.update(bar, completed=min(step, self.total), description=desc, info=info)
-                if stopping:
-                    if self._succeeded:  # rank 0 logs every few steps; the end is exact
-                        progress.update(bar, completed=self.total)
-                    return
+    return bar.polled(poll, interval_s=1.0)

@@ -18,8 +18,8 @@ import torch
 from hypernym.errors import HypernymError
 from hypernym.registry.card import ModelCard
 from hypernym.registry.models import load_backbone, load_card, pull, register_model, resolve
-from hypernym.registry.tracking import RunLogger, client, start_run
 from hypernym.settings import get_settings
+from hypernym.tracking import RunLogger, client, start_run
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +79,7 @@ def test_register_pull_load_without_pickle(tmp_path):
 
     import mlflow
 
-    from hypernym.registry.tracking import tracking_uri
+    from hypernym.tracking import tracking_uri
 
     with tracking_uri(settings.tracking_uri):
         pyfunc = mlflow.pyfunc.load_model("models:/bb@candidate")
@@ -157,7 +157,7 @@ def test_tracking_server_outage_does_not_stop_logging(tmp_path, monkeypatch):
     held (and retried), and once the server is back they all reach the same run, in order."""
     from mlflow.tracking import MlflowClient
 
-    from hypernym.registry.tracking import RunLogger, start_run
+    from hypernym.tracking import RunLogger, start_run
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")

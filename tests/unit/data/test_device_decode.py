@@ -18,11 +18,14 @@ from torchvision.transforms.v2 import functional as TF
 from hypernym.config import TrainSpec, parse_recipe
 from hypernym.data.device_decode import CropPlan, EncodedBatch, collate_encoded, decode_batch
 from hypernym.data.manifest import ClassInfo, Manifest, ShardInfo
+from hypernym.data.normalize import normalizer
 from hypernym.data.reader import Sample, make_loader
+from hypernym.data.schedule import EpochProgress
 from hypernym.data.transforms import eval_transform
 from hypernym.train.checkpoint import TrainState
-from hypernym.train.step import StepKit, evaluate, train_epoch
-from hypernym.train.tasks import normalizer
+from hypernym.train.epoch import StepKit, evaluate, train_epoch
+from hypernym.train.losses import CrossEntropy
+from hypernym.train.records import ConsumedSamples
 
 SIZE = 32
 
@@ -105,15 +108,17 @@ def test_training_and_evaluation_run_on_device_decoded_batches(tmp_path):
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * SIZE * SIZE, 4))
     state = TrainState(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.01))
     kit = StepKit(normalize=normalizer(torch.device("cpu"), img_size=SIZE),
-                  autocast=nullcontext(), train=TrainSpec(epochs=1), img_size=SIZE)
-    trained = []
+                  autocast=nullcontext(), train=TrainSpec(epochs=1), loss_fn=CrossEntropy(),
+                  img_size=SIZE)
+    consumed = ConsumedSamples(EpochProgress([s.samples for s in manifest.splits["train"]]))
     metrics = train_epoch(state, loader, kit, logger=None, world=1, epoch=0, steps=loader.steps,
-                          after_step=lambda group: trained.extend(group[0].id.tolist()))
+                          records=[consumed])
+    trained = torch.cat(consumed.pending).tolist()
     assert state.global_step == loader.steps == 6 and sorted(trained) == list(range(48))
     assert np.isfinite(metrics["train/loss"])
     val = make_loader(manifest, str(tmp_path), "val", rank=0, world_size=1, epoch=0,
                       batch_size=8, img_size=SIZE, train=False, decode_on="device")
-    result = evaluate({"val": model}, val, kit, world=1)
+    result = evaluate({"val": model}, val, kit)
     assert 0 <= result["val/top1"] <= 1
 
 

@@ -102,7 +102,7 @@ def test_progress_round_trips_and_guards_its_dataset():
 
 
 def test_batch_mixing_tells_random_batches_from_sorted_ones():
-    from hypernym.data.schedule import batch_mixing
+    from hypernym.train.metrics import batch_mixing
 
     gen = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 50, (64 * 40,), generator=gen)

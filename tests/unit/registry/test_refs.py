@@ -4,7 +4,7 @@ import pytest
 
 from hypernym.errors import HypernymError
 from hypernym.registry.models import ModelRef, parse_ref
-from hypernym.registry.tracking import flatten
+from hypernym.tracking import flatten
 
 
 @pytest.mark.parametrize("ref,expected", [

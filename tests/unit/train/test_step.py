@@ -15,9 +15,10 @@ from timm.data import Mixup
 from timm.utils import ModelEmaV3
 
 from hypernym.config import TrainSpec
+from hypernym.data.normalize import normalizer
 from hypernym.train.checkpoint import TrainState, load_state, save_state
-from hypernym.train.step import StepKit, evaluate, train_epoch
-from hypernym.train.tasks import normalizer
+from hypernym.train.epoch import StepKit, evaluate, train_epoch
+from hypernym.train.losses import CrossEntropy
 
 CLASSES = 4
 
@@ -34,17 +35,28 @@ def batches(n: int, size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 def kit(**train) -> StepKit:
+    spec = TrainSpec(epochs=1, **train)
     return StepKit(normalize=normalizer(torch.device("cpu")), autocast=nullcontext(),
-                   train=TrainSpec(epochs=1, **train), img_size=8)
+                   train=spec, loss_fn=CrossEntropy(spec.label_smoothing), img_size=8)
 
 
 def run(model, data, **train):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     state = TrainState(model=model, optimizer=optimizer)
-    groups = []
+    groups = GroupSizes()
     train_epoch(state, data, kit(**train), logger=None, world=1, epoch=0, steps=len(data),
-                after_step=lambda group: groups.append(len(group)))
-    return state, groups
+                records=[groups])
+    return state, groups.sizes
+
+
+class GroupSizes:
+    """A step record: how many batches each optimizer step took."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def add(self, epoch: int, step: int, batches: list) -> None:
+        self.sizes.append(len(batches))
 
 
 def test_accumulation_equals_the_big_batch():
@@ -97,7 +109,7 @@ def test_ema_mixup_and_a_checkpoint_round_trip(tmp_path):
 def test_evaluate_reports_accuracy():
     model = tiny_model()
     data = batches(2, 6)
-    out = evaluate({"val": model, "val_ema": copy.deepcopy(model)}, data, kit(), world=1)
+    out = evaluate({"val": model, "val_ema": copy.deepcopy(model)}, data, kit())
     assert set(out) == {f"{p}/{m}" for p in ("val", "val_ema") for m in ("loss", "top1", "top5")}
     assert 0 <= out["val/top1"] <= out["val/top5"] == pytest.approx(1.0)  # 4 classes < top-5
     assert out["val/top1"] == out["val_ema/top1"]  # same weights, same batches

@@ -8,7 +8,7 @@ tests/integration/registry/test_registry.py.
 import threading
 import time
 
-from hypernym.registry.metric_queue import MetricQueue
+from hypernym.tracking.metric_queue import MetricQueue
 
 
 class Flaky:

@@ -1,4 +1,8 @@
-"""How the model is spread over the workers: DDP (Ray Train's prepare_model) or FSDP2.
+"""Everything distributed in one module: the collectives the loop uses, and how the model is
+spread over the workers, DDP (Ray Train's prepare_model) or FSDP2.
+
+The collectives are no-ops in a single process (one worker, or tests without a process group),
+so the loop calls them unconditionally.
 
 DDP replicates the model, so rank 0's state dict is the checkpoint. FSDP2
 (``torch.distributed.fsdp.fully_shard``) shards parameters, gradients and optimizer state, so
@@ -14,7 +18,37 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["is_sharded", "load_state_dicts", "shard_units", "state_dicts", "wrap_model"]
+__all__ = ["all_gather", "all_reduce_sum", "any_rank", "is_distributed", "is_sharded",
+           "load_state_dicts", "shard_units", "state_dicts", "wrap_model"]
+
+
+def is_distributed() -> bool:
+    """True inside a process group of more than one rank."""
+    return dist.is_initialized() and dist.get_world_size() > 1
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over the ranks, in place (NCCL needs it on the training device)."""
+    if is_distributed():
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def all_gather(obj) -> list:
+    """Every rank's ``obj`` (a picklable object), in rank order; ``[obj]`` in one process."""
+    if not is_distributed():
+        return [obj]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True if ``flag`` is true on any rank (a collective: every rank must call it)."""
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    if dist.is_initialized():
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def shard_units(model: nn.Module) -> list[nn.Module]:
@@ -39,7 +73,7 @@ def wrap_model(model: nn.Module, *, strategy: str, compile_model: bool) -> nn.Mo
     sharded with FSDP2. ``Module.compile`` compiles in place, so state dict keys stay plain."""
     import ray.train.torch
 
-    if strategy == "fsdp" and dist.is_initialized() and dist.get_world_size() > 1:
+    if strategy == "fsdp" and is_distributed():
         from torch.distributed.fsdp import fully_shard
 
         model = model.to(ray.train.torch.get_device())

@@ -1,8 +1,10 @@
-"""What differs between pretraining and fine-tuning: the model's start, the trainable parameters.
+"""The builders of a run's model, optimizer and LR scheduler, from its `TaskSpec` and recipe.
 
-The loop (loop.py) is shared; a task only builds the model, the optimizer's parameter groups and
-the loss. timm does the work: `create_model`, `reset_classifier`, `create_optimizer_v2` (which
-also implements layer-wise LR decay), `create_scheduler_v2`.
+What differs between pretraining and fine-tuning is here: the model's start (random init or a
+registered backbone) and the trainable parameters (all, or a linear probe's classifier). The loop
+(loop.py) is shared; the loss is chosen by `hypernym.train.losses.build_loss`. timm does the
+work: `create_model`, `create_optimizer_v2` (which also implements layer-wise LR decay),
+`create_scheduler_v2`.
 """
 
 from __future__ import annotations
@@ -13,12 +15,10 @@ import timm
 import timm.optim
 import timm.scheduler
 import torch
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from hypernym.data.device_decode import EncodedBatch, decode_batch
 from hypernym.settings import Settings
 
-__all__ = ["TaskSpec", "build_model", "build_optimizer", "build_scheduler", "normalizer"]
+__all__ = ["TaskSpec", "build_model", "build_optimizer", "build_scheduler"]
 
 
 @dataclass(frozen=True)
@@ -97,19 +97,3 @@ def build_scheduler(optimizer: torch.optim.Optimizer, optim, *, epochs: int, ste
         updates_per_epoch=max(steps, 1),
     )
     return scheduler
-
-
-def normalizer(device: torch.device, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, *,
-               img_size: int | None = None):
-    """uint8 NCHW batch -> normalised float on the device (done there, not in the loader).
-    ``mean`` and ``std`` are per channel, for pixels scaled to 0-1. A batch still encoded
-    (``data.decode_on: device``) is decoded there first, at ``img_size``."""
-    mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
-
-    def normalize(images) -> torch.Tensor:
-        if isinstance(images, EncodedBatch):
-            images = decode_batch(images, size=img_size, device=device)
-        return (images.to(device, non_blocking=True).float() - mean) / std
-
-    return normalize

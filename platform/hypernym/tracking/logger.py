@@ -1,99 +1,23 @@
-"""The MLflow tracking adapter: the only module (with models.py) that imports MLflow.
+"""`RunLogger`: logging into one existing MLflow run by id, from the driver or a Ray worker.
 
-The driver creates the experiment and the run; Ray Train's rank 0 logs into that run by id through
-a `RunLogger`, which holds only strings, so it pickles to workers, and a restarted worker group
-keeps logging into the same run.
+It holds only strings, so it pickles to workers, and a restarted worker group keeps logging into
+the same run. Metrics go through a `MetricQueue`, which keeps them through a server outage.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-from hypernym.registry.metric_queue import MetricQueue
-from hypernym.settings import Settings, get_settings
+from hypernym.tracking.metric_queue import MetricQueue
+from hypernym.tracking.runs import client, mlflow_module
 
-__all__ = ["RunLogger", "client", "ensure_experiment", "flatten", "log_lineage", "start_run",
-           "tracking_uri"]
+__all__ = ["RunLogger", "flatten"]
 
 log = logging.getLogger(__name__)
 _SECRET = re.compile(r"(key|token|password|secret|credential)", re.IGNORECASE)
 _MAX_PARAM = 6000  # MLflow's limit on a param value
-
-
-def _mlflow():
-    import mlflow
-
-    from hypernym.runtime import route_library_logs
-
-    route_library_logs()  # MLflow adds its own terminal handler on import
-    return mlflow
-
-
-def client(tracking_uri: str):
-    """An MlflowClient for ``tracking_uri`` (also the registry: embedded SQLite serves both)."""
-    return _mlflow().MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-
-
-@contextmanager
-def tracking_uri(uri: str) -> Iterator[None]:
-    """Point MLflow's fluent API at ``uri`` for a block, then restore it.
-
-    ``mlflow.set_tracking_uri`` also exports MLFLOW_TRACKING_URI, which would change this
-    process's settings (and its children's) for good; everything else here passes URIs.
-    """
-    mlflow = _mlflow()
-    saved = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(saved)  # None unsets it again
-
-
-def ensure_experiment(name: str, *, settings: Settings | None = None) -> str:
-    """Create the experiment if missing (and so the SQLite schema, once, in the driver)."""
-    settings = settings or get_settings()
-    if settings.embedded_tracking:
-        settings.home.mkdir(parents=True, exist_ok=True)
-    c = client(settings.tracking_uri)
-    found = c.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    location = f"{settings.artifact_root.rstrip('/')}/{name}"
-    return c.create_experiment(name, artifact_location=location)
-
-
-def start_run(*, experiment: str, run_name: str, tags: dict[str, str] | None = None,
-              settings: Settings | None = None) -> str:
-    """A new RUNNING run (not a global active run); returns its id."""
-    settings = settings or get_settings()
-    experiment_id = ensure_experiment(experiment, settings=settings)
-    run = client(settings.tracking_uri).create_run(
-        experiment_id, run_name=run_name, tags={k: v for k, v in (tags or {}).items() if v}
-    )
-    return run.info.run_id
-
-
-def log_lineage(run_id: str, *, dataset_name: str, fingerprint: str, uri: str,
-                parent_model_id: str | None = None, settings: Settings | None = None) -> None:
-    """Record the run's inputs in MLflow: the dataset (name, fingerprint, URI: the run page's
-    "Datasets used") and, for a fine-tune, the registered backbone's logged model."""
-    import json
-
-    from mlflow.entities import Dataset, DatasetInput, InputTag, LoggedModelInput
-
-    settings = settings or get_settings()
-    dataset = Dataset(name=dataset_name, digest=fingerprint[:32], source_type="hypernym",
-                      source=json.dumps({"uri": uri, "fingerprint": fingerprint}))
-    models = [LoggedModelInput(parent_model_id)] if parent_model_id else None
-    client(settings.tracking_uri).log_inputs(
-        run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "train")])],
-        models=models)
 
 
 def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -201,7 +125,7 @@ class RunLogger:
             monitor.start()
             return monitor
 
-        _mlflow()
+        mlflow_module()
         self._monitor = self._safe("system metrics", start)
 
     def finish_worker(self, *, timeout_s: float = 120.0) -> None:

@@ -1,28 +1,30 @@
-"""One training epoch and one evaluation pass: the per-step numerics of the loop.
+"""One training epoch (`train_epoch`) and one evaluation pass (`evaluate`).
 
 The step: uint8 batch -> normalised float on the device -> timm Mixup/CutMix (optional) ->
 forward under autocast -> loss / accumulation -> backward (gradient sync only on the last batch
 of an accumulation group) -> clip -> optimizer step -> per-step LR -> EMA update. Nothing here
 forces the host to wait for the device except the metric logs every ``train.log_every`` steps:
-the running loss stays a device tensor.
+the running loss stays a device tensor. After each optimizer step the epoch records what the step
+trained on (each of ``records``) and, every ``checkpoint_every`` steps, takes the mid-epoch
+checkpoint.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
-import torch.distributed as dist
 
 from hypernym.config import TrainSpec
 from hypernym.train.checkpoint import unwrap
+from hypernym.train.distributed import all_reduce_sum, any_rank
 from hypernym.train.losses import CrossEntropy, SemanticSoftmax
 
-__all__ = ["StepKit", "evaluate", "train_epoch"]
+__all__ = ["StepKit", "StepRecord", "evaluate", "train_epoch"]
 
 
 @dataclass
@@ -33,7 +35,7 @@ class StepKit:
         normalize: uint8 NCHW -> normalised float on the training device.
         autocast: the mixed-precision context (bf16 on GPU) or a null context.
         train: the recipe's ``train`` section.
-        loss_fn: CrossEntropy or SemanticSoftmax.
+        loss_fn: CrossEntropy or SemanticSoftmax (`hypernym.train.losses.build_loss`).
         mixup: a ``timm.data.Mixup`` (it also builds the soft targets), or None.
         semantic: per-level accuracy for evaluation when the dataset has a hierarchy, or None.
         device: the training device (collectives run on it: NCCL takes no CPU tensors).
@@ -43,15 +45,19 @@ class StepKit:
     normalize: Callable[[torch.Tensor], torch.Tensor]
     autocast: Any
     train: TrainSpec
+    loss_fn: CrossEntropy | SemanticSoftmax
     device: torch.device = torch.device("cpu")
     img_size: int = 224
-    loss_fn: Any = None
     mixup: Any = None
     semantic: SemanticSoftmax | None = None
 
-    def __post_init__(self) -> None:
-        if self.loss_fn is None:
-            self.loss_fn = CrossEntropy(self.train.label_smoothing)
+
+class StepRecord(Protocol):
+    """Something that records what each optimizer step trained on (consumed sample ids, batch
+    statistics, the sample trace)."""
+
+    def add(self, epoch: int, step: int, batches: list) -> None:
+        """The batches (one per accumulation step) optimizer step ``step`` trained on."""
 
 
 def _no_sync(model: torch.nn.Module, skip: bool):
@@ -77,13 +83,15 @@ class _FsdpNoSync:
 
 
 def train_epoch(state, loader, kit: StepKit, *, logger, world: int, epoch: int, steps: int,
-                after_step: Callable[[list], None] | None = None) -> dict[str, float]:
+                records: Sequence[StepRecord] = (),
+                checkpoint: Callable[[], None] | None = None) -> dict[str, float]:
     """One pass over ``loader``, which yields ``steps`` batches.
 
     ``train.accum_steps`` batches make one optimizer step (the epoch's last group may be
-    shorter); ``after_step(batches)`` runs after each optimizer step with the batches it
-    trained on (progress records, checkpoints). Rank 0's ``logger`` gets loss, LR, throughput
-    and the fraction of time spent waiting for data every ``train.log_every`` optimizer steps.
+    shorter). After each optimizer step every one of ``records`` gets the batches it trained
+    on, and every ``train.checkpoint_every`` steps ``checkpoint()`` takes the mid-epoch
+    checkpoint. Rank 0's ``logger`` gets loss, LR, throughput and the fraction of time spent
+    waiting for data every ``train.log_every`` optimizer steps.
     """
     model, optimizer, scheduler, train = state.model, state.optimizer, state.scheduler, kit.train
     model.train()
@@ -125,8 +133,11 @@ def train_epoch(state, loader, kit: StepKit, *, logger, world: int, epoch: int, 
                 scheduler.step_update(num_updates=state.global_step)
             if state.ema is not None:
                 state.ema.update(unwrap(model), step=state.global_step)
-            if after_step is not None:
-                after_step(group)
+            for record in records:
+                record.add(epoch, state.global_step, group)
+            if checkpoint is not None and train.checkpoint_every \
+                    and state.global_step % train.checkpoint_every == 0:
+                checkpoint()  # the mid-epoch checkpoint
             group = []
             if logger is not None and state.global_step % train.log_every == 0:
                 logger.log_metrics({
@@ -158,7 +169,7 @@ class _Window:
 
 
 @torch.no_grad()
-def evaluate(nets: dict[str, torch.nn.Module], loader, kit: StepKit, *, world: int,
+def evaluate(nets: dict[str, torch.nn.Module], loader, kit: StepKit, *,
              lockstep: bool = False) -> dict[str, float]:
     """Loss, top-1, top-5 and (with a hierarchy) semantic accuracy of each net (by metric
     prefix, e.g. ``{"val": model, "val_ema": ema}``) over one pass of a validation loader:
@@ -178,7 +189,7 @@ def evaluate(nets: dict[str, torch.nn.Module], loader, kit: StepKit, *, world: i
     batches = iter(loader)
     while True:
         batch = next(batches, None)
-        if lockstep and not _any_rank_has(batch is not None, kit.device):
+        if lockstep and not any_rank(batch is not None, kit.device):
             break
         if batch is None:
             if not lockstep:
@@ -201,9 +212,7 @@ def evaluate(nets: dict[str, torch.nn.Module], loader, kit: StepKit, *, world: i
     out: dict[str, float] = {}
     for name, net in nets.items():
         net.train()
-        if world > 1 and dist.is_initialized():
-            dist.all_reduce(totals[name])
-        out.update(_summarise(name, totals[name].cpu(), kit.semantic))
+        out.update(_summarise(name, all_reduce_sum(totals[name]).cpu(), kit.semantic))
     return out
 
 
@@ -219,10 +228,3 @@ def _summarise(prefix: str, totals: torch.Tensor, semantic) -> dict[str, float]:
         for level, (right, valid) in zip(semantic.levels, per_level.tolist(), strict=True):
             out[f"{prefix}/semantic_top1_level{level}"] = right / max(valid, 1)
     return out
-
-
-def _any_rank_has(flag: bool, device: torch.device) -> bool:
-    value = torch.tensor([1.0 if flag else 0.0], device=device)
-    if dist.is_initialized():
-        dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())

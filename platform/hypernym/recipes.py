@@ -1,0 +1,54 @@
+"""Running a recipe: the one library entry the CLI, the demo and a submitted job all call.
+
+`run_recipe` dispatches a validated recipe to its stage (prepare, or training) and returns what
+the stage produced; it prints nothing. `describe` turns that result into the lines a console
+shows (rich markup), so every caller reports a stage the same way.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hypernym.config import Recipe
+    from hypernym.data.manifest import Manifest
+    from hypernym.train.trainer import TrainResult
+
+__all__ = ["describe", "run_recipe"]
+
+
+def run_recipe(recipe: Recipe, *, show_progress: bool = True,
+               resume: str | None = None) -> Manifest | TrainResult:
+    """Run a validated recipe in this process (the same call a submitted job makes).
+
+    Args:
+        recipe: a prepare, pretrain or finetune recipe (`hypernym.config.parse_recipe`).
+        show_progress: draw a progress bar on stderr.
+        resume: for training, an MLflow run id to continue (see `run_training`).
+
+    Returns:
+        The prepared dataset's manifest, or the training run's `TrainResult`.
+    """
+    if recipe.kind == "prepare":
+        from hypernym.data.prepare import prepare
+
+        return prepare(recipe, show_progress=show_progress)
+    from hypernym.train.trainer import run_training
+
+    return run_training(recipe, show_progress=show_progress, resume=resume)
+
+
+def describe(recipe: Recipe, result: Manifest | TrainResult) -> list[str]:
+    """What a finished stage produced, as console lines (rich markup)."""
+    if recipe.kind == "prepare":
+        manifest = result
+        return [f"[green]dataset ready[/] {recipe.output}: {len(manifest.classes)} classes, "
+                + ", ".join(f"{s} {manifest.num_samples(s)}" for s in manifest.splits)
+                + f", fingerprint {manifest.fingerprint[:12]}"]
+    shown = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith(("val/", "train/l"))}
+    lines = [f"[green]{recipe.kind} finished[/] run {result.run_id} metrics {shown}"]
+    if result.registered is not None:
+        reg = result.registered
+        lines.append(f"registered [bold]{reg.name}[/] version {reg.version}"
+                     + (f" alias @{reg.alias}" if reg.alias else ""))
+    return lines
