@@ -14,7 +14,7 @@ Kept apart from config.py so that each file stays small; ``hypernym.config`` re-
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -126,6 +126,18 @@ class RegisterSpec(BaseModel):
         kind = "model" if self.weights == "auto" else self.weights
         default = "val_ema/top1" if kind == "ema" else "val/top1"
         return {kind: default if self.metric == "auto" else self.metric}
+
+    def choose(self, metrics: dict[str, float], ema: bool) -> dict[str, Any] | None:
+        """Which weights an epoch with these validation ``metrics`` offers: the candidate that
+        scores best (the model on a tie), as ``{kind, metric, value, candidates}``; None when
+        no candidate's metric was measured (no validation split)."""
+        scored = {kind: (metric, float(metrics[metric]))
+                  for kind, metric in self.candidates(ema).items() if metric in metrics}
+        if not scored:
+            return None
+        pick = (max if self.mode == "max" else min)(scored, key=lambda k: scored[k][1])
+        return {"kind": pick, "metric": scored[pick][0], "value": scored[pick][1],
+                "candidates": {kind: value for kind, (_, value) in scored.items()}}
 
     @field_validator("name")
     @classmethod
