@@ -23,10 +23,9 @@ def optim(**keys):
 
 def lrs_by_epoch(spec, metrics=None, epochs: int = 6) -> list[float]:
     """The LR at the start of each epoch, stepping the way the loop does."""
-    from hypernym.train.schedulers import step_epoch
-
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=spec.lr)
     scheduler = build_scheduler(optimizer, spec, epochs=epochs, steps=STEPS)
+    from hypernym.train.schedulers import step_epoch
     out, step = [], 0
     for epoch in range(epochs):
         out.append(optimizer.param_groups[0]["lr"])
