@@ -142,8 +142,10 @@ def _mount() -> None:
     from hypernym.jobs.cli import jobs_app, submit
     from hypernym.registry.cli import models_app
     from hypernym.taxonomy.cli import taxonomy_app
+    from hypernym.transfer.sweep_cli import sweep
 
     app.command(name="submit")(submit)
+    app.command(name="sweep")(sweep)
     app.add_typer(jobs_app, name="jobs", help="Follow and stop submitted jobs.")
     app.add_typer(models_app, name="models", help="Registered models: list, show, pull.")
     app.add_typer(taxonomy_app, name="taxonomy", help="The WordNet hierarchy of the classes.")

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import ray.train
 import ray.train.torch
+import ray.util
 import torch
 from timm.data import Mixup
 from timm.utils import ModelEmaV3
@@ -85,6 +86,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float]:
     plan = unwrap(model).hypernym_finetune  # the mode's frozen and held layers
 
     logger, node_logger = _loggers(job.run_id, job.tracking_uri, train, ctx)
+    group = ray.util.get_current_placement_group()
+    if logger is not None and group is not None:
+        # Which reservation this worker group holds: a sweep releases it when Tune stops the
+        # trial (Ray Train's own cleaner needs the state API, absent without a dashboard).
+        logger.set_tags({"hypernym.placement_group": group.id.hex()})
     kit = _step_kit(data, train, manifest, device)
     reporter = Reporter(rank=rank, recipe=job.recipe.model_dump(mode="json"),
                         registry=job.recipe.registry, ema=train.ema_decay is not None)

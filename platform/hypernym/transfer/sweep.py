@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from ray.tune import Callback
 
 from hypernym import tracking
 from hypernym.config import apply_overrides, parse_recipe
@@ -124,10 +125,12 @@ def run_sweep(recipe_raw: dict[str, Any], space: dict[str, tuple[str, list]] | d
         logger.log_dict(recipe.model_dump(mode="json"), "recipe.json")
         ensure_ray(settings=settings)
         groups_before = _placement_groups()
+        release = _Release(sweep_id, recipe.experiment, settings)
         trainable = tune.with_parameters(_trial, base=_trial_base(recipe_raw), sweep_id=sweep_id,
                                          settings=settings)
-        # The trial function only waits on its TorchTrainer: the CPUs go to the training workers.
-        trainable = tune.with_resources(trainable, {"cpu": 0})
+        # The trial function only waits on its TorchTrainer: the CPUs go to the training
+        # workers. Tune refuses an empty bundle, so the trial reserves a little memory instead.
+        trainable = tune.with_resources(trainable, {"cpu": 0, "memory": 64 * 2**20})
         tuner = tune.Tuner(
             trainable,
             param_space=to_tune(space),
@@ -137,10 +140,11 @@ def run_sweep(recipe_raw: dict[str, Any], space: dict[str, tuple[str, list]] | d
                     time_attr="epoch", metric=metric, mode=mode, max_t=max_epochs,
                     grace_period=grace_period, reduction_factor=reduction_factor)),
             run_config=tune.RunConfig(name=f"{recipe.name}-sweep-{sweep_id[:12]}",
-                                      storage_path=str(settings.runs_dir), verbose=0),
+                                      storage_path=str(settings.runs_dir), verbose=0,
+                                      callbacks=[release]),
         )
         grid = tuner.fit()
-        removed = _release(groups_before)
+        removed = release.removed + _release(groups_before)
         summaries = _summaries(grid, sweep_id, recipe.experiment, metric, max_epochs, settings)
         finished = [t for t in summaries if t.metric is not None and t.error is None]
         best = (max if mode == "max" else min)(finished, key=lambda t: t.metric) \
@@ -241,6 +245,34 @@ def _register_best(recipe_raw, grid, best: TrialSummary, sweep_id: str, metric: 
                "value": best.metric, "values": best.values})
 
 
+def _release_trial(trial_id: str, sweep_id: str, experiment: str, settings: Settings) -> list:
+    """Remove the placement group a finished or stopped trial's worker group still holds.
+
+    Ray Train V2 leaves it reserved when Tune stops the trial (Ray issue 54305: its cleaner
+    needs the state API); the next trials would wait for those CPUs. The trial's run records
+    its group (tag ``hypernym.placement_group``), so only this sweep's groups are touched.
+    """
+    from ray._raylet import PlacementGroupID
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    mlflow = tracking.client(settings.tracking_uri)
+    runs = mlflow.search_runs(
+        [tracking.ensure_experiment(experiment, settings=settings)],
+        filter_string=f"tags.mlflow.parentRunId = '{sweep_id}' and "
+                      f"tags.`{_TRIAL_TAG}` = '{trial_id}'")
+    table = _placement_groups()
+    removed = []
+    for run in runs:
+        pg_id = run.data.tags.get("hypernym.placement_group")
+        if pg_id and table.get(pg_id, {}).get("state") in ("CREATED", "PENDING"):
+            remove_placement_group(PlacementGroup(PlacementGroupID.from_hex(pg_id)))
+            removed.append(pg_id)
+    if removed:
+        log.warning("trial %s ended with its placement group still reserved: removed %s",
+                    trial_id, ", ".join(removed))
+    return removed
+
+
 def _placement_groups() -> dict[str, dict]:
     from ray.util import placement_group_table
 
@@ -265,3 +297,18 @@ def _release(before: dict[str, dict]) -> list[str]:
         log.warning("removed %d placement group(s) the sweep's stopped trials left reserved: %s",
                     len(left), ", ".join(left))
     return left
+
+
+
+class _Release(Callback):
+    """Frees a trial's worker-group reservation as soon as Tune ends the trial."""
+
+    def __init__(self, sweep_id: str, experiment: str, settings: Settings) -> None:
+        self.args = (sweep_id, experiment, settings)
+        self.removed: list[str] = []
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.removed += _release_trial(trial.trial_id, *self.args)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.removed += _release_trial(trial.trial_id, *self.args)

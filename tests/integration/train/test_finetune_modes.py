@@ -27,7 +27,7 @@ def datasets(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("ft")
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False)
     make_winter21(root / "raw", images_per_class=20, image_size=(48, 40), seed=3,
                   classes=SYNSETS)
     (root / "raw-sub").mkdir()
