@@ -11,7 +11,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.mark.timeout(1200)  # about 150 s on a quiet machine; a loaded one starts workers slowly
-
 def test_sweep_with_asha(tmp_path, monkeypatch):
     import ray
     from mlflow.tracking import MlflowClient
