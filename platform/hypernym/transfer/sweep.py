@@ -218,10 +218,13 @@ def _summaries(grid, sweep_id: str, experiment: str, metric: str, max_epochs: in
         error = str(result.error) if result.error else None
         stopped = error is None and epochs < int(result.config.get("train.epochs", max_epochs))
         if run is not None and run.info.status == "RUNNING":
-            # The trial's actor was stopped (ASHA) or died: its run cannot close itself.
-            mlflow.set_tag(run.info.run_id, "hypernym.sweep.stopped",
-                           "asha" if stopped else "error")
-            mlflow.set_terminated(run.info.run_id, status="KILLED" if stopped else "FAILED")
+            # Tune ends a trial's actor as soon as ASHA says stop, also at max_t (after the last
+            # epoch's report, before the run could close itself): all epochs ran -> FINISHED.
+            status = "FAILED" if error else "KILLED" if stopped else "FINISHED"
+            if status != "FINISHED":
+                mlflow.set_tag(run.info.run_id, "hypernym.sweep.stopped",
+                               "asha" if stopped else "error")
+            mlflow.set_terminated(run.info.run_id, status=status)
         out.append(TrialSummary(
             trial_id=trial_id, values=dict(result.config), epochs=epochs,
             run_id=run.info.run_id if run is not None else None,
