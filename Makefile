@@ -2,18 +2,28 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# The gpu extra (nvidia-ml-py: MLflow's GPU system metrics) only where there is an NVIDIA GPU.
+GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo ,gpu)
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
 
 .PHONY: demo test test-fast lint bench clean setup
 
 setup: $(STAMP)
 
+# The tests need the test tools and the demo extra (they use the demo's digits).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,demo$(GPU)]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+# The demo needs the package and its demo extra (scikit-learn's digits).
+$(DEMO_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e '.[demo$(GPU)]'
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(BIN)/hypernym demo
 
 test: $(STAMP)

@@ -2,8 +2,9 @@
 
 A recipe has a ``kind`` (``prepare``, ``pretrain``, ``finetune``) and is made of small sections,
 each its own model. Unknown keys and wrong types are rejected with the key path and the allowed
-keys or values (DESIGN.md, principle 2). ``--set a.b=value`` overrides are applied to the raw
-mapping and validated with it, so an override cannot smuggle in what a file could not.
+keys or values (docs/architecture.md, "Principles"). ``--set a.b=value`` overrides are
+applied to the raw mapping and validated with it, so an override cannot smuggle in what a file
+could not.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 With nothing set, hypernym uses local Ray, MLflow on SQLite under the hypernym home directory and
 local files. ``RAY_ADDRESS``, ``MLFLOW_TRACKING_URI`` and ``s3://`` URIs switch each part to real
-services without code changes (DESIGN.md, principle 7).
+services without code changes (docs/architecture.md, "Principles").
 """
 
 from __future__ import annotations

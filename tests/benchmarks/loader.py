@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -171,24 +170,17 @@ def _tight(indices: range) -> int:
 def _to_s3(local: Path) -> str:
     """Serve S3 on 127.0.0.1 (moto's server mode, in its own process so that it does not take
     the consumer's GIL) and upload the dataset there."""
-    import socket
-
     import fsspec
-    import requests
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                               str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _CLEANUP.append(server.kill)
-    for _ in range(100):
-        try:
-            requests.get(f"http://127.0.0.1:{port}/", timeout=1)
-            break
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    os.environ.update({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: the repo
+    from tests.servers import free_port, start_server
+
+    port = free_port()
+    server = start_server([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                           str(port)], url=f"http://127.0.0.1:{port}", log=local.parent /
+                          "moto.log")
+    _CLEANUP.append(server.stop)
+    os.environ.update({"AWS_ENDPOINT_URL": server.url,
                        "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
                        "AWS_DEFAULT_REGION": "us-east-1"})
     fs = fsspec.filesystem("s3", skip_instance_cache=True)

@@ -1,11 +1,12 @@
 """JPEG decode on the training device (`data.decode_on: device`): nvJPEG on a GPU.
 
 Full-size JPEGs cost a CPU core about 2 ms each to decode; one H100 trains a compiled resnet50 at
-about 5,500 img/s, more than 16 cores decode (../shared/STACK_NOTES.md). With this option the
-loader workers only read the tars, size each JPEG from its header and draw the crop box and flip;
-the training process decodes the whole batch at once (`torchvision.io.decode_jpeg` on a list,
-batched on CUDA), then crops and resizes each image on the device. On a CPU device the same code
-runs on the CPU, which is how it is tested without a GPU.
+about 5,500 img/s, more than 16 cores decode (docs/architecture.md, "Reference figures").
+With this option the loader workers only read the tars, size each JPEG from its header and draw
+the crop box and flip; the training process decodes the whole batch at once
+(`torchvision.io.decode_jpeg` on a list, batched on CUDA), then crops and resizes each image on
+the device. On a CPU device the same code runs on the CPU, which is how it is tested without a
+GPU.
 
 The crop distribution is the loader's: timm's RandomResizedCrop draw for training, and for
 evaluation the box that timm's Resize(size / crop_pct) + CenterCrop(size) takes from the image.

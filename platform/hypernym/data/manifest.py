@@ -1,6 +1,6 @@
 """The dataset contract: a directory of ``*.tar`` WebDataset shards plus ``manifest.json``.
 
-The manifest is written last: a directory without one is not a dataset (DESIGN.md, principle 3).
+The manifest is written last: a directory without one is not a dataset (docs/architecture.md).
 Its fingerprint (recipe, classes, shard hashes) is the dataset's identity in lineage.
 """
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers import wait_ready
+
 BIN = Path(sys.executable).parent
 
 
@@ -102,18 +104,9 @@ def start_head() -> Iterator:
 
 
 def _wait_for_jobs_api(url: str, token_file: Path | None) -> None:
-    import requests
-
+    # The Jobs API comes up a little after `ray start` returns.
     headers = {"Authorization": f"Bearer {token_file.read_text()}"} if token_file else {}
-    deadline = time.monotonic() + 60
-    while True:  # the Jobs API comes up a little after `ray start` returns
-        try:
-            if requests.get(f"{url}/api/jobs/", headers=headers, timeout=2).ok:
-                return
-        except requests.RequestException:
-            pass
-        assert time.monotonic() < deadline, f"no Jobs API at {url} after 60 s"
-        time.sleep(0.5)
+    wait_ready(f"{url}/api/jobs/", timeout_s=60, headers=headers, accept=lambda r: r.ok)
 
 
 @pytest.fixture(scope="package")

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +17,7 @@ from hypernym.registry.card import ModelCard
 from hypernym.registry.models import load_backbone, load_card, pull, register_model, resolve
 from hypernym.settings import get_settings
 from hypernym.tracking import RunLogger, client, start_run
+from tests.servers import Server, free_port, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -104,41 +102,20 @@ def test_missing_names_aliases_versions_are_explained():
         resolve("bb/7", settings=settings)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_mlflow_server(root: Path, port: int) -> tuple[subprocess.Popen, str]:
+def start_mlflow_server(root: Path, port: int) -> Server:
     exe = Path(sys.executable).parent / "mlflow"
-    proc = subprocess.Popen(
+    return start_server(
         [str(exe), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
          "--artifacts-destination", str(root / "server-artifacts")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    pytest.fail("mlflow server did not start")
-
-
-def stop_mlflow_server(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, 15)
-    proc.wait(30)
+        url=f"http://127.0.0.1:{port}", ready_path="/health", log=root / f"mlflow-{port}.log",
+        timeout_s=240)  # importing mlflow alone took over a minute on a loaded 2-core machine
 
 
 @pytest.fixture
 def mlflow_server(tmp_path):
-    proc, url = start_mlflow_server(tmp_path, free_port())
-    yield url
-    stop_mlflow_server(proc)
+    with start_mlflow_server(tmp_path, free_port()) as server:
+        yield server.url
 
 
 def test_against_a_real_mlflow_server(mlflow_server, monkeypatch):
@@ -162,21 +139,22 @@ def test_tracking_server_outage_does_not_stop_logging(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     port = free_port()
-    proc, url = start_mlflow_server(tmp_path, port)
+    server = start_mlflow_server(tmp_path, port)
+    url = server.url
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
     try:
         run_id = start_run(experiment="outage", run_name="r", settings=get_settings())
         logger = RunLogger(run_id, tracking_uri=url)
         logger.log_metrics({"train/loss": 3.0}, step=1)
         assert logger.flush()
-        stop_mlflow_server(proc)
+        server.stop()
 
         logger.log_metrics({"train/loss": 2.0}, step=2)  # must not raise
         logger.set_tags({"phase": "outage"})
         assert not logger.flush(timeout_s=3), "the server is down: step 2 cannot be sent yet"
         assert logger.failures >= 2  # the tag and at least one metric send
 
-        proc, _ = start_mlflow_server(tmp_path, port)
+        server = start_mlflow_server(tmp_path, port)
         logger.log_metrics({"train/loss": 1.0}, step=3)
         logger.finish("FINISHED")
         client = MlflowClient(url)
@@ -185,5 +163,4 @@ def test_tracking_server_outage_does_not_stop_logging(tmp_path, monkeypatch):
         assert logger.metrics_dropped == 0
         assert client.get_run(run_id).info.status == "FINISHED"
     finally:
-        if proc.poll() is None:
-            stop_mlflow_server(proc)
+        server.stop()
