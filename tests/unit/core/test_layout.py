@@ -19,12 +19,13 @@ REPO = Path(__file__).resolve().parents[3]
 PACKAGE = REPO / "platform" / "hypernym"
 
 # Each part may import itself and the parts listed; keep docs/architecture.md in step.
-FOUNDATION = {"errors", "settings", "config", "runtime", "progress"}
+FOUNDATION = {"errors", "settings", "sections", "config", "runtime", "progress"}
 MAY_IMPORT: dict[str, set[str]] = {
     "hypernym": {"registry"},  # the package root: __version__ and a lazy load_backbone
     "errors": set(),
     "settings": set(),
-    "config": {"errors"},
+    "sections": set(),  # the optim and registry sections of a recipe
+    "config": {"errors", "sections"},
     "runtime": {"settings"},
     "progress": set(),
     "taxonomy": FOUNDATION,
