@@ -149,9 +149,11 @@ def _mount() -> None:
     from hypernym.taxonomy.cli import taxonomy_app
     from hypernym.transfer.cli import contamination, eval_model
     from hypernym.transfer.probe_cli import probe
+    from hypernym.transfer.sweep_cli import sweep
 
     app.command(name="submit")(submit)
     app.command(name="serve")(serve)
+    app.command(name="sweep")(sweep)
     app.add_typer(jobs_app, name="jobs", help="Follow and stop submitted jobs.")
     app.add_typer(models_app, name="models",
                   help="Registered models: list, show, pull, export, lineage, promote.")

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from hypernym.errors import HypernymError
+from hypernym.sections import OptimSpec, RegisterSpec
 
 # timm's IMAGENET_DEFAULT_MEAN/STD, repeated so that validating a recipe does not import torch.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -155,20 +156,6 @@ class ModelSpec(Section):
         return value
 
 
-class OptimSpec(Section):
-    """timm optimizer and scheduler settings (timm.optim / timm.scheduler do the work)."""
-
-    opt: str = Field("adamw", description="timm optimizer name")
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.05, ge=0)
-    layer_decay: float | None = Field(None, gt=0, le=1, description="layer-wise LR decay")
-    sched: Literal["cosine", "step", "plateau", "none"] = "cosine"
-    warmup_epochs: int = Field(0, ge=0)
-    warmup_lr: float | None = Field(None, ge=0, description="LR at the start of warmup "
-                                    "(None: min_lr)")
-    min_lr: float = Field(1e-6, ge=0)
-
-
 class TrainSpec(Section):
     """The loop's budget, loss, regularisation and numerics (timm's implementations)."""
 
@@ -212,45 +199,6 @@ class ScalingSpec(Section):
         "state sharded over the workers (FSDP2), for models that do not fit one device")
 
 
-class RegisterSpec(Section):
-    """Where the trained model goes in the MLflow model registry."""
-
-    name: str | None = Field(None, description="registered model name; None skips registration")
-    alias: str | None = Field("candidate", description="alias set on the new version")
-    weights: Literal["auto", "model", "ema"] = Field(
-        "auto", description="which weights to register; auto: the EMA when train.ema_decay is set")
-    select: Literal["last", "best"] = Field(
-        "last", description="register the last epoch's weights, or the best epoch's by `metric`")
-    metric: str = Field(
-        "auto", description="epoch metric that picks the best epoch (select: best); auto: "
-        "val_ema/top1 when registering EMA weights, else val/top1")
-    mode: Literal["max", "min"] = Field("max", description="whether a higher `metric` is better")
-
-    def resolved_weights(self, ema: bool) -> str:
-        """model | ema: what `weights` means for a run with (or without) an EMA."""
-        return ("ema" if ema else "model") if self.weights == "auto" else self.weights
-
-    def resolved_metric(self, ema: bool) -> str:
-        if self.metric != "auto":
-            return self.metric
-        return "val_ema/top1" if self.resolved_weights(ema) == "ema" else "val/top1"
-
-    @field_validator("name")
-    @classmethod
-    def _valid_name(cls, value: str | None) -> str | None:
-        if value is not None and any(c in value for c in "/:@"):
-            raise ValueError(f"registered model names cannot contain '/', ':' or '@': {value!r}")
-        return value
-
-    @field_validator("alias")
-    @classmethod
-    def _valid_alias(cls, value: str | None) -> str | None:
-        # MLflow reserves these two alias forms for its own lookups.
-        if value is not None and (value == "latest" or (value[:1] == "v" and value[1:].isdigit())):
-            raise ValueError(f"alias {value!r} is reserved by MLflow; pick another")
-        return value
-
-
 class _TrainRecipe(Section):
     name: str = Field(description="run name; also the Ray Train run directory name")
     experiment: str = "hypernym"
@@ -266,13 +214,18 @@ class _TrainRecipe(Section):
         if self.registry.weights == "ema" and self.train.ema_decay is None:
             raise ValueError("registry.weights is 'ema' but train.ema_decay is not set: set "
                              "train.ema_decay (e.g. 0.9998) or register the model's weights")
-        if self.registry.select == "best":
-            metric = self.registry.resolved_metric(bool(self.train.ema_decay))
+        for metric in self.registry.candidates(bool(self.train.ema_decay)).values():
             if not metric.startswith(("val/", "val_ema/")):
                 raise ValueError(f"registry.metric must be a validation metric (val/... or "
                                  f"val_ema/...), got {metric!r}")
             if metric.startswith("val_ema/") and not self.train.ema_decay:
                 raise ValueError(f"registry.metric {metric!r} needs train.ema_decay")
+        if self.optim.sched == "plateau" and self.optim.plateau_metric.startswith("val_ema/") \
+                and not self.train.ema_decay:
+            raise ValueError("optim.plateau_metric watches the EMA, but train.ema_decay is off")
+        if self.optim.cooldown_epochs >= self.train.epochs:
+            raise ValueError(f"optim.cooldown_epochs ({self.optim.cooldown_epochs}) must be "
+                             f"fewer than train.epochs ({self.train.epochs})")
         if self.train.ema_decay and self.scaling.strategy == "fsdp":
             raise ValueError("train.ema_decay is not supported with scaling.strategy 'fsdp' yet "
                              "(the average would need sharding too): use ddp, or no EMA")
@@ -298,7 +251,30 @@ class FinetuneRecipe(_TrainRecipe):
     backbone: str | None = Field(
         description="registry reference NAME@alias or NAME/version; null trains from random init"
     )
-    mode: Literal["full", "linear"] = "full"
+    mode: Literal["full", "linear", "partial"] = Field(
+        "full", description="full: every parameter trains (optim.layer_decay for layer-wise LR "
+        "decay); linear: a probe, the backbone frozen in eval mode with fixed BatchNorm "
+        "statistics; partial: the last partial_blocks blocks of timm's group matcher + the head")
+    partial_blocks: int | None = Field(None, ge=1, description="mode partial: blocks that train")
+    head_warmup_epochs: int = Field(
+        0, ge=0, description="first train only the new head for this many epochs (the rest "
+        "held in eval mode at LR 0), then everything the mode trains")
+    head_init: Literal["auto", "random"] = Field(
+        "auto", description="auto: when the classes are synsets the backbone's head also has, "
+        "the new head starts from those rows of the pretrained head; random: timm's init")
+
+    @model_validator(mode="after")
+    def _finetune_modes(self):
+        if (self.mode == "partial") != (self.partial_blocks is not None):
+            raise ValueError("mode: partial needs partial_blocks (how many of the last blocks "
+                             "train), and partial_blocks needs mode: partial")
+        if self.head_warmup_epochs and self.mode == "linear":
+            raise ValueError("head_warmup_epochs is moot for mode: linear (only the head trains)")
+        if self.head_warmup_epochs >= self.train.epochs and "epochs" in \
+                self.train.model_fields_set:
+            raise ValueError(f"head_warmup_epochs ({self.head_warmup_epochs}) must be fewer "
+                             f"than train.epochs ({self.train.epochs})")
+        return self
 
 
 Recipe = Annotated[

@@ -42,7 +42,7 @@ def run_recipe(recipe: Recipe, *, show_progress: bool = True,
         from hypernym.transfer.evaluation import report_finetune
 
         report_finetune(recipe, result.run_id, registered=result.registered,
-                        checkpoint=result.checkpoint)
+                        checkpoint=result.checkpoint, metrics=result.metrics)
     return result
 
 

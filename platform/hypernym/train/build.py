@@ -1,24 +1,29 @@
 """The builders of a run's model, optimizer and LR scheduler, from its `TaskSpec` and recipe.
 
 What differs between pretraining and fine-tuning is here: the model's start (random init or a
-registered backbone) and the trainable parameters (all, or a linear probe's classifier). The loop
-(loop.py) is shared; the loss is chosen by `hypernym.train.losses.build_loss`. timm does the
-work: `create_model`, `create_optimizer_v2` (which also implements layer-wise LR decay),
-`create_scheduler_v2`.
+registered backbone, its head from the pretrained head's rows where the classes allow) and what
+trains (hypernym.train.finetune: full, a linear probe, the last blocks, a head warm-up). The
+loop (loop.py) is shared; the loss is chosen by `hypernym.train.losses.build_loss`. timm does
+the work: `create_model`, `reset_classifier`, `freeze`, `create_optimizer_v2` (which also
+implements layer-wise LR decay), `create_scheduler_v2` (hypernym.train.schedulers).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import timm
 import timm.optim
-import timm.scheduler
 import torch
 
 from hypernym.settings import Settings
+from hypernym.train.finetune import init_head, plan_finetune
+from hypernym.train.schedulers import build_scheduler
 
-__all__ = ["TaskSpec", "build_model", "build_optimizer", "build_scheduler"]
+__all__ = ["TaskSpec", "build_model", "build_optimizer", "build_scheduler", "task_spec"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -29,10 +34,15 @@ class TaskSpec:
         arch: timm model name.
         num_classes: classifier width (the dataset's classes).
         backbone_ref: a concrete registry reference (``NAME/VERSION``) to start from, or None.
-        mode: ``full`` trains every parameter, ``linear`` only the classifier.
+        mode: ``full`` trains every parameter, ``linear`` only the classifier (a probe),
+            ``partial`` the last ``partial_blocks`` blocks and the head.
         drop_rate: classifier dropout.
         model_kwargs: extra ``timm.create_model`` arguments.
         settings: the driver's resolved settings (workers have another cwd and environment).
+        partial_blocks: blocks of timm's group matcher that train in mode ``partial``.
+        head_warmup_epochs: epochs of head-only training before the mode's parameters train.
+        head_init: ``auto`` starts the new head from the backbone's rows for the same synsets.
+        class_ids: the dataset's class ids, in label order (for ``head_init``).
     """
 
     arch: str
@@ -42,11 +52,30 @@ class TaskSpec:
     drop_rate: float = 0.0
     model_kwargs: dict | None = None
     settings: Settings | None = None
+    partial_blocks: int | None = None
+    head_warmup_epochs: int = 0
+    head_init: str = "auto"
+    class_ids: tuple[str, ...] = ()
+
+
+def task_spec(recipe, manifest, *, backbone: str | None, settings: Settings) -> TaskSpec:
+    """The TaskSpec of a pretrain or finetune recipe on its dataset."""
+    return TaskSpec(
+        arch=recipe.model.arch, num_classes=len(manifest.classes), backbone_ref=backbone,
+        mode=getattr(recipe, "mode", "full"), drop_rate=recipe.model.drop_rate,
+        model_kwargs=recipe.model.kwargs, settings=settings,
+        partial_blocks=getattr(recipe, "partial_blocks", None),
+        head_warmup_epochs=getattr(recipe, "head_warmup_epochs", 0),
+        head_init=getattr(recipe, "head_init", "random"),
+        class_ids=tuple(c.id for c in manifest.classes),
+    )
 
 
 def build_model(task: TaskSpec) -> torch.nn.Module:
-    """A timm model with ``num_classes`` outputs, from random init or a registered backbone."""
+    """A timm model with ``num_classes`` outputs, from random init or a registered backbone,
+    with what its mode does not train frozen (``model.hypernym_finetune`` says what)."""
     kwargs = dict(task.model_kwargs or {})
+    copied = 0
     if task.backbone_ref is None:
         model = timm.create_model(
             task.arch, pretrained=False, num_classes=task.num_classes, drop_rate=task.drop_rate,
@@ -55,45 +84,37 @@ def build_model(task: TaskSpec) -> torch.nn.Module:
     else:
         from hypernym.registry.models import load_backbone
 
-        model = load_backbone(
-            task.backbone_ref, num_classes=task.num_classes, settings=task.settings,
-            drop_rate=task.drop_rate, **kwargs,
-        )
-    if task.mode == "linear":
-        # A linear probe: the backbone is frozen, only timm's classifier learns.
-        for param in model.parameters():
-            param.requires_grad_(False)
-        for param in model.get_classifier().parameters():
-            param.requires_grad_(True)
+        # The registered head comes too: its rows may start the new one.
+        model = load_backbone(task.backbone_ref, num_classes=None, settings=task.settings,
+                              drop_rate=task.drop_rate, **kwargs)
+        card = model.hypernym_card
+        if task.head_init == "auto" and task.class_ids:
+            copied = init_head(model, list(task.class_ids), [c["id"] for c in card.classes])
+        else:
+            model.reset_classifier(task.num_classes)
+        if copied:
+            log.info("new head: %d of %d rows from %s's head (the same synsets)", copied,
+                     task.num_classes, task.backbone_ref)
+    plan = plan_finetune(model, mode=task.mode, partial_blocks=task.partial_blocks,
+                         head_warmup_epochs=task.head_warmup_epochs)
+    plan.head_init_rows = copied
     return model
 
 
 def build_optimizer(model: torch.nn.Module, optim) -> torch.optim.Optimizer:
-    """timm's optimizer factory; layer_decay needs the model's timm group matcher."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if len(trainable) < sum(1 for _ in model.parameters()):
-        # Frozen backbone: hand timm only what trains (layer decay is moot for a probe).
-        return timm.optim.create_optimizer_v2(
-            trainable, opt=optim.opt, lr=optim.lr, weight_decay=optim.weight_decay
-        )
-    return timm.optim.create_optimizer_v2(
+    """timm's optimizer factory over the parameters that train (frozen ones are skipped).
+
+    Layer-wise LR decay uses the model's timm group matcher; a head warm-up needs the same
+    per-layer groups (at decay 1 when none is set) so that it can hold all but the head's.
+    """
+    plan = getattr(model, "hypernym_finetune", None)
+    layer_decay = optim.layer_decay
+    if plan is not None and plan.warmup_epochs and layer_decay is None:
+        layer_decay = 1.0
+    optimizer = timm.optim.create_optimizer_v2(
         model, opt=optim.opt, lr=optim.lr, weight_decay=optim.weight_decay,
-        layer_decay=optim.layer_decay,
+        layer_decay=layer_decay,
     )
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, optim, *, epochs: int, steps: int):
-    """A per-step timm scheduler (or None), stepped with ``step_update(global_step)``."""
-    if optim.sched == "none":
-        return None
-    scheduler, _ = timm.scheduler.create_scheduler_v2(
-        optimizer,
-        sched=optim.sched,
-        num_epochs=epochs,
-        warmup_epochs=optim.warmup_epochs,
-        warmup_lr=optim.min_lr if optim.warmup_lr is None else optim.warmup_lr,
-        min_lr=optim.min_lr,
-        step_on_epochs=False,
-        updates_per_epoch=max(steps, 1),
-    )
-    return scheduler
+    if plan is not None:
+        plan.mark_groups(model, optimizer)
+    return optimizer

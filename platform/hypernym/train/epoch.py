@@ -22,6 +22,7 @@ import torch
 from hypernym.config import TrainSpec
 from hypernym.train.checkpoint import unwrap
 from hypernym.train.distributed import all_reduce_sum, any_rank
+from hypernym.train.finetune import train_mode
 from hypernym.train.losses import CrossEntropy, SemanticSoftmax
 
 __all__ = ["StepKit", "StepRecord", "evaluate", "train_epoch"]
@@ -94,7 +95,7 @@ def train_epoch(state, loader, kit: StepKit, *, logger, world: int, epoch: int, 
     waiting for data every ``train.log_every`` optimizer steps.
     """
     model, optimizer, scheduler, train = state.model, state.optimizer, state.scheduler, kit.train
-    model.train()
+    train_mode(model)  # a probe's frozen backbone (and a warm-up's held layers) stay in eval
     accum = train.accum_steps
     loss_sum, seen, group = None, 0, []
     window = _Window()
@@ -211,7 +212,7 @@ def evaluate(nets: dict[str, torch.nn.Module], loader, kit: StepKit, *,
             totals[name] += torch.stack([v.to(kit.device, torch.float64) for v in row])
     out: dict[str, float] = {}
     for name, net in nets.items():
-        net.train()
+        train_mode(net)
         out.update(_summarise(name, all_reduce_sum(totals[name]).cpu(), kit.semantic))
     return out
 

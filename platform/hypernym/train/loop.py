@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import ray.train
 import ray.train.torch
+import ray.util
 import torch
 from timm.data import Mixup
 from timm.utils import ModelEmaV3
@@ -34,6 +35,7 @@ from hypernym.train.losses import build_loss, level_accuracy
 from hypernym.train.metrics import BatchStats
 from hypernym.train.records import ConsumedSamples, SampleTrace
 from hypernym.train.report import Reporter
+from hypernym.train.schedulers import step_epoch
 
 __all__ = ["LoopJob", "train_loop_per_worker"]
 
@@ -64,8 +66,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float]:
     model = build_model(job.task).to(device)
     if train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    # The average starts from the initial weights and lives on the training device.
-    ema = ModelEmaV3(model, decay=train.ema_decay) if train.ema_decay else None
+    # The average starts from the initial weights and lives on the training device. timm's
+    # warm-up (decay 1 - (1 + step)^-2/3, capped at ema_decay) lets it follow the weights
+    # early on: without it a short fine-tune's EMA stays near the initial weights.
+    ema = ModelEmaV3(model, decay=train.ema_decay, use_warmup=True) if train.ema_decay else None
     model = wrap_model(model, strategy=job.recipe.scaling.strategy, compile_model=train.compile)
     optimizer = build_optimizer(unwrap(model), job.recipe.optim)  # after sharding (FSDP2)
     scheduler = build_scheduler(optimizer, job.recipe.optim, epochs=train.epochs,
@@ -79,8 +83,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float]:
         # Each rank reads its own copy (Ray issue 48726: shared downloads can race).
         with checkpoint.as_directory() as ckpt_dir:
             state.load_state_dict(load_state(ckpt_dir))
+    plan = unwrap(model).hypernym_finetune  # the mode's frozen and held layers
 
     logger, node_logger = _loggers(job.run_id, job.tracking_uri, train, ctx)
+    group = ray.util.get_current_placement_group()
+    if logger is not None and group is not None:
+        # Which reservation this worker group holds: a sweep releases it when Tune stops the
+        # trial (Ray Train's own cleaner needs the state API, absent without a dashboard).
+        logger.set_tags({"hypernym.placement_group": group.id.hex()})
     kit = _step_kit(data, train, manifest, device)
     reporter = Reporter(rank=rank, recipe=job.recipe.model_dump(mode="json"),
                         registry=job.recipe.registry, ema=train.ema_decay is not None)
@@ -88,7 +98,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float]:
     metrics: dict[str, float] = {}
     done = False
     try:
+        if state.global_step == 0 and plan.head_init_rows:
+            # A head started from the pretrained rows classifies before any step: epoch 0.
+            start = _validate(state, data, manifest, kit, rank, world)
+            if logger is not None:
+                logger.log_metrics({**start, "epoch": 0, "finetune/head_init_rows":
+                                    plan.head_init_rows}, step=0)
         for epoch in range(state.epoch, train.epochs):
+            plan.enter_epoch(epoch, optimizer, scheduler, global_step=state.global_step,
+                             base_lr=job.recipe.optim.lr)
             progress.start(epoch)  # a checkpoint taken mid-epoch keeps what that epoch consumed
             loader = data_loader(data, manifest, "train", rank=rank, world_size=world,
                                  epoch=epoch, progress=progress)
@@ -109,8 +127,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float]:
             metrics["progress/step"] = state.global_step
             state.epoch = epoch + 1
             progress.start(state.epoch)
-            if scheduler is not None:
-                scheduler.step(state.epoch)
+            step_epoch(scheduler, state.epoch, metrics, job.recipe.optim)  # plateau: per epoch
             if logger is not None:
                 logger.log_metrics(metrics, step=state.global_step)
             reporter.epoch_end(state, metrics)

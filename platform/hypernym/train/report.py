@@ -64,21 +64,22 @@ class Reporter:
             ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
 
     def _track_best(self, state: TrainState, metrics: dict[str, float], payload) -> None:
-        """Keep the epoch's weights if its ``registry.metric`` beats the best so far. Every rank
-        sees the same (all-reduced) metric, so every rank agrees; rank 0 keeps the weights."""
+        """Keep the epoch's weights if its ``registry.metric`` beats the best so far; with
+        ``weights: auto`` and an EMA, the better of the model and the EMA competes. Every rank
+        sees the same (all-reduced) metrics, so every rank agrees; rank 0 keeps the weights."""
         registry = self.registry
-        metric = registry.resolved_metric(self.ema)
-        if metric not in metrics:
+        choice = registry.choose(metrics, self.ema)
+        if choice is None:
+            wanted = sorted(registry.candidates(self.ema).values())
             raise HypernymError(
-                f"registry.metric {metric!r} is not among this run's epoch metrics "
+                f"registry.metric {', '.join(wanted)} is not among this run's epoch metrics "
                 f"{sorted(k for k in metrics if k.startswith('val'))}: pick one of those")
-        value = float(metrics[metric])
         best = state.best
-        if best is not None and not (value > best["value"] if registry.mode == "max"
-                                     else value < best["value"]):
+        if best is not None and not (choice["value"] > best["value"] if registry.mode == "max"
+                                     else choice["value"] < best["value"]):
             return
         weights = None
         if payload is not None:
             weights = {k: v.detach().to("cpu", copy=True)
-                       for k, v in payload[registry.resolved_weights(self.ema)].items()}
-        state.best = {"metric": metric, "value": value, "epoch": state.epoch, "weights": weights}
+                       for k, v in payload[choice["kind"]].items()}
+        state.best = {**choice, "epoch": state.epoch, "weights": weights}

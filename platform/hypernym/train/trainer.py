@@ -22,8 +22,10 @@ from hypernym.errors import HypernymError
 from hypernym.preflight import check_training
 from hypernym.progress import ProgressBar, ProgressState
 from hypernym.settings import Settings, get_settings
-from hypernym.train.build import TaskSpec
+from hypernym.train.budget import bit_hyperrule
+from hypernym.train.build import task_spec
 from hypernym.train.losses import build_loss
+from hypernym.train.registration import register_checkpoint
 from hypernym.train.run_storage import checkpoint_uri, ray_storage
 
 __all__ = ["TrainResult", "run_training"]
@@ -47,6 +49,8 @@ def run_training(
     show_progress: bool = True,
     settings: Settings | None = None,
     resume: str | None = None,
+    tags: dict[str, str] | None = None,
+    callbacks: list | None = None,
 ) -> TrainResult:
     """Train ``recipe`` on Ray Train and register the result if ``recipe.registry.name`` is set.
 
@@ -55,6 +59,8 @@ def run_training(
             checkpoint, logging into the same run. The number of workers may differ (the
             reader then schedules the rest of the interrupted epoch over the new workers);
             the model and the dataset may not.
+        tags: extra tags of a new MLflow run (a sweep's trials: ``mlflow.parentRunId``).
+        callbacks: Ray Train callbacks (a sweep's trials: Tune's ``TuneReportCallback``).
 
     Raises:
         HypernymError: before any Ray work, for a missing dataset, a dataset too small for the
@@ -74,6 +80,9 @@ def run_training(
             f"one step of {world} workers x batch {batch}: lower data.batch_size or "
             "scaling.num_workers"
         )
+    # A fine-tune without train.epochs gets BiT-HyperRule's budget for its dataset's size.
+    recipe, budget = bit_hyperrule(recipe, train_images=manifest.num_samples("train"),
+                                   updates_per_epoch=-(-steps // recipe.train.accum_steps))
     # a semantic loss on a flat dataset fails here, not on every worker
     build_loss(recipe.train.loss, manifest, label_smoothing=recipe.train.label_smoothing)
     backbone, parent_model_id = None, None
@@ -90,7 +99,8 @@ def run_training(
             experiment=recipe.experiment, run_name=recipe.name, settings=settings,
             tags={"hypernym.kind": recipe.kind,
                   "hypernym.dataset_fingerprint": manifest.fingerprint,
-                  "hypernym.backbone": backbone or "", "mlflow.source.git.commit": _git_commit()},
+                  "hypernym.backbone": backbone or "", "mlflow.source.git.commit": _git_commit(),
+                  "hypernym.budget": budget or "", **(tags or {})},
         )
     logger = tracking.RunLogger(run_id, tracking_uri=settings.tracking_uri)
     status = "FAILED"
@@ -101,20 +111,17 @@ def run_training(
             tracking.log_lineage(run_id, dataset_name=manifest.name,
                                  fingerprint=manifest.fingerprint, uri=recipe.data.path,
                                  parent_model_id=parent_model_id, settings=settings)
-        task = TaskSpec(
-            arch=recipe.model.arch, num_classes=len(manifest.classes), backbone_ref=backbone,
-            mode=getattr(recipe, "mode", "full"), drop_rate=recipe.model.drop_rate,
-            model_kwargs=recipe.model.kwargs, settings=settings,
-        )
+        task = task_spec(recipe, manifest, backbone=backbone, settings=settings)
         result = _fit(recipe, task, run_id, settings, total_steps=steps * recipe.train.epochs,
-                      show_progress=show_progress)
+                      show_progress=show_progress, callbacks=callbacks)
         metrics = dict(result.return_value or result.metrics or {})
         checkpoint_path = (checkpoint_uri(result.checkpoint, settings.storage)
                            if result.checkpoint else None)
         registered = None
         if recipe.registry.name and result.checkpoint is not None:
-            registered = _register(recipe, manifest, task, result.checkpoint, run_id, metrics,
-                                   parent=backbone, settings=settings)
+            with result.checkpoint.as_directory() as ckpt_dir:
+                registered = register_checkpoint(recipe, ckpt_dir, run_id, metrics=metrics,
+                                                 settings=settings, manifest=manifest)
         status = "FINISHED"
         return TrainResult(run_id=run_id, metrics=metrics, checkpoint_path=checkpoint_path,
                            registered=registered, wall_s=time.perf_counter() - started,
@@ -143,7 +150,8 @@ def _reopen(run_id: str, recipe, manifest: Manifest, settings: Settings) -> str:
     return run_id
 
 
-def _fit(recipe, task, run_id, settings, *, total_steps: int, show_progress: bool):
+def _fit(recipe, task, run_id, settings, *, total_steps: int, show_progress: bool,
+         callbacks: list | None = None):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -168,6 +176,7 @@ def _fit(recipe, task, run_id, settings, *, total_steps: int, show_progress: boo
             storage_path=storage_path, storage_filesystem=storage_filesystem,
             failure_config=FailureConfig(max_failures=scaling.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=recipe.train.keep_checkpoints),
+            callbacks=callbacks,
         ),
     )
     with _watch(run_id, settings, total_steps=total_steps, label=recipe.kind,
@@ -176,34 +185,6 @@ def _fit(recipe, task, run_id, settings, *, total_steps: int, show_progress: boo
     if result.error is not None:
         raise result.error
     return result
-
-
-def _register(recipe, manifest: Manifest, task: TaskSpec, checkpoint, run_id, metrics, *, parent,
-              settings):
-    import timm
-
-    from hypernym.registry.card import training_card
-    from hypernym.registry.models import register_model
-    from hypernym.train.checkpoint import load_state
-
-    model = timm.create_model(task.arch, pretrained=False, num_classes=task.num_classes,
-                              **(task.model_kwargs or {}))
-    weights = recipe.registry.resolved_weights(recipe.train.ema_decay is not None)
-    with checkpoint.as_directory() as ckpt_dir:
-        state = load_state(ckpt_dir)
-    selected = {"select": "last", "epoch": state["position"]["epoch"]}
-    if recipe.registry.select == "best":
-        best = state["best"]  # the last checkpoint carries the best epoch's weights
-        model.load_state_dict(best["weights"])
-        selected.update(select="best", epoch=best["epoch"], metric=best["metric"],
-                        value=best["value"])
-    else:
-        model.load_state_dict(state[weights])
-    card = training_card(recipe, manifest, arch=task.arch, num_classes=task.num_classes,
-                         weights=weights, selected=selected, run_id=run_id, parent=parent,
-                         metrics=metrics)
-    return register_model(run_id=run_id, name=recipe.registry.name, model=model, card=card,
-                          alias=recipe.registry.alias, settings=settings)
 
 
 def _git_commit() -> str:

@@ -1,1 +1,2 @@
-"""Transfer: evaluating fine-tuned models, probing backbones, checking evaluation data."""
+"""Transfer: probing and comparing backbones, sweeps over fine-tunes, evaluating fine-tuned
+models, checking evaluation data against pretraining data."""

@@ -103,10 +103,12 @@ def _contamination(card, dataset: str, split: str, run_id: str, check: bool,
 
 
 def report_finetune(recipe, run_id: str, *, registered=None, checkpoint=None,
+                    metrics: dict[str, float] | None = None,
                     settings: Settings | None = None) -> Report | None:
     """The report of a finished fine-tune on its val split, logged into the fine-tune's run.
 
-    Reads the registered weights, or the final checkpoint's when nothing was registered. A
+    Reads the registered weights, or, when nothing was registered, the weights registration
+    would have chosen from the final checkpoint (``metrics``: the run's last epoch metrics). A
     failure is logged, not raised: the model is trained and registered by then.
     """
     settings = settings or get_settings()
@@ -116,6 +118,7 @@ def report_finetune(recipe, run_id: str, *, registered=None, checkpoint=None,
         from hypernym.data.manifest import read_manifest
         from hypernym.registry.models import load_backbone
         from hypernym.train.checkpoint import load_state
+        from hypernym.train.registration import choose_weights, load_weights
 
         manifest = read_manifest(recipe.data.path)
         if manifest.num_samples("val") == 0:
@@ -128,9 +131,7 @@ def report_finetune(recipe, run_id: str, *, registered=None, checkpoint=None,
                                       **recipe.model.kwargs)
             with checkpoint.as_directory() as ckpt_dir:
                 state = load_state(ckpt_dir)
-            weights = recipe.registry.resolved_weights(recipe.train.ema_decay is not None)
-            model.load_state_dict(state["best"]["weights"] if recipe.registry.select == "best"
-                                  else state[weights])
+            load_weights(model, choose_weights(recipe, state, metrics or {})[0])
         else:
             return None
         labels, probs = evaluate(model, manifest, recipe.data.path, split="val",

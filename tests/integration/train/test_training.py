@@ -136,7 +136,8 @@ def test_semantic_softmax_with_ema_and_accumulation(workspace, monkeypatch):
         train={"epochs": 3, "log_every": 2, "loss": "semantic", "label_smoothing": 0.1,
                "ema_decay": 0.9, "accum_steps": 2, "system_metrics_s": 1,
                "keep_checkpoints": 10},
-        registry={"name": "bb-semantic", "alias": "candidate", "select": "best"},
+        registry={"name": "bb-semantic", "alias": "candidate", "select": "best",
+                  "weights": "ema"},
     )), show_progress=False)
 
     client = MlflowClient(settings.tracking_uri)
@@ -159,11 +160,12 @@ def test_semantic_softmax_with_ema_and_accumulation(workspace, monkeypatch):
 
     card = load_card("bb-semantic@candidate", settings=settings)
     assert card.loss == "semantic" and card.weights == "ema"
-    # select: best registers the EMA weights of the epoch with the best val_ema/top1
+    # weights: ema, select: best registers the EMA of the epoch with the best val_ema/top1
     history = [m.value for m in client.get_metric_history(result.run_id, "val_ema/top1")]
     best_epoch = history.index(max(history)) + 1
     assert card.selected == {"select": "best", "epoch": best_epoch, "metric": "val_ema/top1",
-                             "value": max(history)}
+                             "value": max(history), "weights": "ema",
+                             "candidates": {"ema": max(history)}}
     from pathlib import Path
 
     from hypernym.train.checkpoint import load_state

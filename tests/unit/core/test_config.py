@@ -86,10 +86,15 @@ def test_register_names_and_reserved_aliases_rejected():
 def test_best_epoch_selection_metric():
     base = {"kind": "pretrain", "name": "x", "data": {"path": "p"}, "model": {"arch": "resnet18"}}
     reg = parse_recipe({**base, "registry": {"name": "a", "select": "best"}}).registry
-    assert reg.resolved_metric(ema=False) == "val/top1"
+    assert reg.candidates(ema=False) == {"model": "val/top1"}
     ema = parse_recipe({**base, "train": {"ema_decay": 0.99},
                         "registry": {"name": "a", "select": "best"}})
-    assert ema.registry.resolved_metric(ema=True) == "val_ema/top1"
+    # weights auto with an EMA: the model and the EMA compete on the same metric
+    assert ema.registry.candidates(ema=True) == {"model": "val/top1", "ema": "val_ema/top1"}
+    choice = ema.registry.choose({"val/top1": 0.317, "val_ema/top1": 0.083}, ema=True)
+    assert choice["kind"] == "model" and choice["candidates"] == {"model": 0.317, "ema": 0.083}
+    only_ema = ema.registry.model_copy(update={"weights": "ema"})
+    assert only_ema.candidates(ema=True) == {"ema": "val_ema/top1"}
     with pytest.raises(HypernymError, match="must be a validation metric"):
         parse_recipe({**base, "registry": {"select": "best", "metric": "train/loss"}})
     with pytest.raises(HypernymError, match="needs train.ema_decay"):
@@ -112,3 +117,19 @@ def test_bad_set_syntax_and_missing_file(tmp_path):
         load_recipe(tmp_path / "absent.yaml")
     with pytest.raises(HypernymError, match="not valid YAML"):
         load_recipe(write(tmp_path, "a: [unclosed"))
+
+
+def test_finetune_mode_keys():
+    base = {"kind": "finetune", "name": "x", "backbone": None, "data": {"path": "p"},
+            "model": {"arch": "resnet18"}}
+    assert parse_recipe({**base, "mode": "partial", "partial_blocks": 2}).partial_blocks == 2
+    with pytest.raises(HypernymError, match="partial_blocks"):
+        parse_recipe({**base, "mode": "partial"})
+    with pytest.raises(HypernymError, match="partial_blocks"):
+        parse_recipe({**base, "partial_blocks": 2})
+    with pytest.raises(HypernymError, match="moot"):
+        parse_recipe({**base, "mode": "linear", "head_warmup_epochs": 1})
+    with pytest.raises(HypernymError, match="fewer than train.epochs"):
+        parse_recipe({**base, "head_warmup_epochs": 3, "train": {"epochs": 3}})
+    with pytest.raises(HypernymError, match="head_init"):
+        parse_recipe({**base, "head_init": "pretrained"})

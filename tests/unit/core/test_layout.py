@@ -19,13 +19,14 @@ REPO = Path(__file__).resolve().parents[3]
 PACKAGE = REPO / "platform" / "hypernym"
 
 # Each part may import itself and the parts listed; keep docs/architecture.md in step.
-FOUNDATION = {"errors", "settings", "config", "runtime", "progress", "version"}
+FOUNDATION = {"errors", "settings", "sections", "config", "runtime", "progress", "version"}
 MAY_IMPORT: dict[str, set[str]] = {
     "hypernym": {"version", "registry"},  # the package root: __version__ and a lazy load_backbone
     "errors": set(),
     "version": set(),
     "settings": set(),
-    "config": {"errors"},
+    "sections": set(),  # the optim and registry sections of a recipe
+    "config": {"errors", "sections"},
     "runtime": {"settings"},
     "progress": set(),
     # Checks before any work: is every location reachable from every node, the tracking login?

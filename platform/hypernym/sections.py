@@ -1,0 +1,155 @@
+"""The ``optim`` and ``registry`` sections of a training recipe.
+
+``optim``: timm's optimizer and scheduler, with each scheduler's own keys.
+
+timm's ``create_scheduler_v2`` reads a different subset of its arguments for each schedule (a
+decay interval for ``step``, milestones for ``multistep``, a patience for ``plateau``...). A recipe
+names only the keys of the schedule it picks: a key the schedule would silently ignore is an
+error, so ``sched: step`` with ``decay_milestones`` is caught before anything starts.
+
+``registry``: where the trained model goes, and which weights (model or EMA, which epoch).
+
+Kept apart from config.py so that each file stays small; ``hypernym.config`` re-exports both.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = ["SCHEDULES", "SCHEDULE_KEYS", "OptimSpec", "RegisterSpec"]
+
+# The schedules of timm.scheduler.create_scheduler_v2 (timm 1.0.31) a recipe may name.
+SCHEDULES = ("cosine", "tanh", "step", "multistep", "plateau", "poly", "wsd", "rsqrt",
+             "constant", "none")
+_CYCLIC = {"cosine", "tanh", "poly"}
+# Which schedules read which key (from create_scheduler_v2's body); the rest ignore it.
+SCHEDULE_KEYS: dict[str, set[str]] = {
+    "decay_epochs": {"step", "wsd", "rsqrt"},
+    "decay_rate": {"step", "multistep", "plateau", "poly"},
+    "decay_milestones": {"multistep"},
+    "patience_epochs": {"plateau"},
+    "plateau_metric": {"plateau"},
+    "cooldown_epochs": _CYCLIC,
+    "cycle_limit": _CYCLIC,
+    "cycle_mul": _CYCLIC,
+    "cycle_decay": _CYCLIC,
+    "k_decay": {"cosine", "poly"},
+}
+
+
+class OptimSpec(BaseModel):
+    """timm optimizer and scheduler settings (timm.optim / timm.scheduler do the work)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    opt: str = Field("adamw", description="timm optimizer name")
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    layer_decay: float | None = Field(
+        None, gt=0, le=1, description="layer-wise LR decay: each layer of the model's timm "
+        "group matcher gets layer_decay ** (layers above it) of the LR, the head 1")
+    sched: Literal[SCHEDULES] = "cosine"  # type: ignore[valid-type]
+    warmup_epochs: int = Field(0, ge=0)
+    warmup_lr: float | None = Field(None, ge=0, description="LR at the start of warmup "
+                                    "(None: min_lr)")
+    min_lr: float = Field(1e-6, ge=0)
+    # --- keys that only some schedules read (SCHEDULE_KEYS says which)
+    decay_epochs: float | None = Field(
+        None, gt=0, description="step: epochs between decays (timm's default 90); wsd/rsqrt: "
+        "length of the decay phase in epochs, or a fraction of the schedule if below 1")
+    decay_rate: float = Field(0.1, gt=0, description="step/multistep/plateau: LR factor at "
+                              "each decay; poly: the polynomial's power")
+    decay_milestones: list[int] = Field(
+        default_factory=lambda: [30, 60, 90], description="multistep: epochs to decay at")
+    patience_epochs: int = Field(10, ge=0, description="plateau: epochs without improvement "
+                                 "before a decay")
+    plateau_metric: str = Field(
+        "val/top1", description="plateau: the validation metric it watches; a metric named "
+        "*loss is minimised, any other maximised")
+    cooldown_epochs: int = Field(0, ge=0, description="cosine/tanh/poly: the last epochs of "
+                                 "train.epochs held at min_lr after the schedule ends")
+    cycle_limit: int = Field(1, ge=1, description="cosine/tanh/poly: number of cycles")
+    cycle_mul: float = Field(1.0, gt=0, description="cosine/tanh/poly: cycle length factor")
+    cycle_decay: float = Field(0.1, gt=0, description="cosine/tanh/poly: LR factor per cycle")
+    k_decay: float = Field(1.0, gt=0, description="cosine/poly: k-decay")
+
+    @property
+    def plateau_mode(self) -> str:
+        """``min`` for a loss, ``max`` for anything else (accuracies)."""
+        return "min" if self.plateau_metric.endswith("loss") else "max"
+
+    @model_validator(mode="after")
+    def _own_keys(self) -> OptimSpec:
+        stray = sorted(k for k in self.model_fields_set & SCHEDULE_KEYS.keys()
+                       if self.sched not in SCHEDULE_KEYS[k])
+        if stray:
+            uses = "; ".join(f"{k}: {', '.join(sorted(SCHEDULE_KEYS[k]))}" for k in stray)
+            raise ValueError(f"sched {self.sched!r} does not read {', '.join(stray)} (read by "
+                             f"{uses}): drop the key or pick a schedule that uses it")
+        if sorted(set(self.decay_milestones)) != self.decay_milestones:
+            raise ValueError(f"decay_milestones must be distinct and increasing, got "
+                             f"{self.decay_milestones}")
+        if self.sched == "plateau" and not self.plateau_metric.startswith(("val/", "val_ema/")):
+            raise ValueError(f"plateau_metric must be a validation metric (val/... or "
+                             f"val_ema/...), got {self.plateau_metric!r}")
+        return self
+
+
+class RegisterSpec(BaseModel):
+    """Where the trained model goes in the MLflow model registry."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    name: str | None = Field(None, description="registered model name; None skips registration")
+    alias: str | None = Field("candidate", description="alias set on the new version")
+    weights: Literal["auto", "model", "ema"] = Field(
+        "auto", description="which weights to register; auto: whichever of the model and its "
+        "EMA (train.ema_decay) scores better on `metric` at the selected epoch")
+    select: Literal["last", "best"] = Field(
+        "last", description="register the last epoch's weights, or the best epoch's by `metric`")
+    metric: str = Field(
+        "auto", description="validation metric that compares epochs (select: best) and, with "
+        "weights auto, the model against its EMA; auto: val/top1 (val_ema/top1 for weights: ema)")
+    mode: Literal["max", "min"] = Field("max", description="whether a higher `metric` is better")
+
+    def candidates(self, ema: bool) -> dict[str, str]:
+        """The weights in the running (``model``/``ema``), each with the metric that judges it.
+
+        With ``weights: auto`` and an EMA, both run, on the same metric of their own
+        validation pass (``val/top1`` against ``val_ema/top1``).
+        """
+        if self.weights == "auto" and ema:
+            suffix = (self.metric if self.metric != "auto" else "val/top1").split("/", 1)[-1]
+            return {"model": f"val/{suffix}", "ema": f"val_ema/{suffix}"}
+        kind = "model" if self.weights == "auto" else self.weights
+        default = "val_ema/top1" if kind == "ema" else "val/top1"
+        return {kind: default if self.metric == "auto" else self.metric}
+
+    def choose(self, metrics: dict[str, float], ema: bool) -> dict[str, Any] | None:
+        """Which weights an epoch with these validation ``metrics`` offers: the candidate that
+        scores best (the model on a tie), as ``{kind, metric, value, candidates}``; None when
+        no candidate's metric was measured (no validation split)."""
+        scored = {kind: (metric, float(metrics[metric]))
+                  for kind, metric in self.candidates(ema).items() if metric in metrics}
+        if not scored:
+            return None
+        pick = (max if self.mode == "max" else min)(scored, key=lambda k: scored[k][1])
+        return {"kind": pick, "metric": scored[pick][0], "value": scored[pick][1],
+                "candidates": {kind: value for kind, (_, value) in scored.items()}}
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str | None) -> str | None:
+        if value is not None and any(c in value for c in "/:@"):
+            raise ValueError(f"registered model names cannot contain '/', ':' or '@': {value!r}")
+        return value
+
+    @field_validator("alias")
+    @classmethod
+    def _valid_alias(cls, value: str | None) -> str | None:
+        # MLflow reserves these two alias forms for its own lookups.
+        if value is not None and (value == "latest" or (value[:1] == "v" and value[1:].isdigit())):
+            raise ValueError(f"alias {value!r} is reserved by MLflow; pick another")
+        return value
