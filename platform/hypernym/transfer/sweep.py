@@ -217,7 +217,14 @@ def _summaries(grid, sweep_id: str, experiment: str, metric: str, max_epochs: in
         epochs = int(metrics.get("epoch", 0))
         error = str(result.error) if result.error else None
         stopped = error is None and epochs < int(result.config.get("train.epochs", max_epochs))
-        if run is not None and run.info.status == "RUNNING":
+        if run is not None and stopped and run.info.status != "KILLED":
+            # Stopping the trial aborts its TorchTrainer, so the run may have closed as FAILED.
+            mlflow.set_tag(run.info.run_id, "hypernym.sweep.stopped", "asha")
+            mlflow.set_terminated(run.info.run_id, status="KILLED")
+        elif run is not None and not error and run.info.status != "FINISHED":
+            # All epochs ran; Tune ended the actor at max_t (aborting the trainer's teardown).
+            mlflow.set_terminated(run.info.run_id, status="FINISHED")
+        elif run is not None and run.info.status == "RUNNING":
             # Tune ends a trial's actor as soon as ASHA says stop, also at max_t (after the last
             # epoch's report, before the run could close itself): all epochs ran -> FINISHED.
             status = "FAILED" if error else "KILLED" if stopped else "FINISHED"
