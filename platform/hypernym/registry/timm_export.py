@@ -43,7 +43,7 @@ def model_config(card: ModelCard, origin: str) -> dict:
 def timm_model(card: ModelCard, weights: Path | None = None):
     import timm
 
-    model = timm.createtimm_model(card.arch, pretrained=False, num_classes=card.num_classes)
+    model = timm.create_model(card.arch, pretrained=False, num_classes=card.num_classes)
     if weights is not None:
         from safetensors.torch import load_file
 
