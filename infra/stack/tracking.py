@@ -140,6 +140,9 @@ def _server_env(ts: TrackingServer, base: dict[str, str]) -> dict[str, str]:
         MLFLOW_AUTH_ADMIN_PASSWORD=_secret(ts.password_file()),
         MLFLOW_FLASK_SERVER_SECRET_KEY=_secret(ts.dir / "secrets" / "flask_secret_key"),
         PATH=f"{Path(sys.executable).parent}:{base.get('PATH', '/usr/bin:/bin')}",
+        # MLflow 3's server otherwise starts a job runner with seven huey consumers: processes
+        # (and start-up time) a tracking server for training runs does not use.
+        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
     )
     return env
 

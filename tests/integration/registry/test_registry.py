@@ -123,6 +123,7 @@ def start_mlflow_server(root: Path, port: int) -> Server:
          "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
          "--artifacts-destination", str(root / "server-artifacts")],
         url=f"http://127.0.0.1:{port}", ready_path="/health", log=root / f"mlflow-{port}.log",
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # no job runner
         timeout_s=240)  # importing mlflow alone took over a minute on a loaded 2-core machine
 
 
