@@ -82,8 +82,12 @@ class OptimSpec(BaseModel):
 
     @model_validator(mode="after")
     def _own_keys(self) -> OptimSpec:
+        # Only keys set to something other than their default: a resolved recipe (written by
+        # `hypernym submit`, the demo, MLflow's recipe.json) carries every key at its default.
+        fields = type(self).model_fields
         stray = sorted(k for k in self.model_fields_set & SCHEDULE_KEYS.keys()
-                       if self.sched not in SCHEDULE_KEYS[k])
+                       if self.sched not in SCHEDULE_KEYS[k]
+                       and getattr(self, k) != fields[k].get_default(call_default_factory=True))
         if stray:
             uses = "; ".join(f"{k}: {', '.join(sorted(SCHEDULE_KEYS[k]))}" for k in stray)
             raise ValueError(f"sched {self.sched!r} does not read {', '.join(stray)} (read by "

@@ -133,3 +133,15 @@ def test_finetune_mode_keys():
         parse_recipe({**base, "head_warmup_epochs": 3, "train": {"epochs": 3}})
     with pytest.raises(HypernymError, match="head_init"):
         parse_recipe({**base, "head_init": "pretrained"})
+
+
+def test_a_resolved_recipe_parses_again():
+    """`hypernym submit`, the demo and MLflow's recipe.json write the resolved recipe, every key
+    at its value: it must validate again (a schedule's own keys at their defaults included)."""
+    raw = {"kind": "finetune", "name": "x", "data": {"path": "/tmp/x"},
+           "model": {"arch": "resnet10t"}, "backbone": None, "optim": {"sched": "step",
+                                                                    "decay_epochs": 3}}
+    recipe = parse_recipe(raw)
+    assert parse_recipe(recipe.model_dump(mode="json")) == recipe
+    cosine = parse_recipe({**raw, "optim": {"sched": "cosine"}})
+    assert parse_recipe(cosine.model_dump(mode="json")) == cosine
