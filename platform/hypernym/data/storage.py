@@ -6,6 +6,8 @@ An S3-compatible endpoint other than AWS (MinIO, a test server) is set the way b
 
 from __future__ import annotations
 
+import os
+
 import fsspec
 from fsspec.core import url_to_fs
 
@@ -14,7 +16,14 @@ __all__ = ["is_remote", "join", "open_fs"]
 
 def open_fs(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """The filesystem for ``uri`` and the path within it (scheme stripped)."""
-    return url_to_fs(str(uri))
+    uri = str(uri)
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if uri.startswith("s3://") and endpoint:
+        # Named explicitly: fsspec caches filesystems by their arguments, and an s3fs instance
+        # keeps the endpoint botocore read when it was made, so a process whose endpoint
+        # changes would otherwise go on talking to the old one.
+        return url_to_fs(uri, endpoint_url=endpoint)
+    return url_to_fs(uri)
 
 
 def join(root: str, *parts: str) -> str:
