@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from hypernym.config import parse_recipe
-from tests.integration.cluster.s3_server import moto_s3
+from tests.servers import moto_s3
 
 pytestmark = pytest.mark.integration
 

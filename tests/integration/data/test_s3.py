@@ -3,15 +3,13 @@ prepare reads a source from S3 and writes shards + manifest to S3; the reader st
 
 from __future__ import annotations
 
-import os
-import socket
-
 import pytest
 
 from hypernym.config import parse_recipe
 from hypernym.data.manifest import read_manifest
 from hypernym.data.prepare import prepare
 from hypernym.data.reader import make_loader
+from tests.servers import moto_s3
 
 from .conftest import make_winter21
 
@@ -19,32 +17,15 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    import boto3
+def s3():
     import ray
-    from moto.server import ThreadedMotoServer
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    # Ray workers take the driver's environment when Ray starts: start a fresh one now.
-    ray.shutdown()
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
-    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"]).create_bucket(Bucket="hyp")
-    yield "s3://hyp"
-    ray.shutdown()
-    server.stop()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with moto_s3("hyp"):
+        # Ray workers take the driver's environment when Ray starts: start a fresh one now.
+        ray.shutdown()
+        ray.init(address="local", num_cpus=2, include_dashboard=False)
+        yield "s3://hyp"
+        ray.shutdown()
 
 
 def test_prepare_from_and_to_s3_and_stream(s3, tmp_path):
