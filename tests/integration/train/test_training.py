@@ -92,7 +92,10 @@ def test_pretrain_register_finetune_load(workspace, monkeypatch):
     assert version.tags["dataset_fingerprint"] == workspace["pre"].fingerprint
 
     # Fine-tuning decodes on the training device (the CPU here), with a loader process.
-    fine = run_training(parse_recipe(train_recipe(
+    # Through run_recipe, the one entry: it also writes the fine-tune's evaluation report.
+    from hypernym.recipes import run_recipe
+
+    fine = run_recipe(parse_recipe(train_recipe(
         "finetune", workspace["root"] / "digits", backbone="bb@candidate",
         registry={"name": "bb-digits", "alias": "prod"},
         data={"path": str(workspace["root"] / "digits"), "img_size": 32, "batch_size": 16,
