@@ -23,6 +23,7 @@ def test_sweep_with_asha(tmp_path, monkeypatch):
     from hypernym.transfer.sweep import run_sweep
 
     monkeypatch.setenv("HYPERNYM_HOME", str(tmp_path / "home"))
+    ray.shutdown()  # a Ray of its own, all 2 CPUs for the trials (not the package's shared one)
     ray.init(address="local", num_cpus=2, include_dashboard=False)  # never another's cluster
     try:
         # Four toy classes, 8 training images each: 4 steps an epoch.
