@@ -146,9 +146,10 @@ def check_cluster(settings: Settings, locations: Sequence[Location]) -> None:
         return  # the run will start its own one-node Ray
     import ray
 
-    from hypernym.runtime import ensure_ray
+    if not joined:  # RAY_ADDRESS: connect now (the run would next)
+        from hypernym.runtime import ensure_ray
 
-    ensure_ray(settings=settings)
+        ensure_ray(settings=settings)
     nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
     message = refusal(locations, settings.shared_fs, nodes=nodes)
     if message:

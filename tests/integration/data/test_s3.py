@@ -9,6 +9,7 @@ from hypernym.config import parse_recipe
 from hypernym.data.manifest import read_manifest
 from hypernym.data.prepare import prepare
 from hypernym.data.reader import make_loader
+from hypernym.data.storage import open_fs
 from tests.servers import moto_s3
 
 from .conftest import make_winter21
@@ -29,10 +30,9 @@ def s3():
 
 
 def test_prepare_from_and_to_s3_and_stream(s3, tmp_path):
-    import fsspec
 
     local = make_winter21(tmp_path / "raw", per_class=6)
-    fs = fsspec.filesystem("s3")
+    fs = open_fs(s3)[0]  # for the endpoint now set, not a cached one
     fs.put(str(local) + "/", f"{s3}/raw/", recursive=True)
     assert len(fs.ls(f"{s3}/raw")) == 5
 
@@ -53,11 +53,10 @@ def test_prepare_from_and_to_s3_and_stream(s3, tmp_path):
 
 
 def test_local_csv_pointing_at_s3_images(s3, tmp_path):
-    import fsspec
 
     from .conftest import jpeg
 
-    fs = fsspec.filesystem("s3")
+    fs = open_fs(s3)[0]  # for the endpoint now set, not a cached one
     rows = ["path,label"]
     for i in range(8):
         fs.pipe_file(f"{s3}/loose/img{i}.jpg", jpeg(i))
