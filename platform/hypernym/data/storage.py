@@ -18,7 +18,7 @@ def open_fs(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """The filesystem for ``uri`` and the path within it (scheme stripped)."""
     uri = str(uri)
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    if uri.startswith("s3://") and endpoint:
+    if uri.startswith(("s3://", "s3a://")) and endpoint:
         # Named explicitly: fsspec caches filesystems by their arguments, and an s3fs instance
         # keeps the endpoint botocore read when it was made, so a process whose endpoint
         # changes would otherwise go on talking to the old one.

@@ -11,12 +11,12 @@ the path. Other URIs (``gs://``...) are left to Ray's own pyarrow filesystems.
 
 from __future__ import annotations
 
-import os
 from typing import Any
+
+from hypernym.data.storage import open_fs
 
 __all__ = ["checkpoint_uri", "ray_storage"]
 
-_ENDPOINT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 
 
 def ray_storage(uri: str) -> tuple[str, Any]:
@@ -31,13 +31,12 @@ def ray_storage(uri: str) -> tuple[str, Any]:
     """
     if not uri.startswith(("s3://", "s3a://")):
         return uri, None
-    import s3fs
     from pyarrow.fs import FSSpecHandler, PyFileSystem
 
-    # The endpoint is named explicitly so it travels with the (pickled) filesystem to every
-    # worker; credentials are not: each node takes them from its own environment or role.
-    endpoint = next((os.environ[k] for k in _ENDPOINT_ENV if os.environ.get(k)), None)
-    fs = s3fs.S3FileSystem(endpoint_url=endpoint) if endpoint else s3fs.S3FileSystem()
+    # The data reader's filesystem: it names the endpoint explicitly, so the endpoint travels
+    # with the (pickled) filesystem to every worker; credentials do not: each node takes them
+    # from its own environment or role.
+    fs, _ = open_fs(uri)
     return uri.split("://", 1)[1].rstrip("/"), PyFileSystem(FSSpecHandler(fs))
 
 
