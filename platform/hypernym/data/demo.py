@@ -1,36 +1,43 @@
-"""Demo data: a miniature ImageNet-21K in the winter21 layout, and scikit-learn's digits.
+"""Demo data: a miniature ImageNet-21K of formula-driven images, and scikit-learn's digits.
 
-The miniature's classes are real ImageNet-21K synsets, and their pictures follow the WordNet
-tree, so that related synsets look related (``class_styles``): below the classes' common ancestor,
-the top branch (living thing or artifact, for the default classes) picks the shape family, the group
-(toy dog, domestic cat, finch, car) the shape variant and the colour, with hues further apart the
-further apart the groups are in the tree (dogs and cats, both carnivores, are neighbours), and the
-leaf the direction of its stripes. Stripe directions lie in 0-90 degrees, so a horizontal flip
-never turns one class's stripes into another's. Position, size, rotation and count of the objects,
-a tinted background with noise and grey clutter vary per image, so a random-resized crop still
-shows the class. Nothing is downloaded. The default 16 classes x 60 images of 400x350 take about
-6 s on one core; a small CNN (resnet10t, 64 px random-resized crops with flips) tells the 16
-classes apart on held-out images after about 5 CPU epochs.
+The miniature keeps the winter21 layout (one ``nXXXXXXXX.tar`` of JPEGs per synset) and real
+ImageNet-21K synsets forming a WordNet subtree, but its pictures are fractals, as in FractalDB
+(Kataoka et al., "Pre-training without Natural Images", ACCV 2020): each class is one iterated
+function system (IFS, a few contracting affine maps), and every image a render of its attractor by
+the chaos game. A network that learns to tell such classes apart learns stroke, corner and
+curvature detectors that carry over to handwritten and natural images; no natural image (and
+nothing of any evaluation set) is involved.
+
+The systems follow the WordNet tree (``class_systems``): the classes' common ancestor draws a
+system, and every branching below it moves its parent's parameters by a seeded step that shrinks
+with depth, so the leaves of one group (four toy dogs) are variations of one system, neighbouring
+groups (dogs and cats, both carnivores) stay closer than far ones (finches, cars), and a group's
+own class (``toy dog``, which 21K-P holds as a class too) renders the group's system itself. That
+gives the semantic softmax a hierarchy that means something.
+
+Each image varies its class's system (FractalDB's parameter jitter), then rasterises the attractor
+on a coarse grid and upsamples it: thick, soft, bright strokes on a dark ground, at a random pose,
+scale and position, with noise. The coarse rendering was measured to transfer better to the
+demo's digits than thin point clouds (README, "The demo").
 """
 
 from __future__ import annotations
 
-import colorsys
+import hashlib
 import io
 import os
 import re
 import tarfile
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageFilter
 
 from hypernym.errors import HypernymError
 
-__all__ = ["DEMO_GROUPS", "DEMO_SYNSETS", "ClassStyle", "class_styles", "make_digits_folder",
-           "make_winter21"]
+__all__ = ["DEMO_CLASSES", "DEMO_GROUPS", "DEMO_SYNSETS", "class_systems", "make_digits_folder",
+           "make_winter21", "render"]
 
 # WordNet group -> four of its ImageNet-21K (and 1K) leaves; a test checks every relation.
 DEMO_GROUPS = {
@@ -40,16 +47,16 @@ DEMO_GROUPS = {
     "car n02958343": ["n02814533", "n03100240", "n03594945", "n04285008"],
 }
 DEMO_SYNSETS = [s for leaves in DEMO_GROUPS.values() for s in leaves]
+# The demo's classes: the leaves and their groups, which 21K-P also holds as classes (toy dog
+# above Chihuahua), so the semantic softmax has two levels.
+DEMO_CLASSES = DEMO_SYNSETS + [group.rsplit(" ", 1)[1] for group in DEMO_GROUPS]
 
-
-@dataclass(frozen=True)
-class ClassStyle:
-    """How the demo draws one class."""
-
-    family: int  # shape family: round, angular, star, spiky (cycled), from the top branch
-    variant: int  # shape variant within the family, from the group
-    hue: float  # 0..1, from the group (plus a small shift per leaf)
-    angle: float  # stripe direction in degrees, 0..90, from the leaf's place in its group
+# How far a node's system moves from its parent's, by its depth below the common ancestor
+# (parameters lie in [-1, 1]): branches differ a lot, the leaves of one group less.
+STEPS = (0.5, 0.4, 0.3, 0.25)
+MAX_GAIN = 0.85  # largest singular value of a map: every map contracts, the chaos game converges
+GRID = (10, 16)  # the coarse raster's side, drawn per image: strokes 1/10 to 1/16 of the object
+JITTER = 0.05  # per-image parameter noise (FractalDB's intra-class variation)
 
 
 def make_winter21(out_dir: str | Path, *, images_per_class: int = 60,
@@ -62,8 +69,9 @@ def make_winter21(out_dir: str | Path, *, images_per_class: int = 60,
         images_per_class: JPEGs per tar.
         image_size: (width, height) of every image.
         quality: JPEG quality.
-        seed: with the class id, decides every image: the same arguments give the same bytes.
-        classes: synset ids; the 16 of ``DEMO_SYNSETS`` by default.
+        seed: with the class ids, decides every image: the same arguments give the same bytes.
+        classes: synset ids; the 16 leaves of ``DEMO_SYNSETS`` by default (the demo itself adds
+            their four groups: ``DEMO_CLASSES``).
 
     Returns:
         The synset ids written. A tar already holding the same images is kept (reruns are quick);
@@ -73,13 +81,13 @@ def make_winter21(out_dir: str | Path, *, images_per_class: int = 60,
     _check(classes, images_per_class, image_size, quality)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    styles = class_styles(classes)
+    systems = class_systems(classes, seed=seed)
     for synset in classes:
-        images = _images(synset, styles[synset], images_per_class, image_size, quality, seed)
         target = out / f"{synset}.tar"
-        if _same_tar(target, images_per_class, next(_images(
-                synset, styles[synset], 1, image_size, quality, seed))):
+        if _same_tar(target, images_per_class,
+                     _encode(synset, systems[synset], 1, image_size, quality, seed)[0]):
             continue
+        images = _encode(synset, systems[synset], images_per_class, image_size, quality, seed)
         tmp = out / f".{synset}.tar.tmp"
         with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
             for name, data in images:
@@ -90,46 +98,108 @@ def make_winter21(out_dir: str | Path, *, images_per_class: int = 60,
     return classes
 
 
-def class_styles(classes: list[str]) -> dict[str, ClassStyle]:
-    """Each class's look, derived from where the classes sit in the WordNet tree.
+def class_systems(classes: list[str], *, seed: int = 0) -> dict[str, np.ndarray]:
+    """Each class's iterated function system, derived from where it sits in the WordNet tree.
 
-    Classes that are not all known synsets are treated as a flat tree (each its own branch).
+    A system is a float array [maps, 6]: rows (a, b, c, d, e, f) of the affine maps
+    (x, y) -> (a x + b y + e, c x + d y + f). The classes' common ancestor draws 3 or 4 maps;
+    every branching on a class's path below it (a node whose parent has several children among
+    the classes' paths, or a node that is a class) adds a seeded step, ``STEPS`` by depth, so
+    classes that share more of their path have closer systems. WordNet's long single-child
+    chains (mammal, placental, ...) add nothing. Classes that are not all known synsets form a
+    flat tree: each its own branch.
     """
     from hypernym.taxonomy.hierarchy import class_hierarchy
 
     paths = class_hierarchy(classes)["class_paths"]
-    order = sorted(classes, key=lambda c: paths[c])  # a depth-first order of the tree
-    top = _common_prefix([paths[c] for c in classes])  # length of the common ancestor's path
-    uses = Counter(node for c in classes for node in set(paths[c]))
-    branch, group = {}, {}
+    top = _common_prefix([paths[c] for c in classes])
+    children: dict[str, set[str]] = {}
+    for path in paths.values():
+        for parent, node in zip(path, path[1:], strict=False):
+            children.setdefault(parent, set()).add(node)
+    root = _rng(seed, "root")
+    base = root.uniform(-1, 1, (int(root.integers(3, 5)), 6))
+    out = {}
     for c in classes:
         path = paths[c]
-        branch[c] = path[min(top, len(path) - 1)]
-        shared = [i for i in range(top, len(path) - 1) if uses[path[i]] > 1]
-        group[c] = tuple(path[: (shared[-1] if shared else min(top, len(path) - 1)) + 1])
-    branches = list(dict.fromkeys(branch[c] for c in order))
-    groups = list(dict.fromkeys(group[c] for c in order))
-    variants: dict[str, list[tuple]] = {}  # branch -> its groups, in order
-    for c in order:
-        if group[c] not in variants.setdefault(branch[c], []):
-            variants[branch[c]].append(group[c])
-    # hue position: walk the groups depth-first, stepping by their distance in the tree
-    position, steps = {groups[0]: 0}, 0
-    for a, b in zip(groups, groups[1:], strict=False):
-        steps += len(a) + len(b) - 2 * _common_prefix([list(a), list(b)])
-        position[b] = steps
-    styles = {}
-    for c in classes:
-        members = [m for m in order if group[m] == group[c]]
-        leaf, n = members.index(c), len(members)
-        shift = 0.03 * (leaf / (n - 1) - 0.5) if n > 1 else 0.0
-        styles[c] = ClassStyle(
-            family=branches.index(branch[c]) % len(_FAMILIES),
-            variant=variants[branch[c]].index(group[c]),
-            hue=(0.05 + 0.75 * position[group[c]] / max(steps, 1) + shift) % 1.0,
-            angle=90.0 * leaf / (n - 1) if n > 1 else 0.0,
-        )
-    return styles
+        steps = [node for i, node in enumerate(path) if i >= max(top, 1)
+                 and (node in paths or len(children.get(path[i - 1], ())) > 1)] or [c]
+        system = base.copy()
+        for depth, node in enumerate(steps):
+            system += _rng(seed, node).normal(0.0, STEPS[min(depth, len(STEPS) - 1)], base.shape)
+        out[c] = _contract(np.clip(system, -1.0, 1.0))
+    return out
+
+
+def render(system: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
+    """One image of ``system`` at ``size`` (width, height), drawn by ``rng``.
+
+    Per image: every parameter moves by N(0, ``JITTER``), the chaos game runs, the point cloud
+    is tilted (and mirrored half the time), rasterised on a coarse square grid (side drawn from
+    ``GRID``), upsampled bilinearly to 45-90% of the shorter side, softened and placed at a random
+    position: bright strokes on a dark ground, with noise, grey with a faint tint.
+
+    The chaos game is a dozen lines of vectorised numpy: no maintained Python library renders
+    IFS fractals (FractalDB's scripts are research code, not a package), and walking many chains
+    at once keeps an image to a few milliseconds.
+    """
+    w, h = size
+    params = _contract(np.clip(system + rng.normal(0, JITTER, system.shape), -1.0, 1.0))
+    points = _chaos_game(params, rng)
+    turn = rng.normal(0, 0.3)
+    rot = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
+    if rng.random() < 0.5:
+        rot = rot @ np.diag([-1.0, 1.0])
+    points = points @ rot.T
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    grid = int(rng.integers(GRID[0], GRID[1] + 1))
+    cells = ((points - lo) / float(max((hi - lo).max(), 1e-6)) * (grid - 1)).round().astype(int)
+    raster = np.zeros((grid, grid), np.uint8)
+    raster[cells[:, 1], cells[:, 0]] = 255
+    side = max(int(rng.uniform(0.45, 0.9) * min(w, h)), 2)
+    shape = Image.fromarray(raster).resize((side, side), Image.BILINEAR)
+    shape = shape.filter(ImageFilter.GaussianBlur(rng.uniform(0.0, 0.04) * side))
+    canvas = Image.new("L", (w, h), 0)
+    canvas.paste(shape, (int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))))
+    ground, ink = rng.uniform(0, 40), rng.uniform(170, 255)
+    alpha = np.asarray(canvas, np.float32) / 255.0
+    pixels = ground + (ink - ground) * alpha
+    pixels += rng.standard_normal((h, w), dtype=np.float32) * np.float32(rng.uniform(0, 6))
+    rgb = pixels[..., None] + rng.normal(0, 4, 3).astype(np.float32)  # a faint tint
+    return Image.fromarray(rgb.clip(0, 255).astype(np.uint8))
+
+
+def _chaos_game(params: np.ndarray, rng: np.random.Generator, *, chains: int = 256,
+                steps: int = 48, burn_in: int = 12) -> np.ndarray:
+    """Points of the attractor: ``chains`` walks at once, each map chosen with probability
+    proportional to |det| (FractalDB's rule), the first ``burn_in`` steps dropped."""
+    linear, shift = params[:, :4].reshape(-1, 2, 2), params[:, 4:]
+    weight = np.abs(np.linalg.det(linear)) + 1e-3
+    choice = rng.choice(len(params), size=(steps, chains), p=weight / weight.sum())
+    xy = rng.uniform(-1, 1, (chains, 2))
+    out = np.empty((steps - burn_in, chains, 2))
+    for t in range(steps):
+        k = choice[t]
+        xy = np.einsum("nij,nj->ni", linear[k], xy) + shift[k]
+        if t >= burn_in:
+            out[t - burn_in] = xy
+    return out.reshape(-1, 2)
+
+
+def _contract(system: np.ndarray) -> np.ndarray:
+    """Scale each map's linear part so that its largest singular value is at most MAX_GAIN."""
+    out = system.copy()
+    linear = out[:, :4].reshape(-1, 2, 2)
+    gain = np.linalg.norm(linear, ord=2, axis=(1, 2))
+    out[:, :4] = (linear * np.minimum(1.0, MAX_GAIN / np.maximum(gain, 1e-9))[:, None, None]
+                  ).reshape(-1, 4)
+    return out
+
+
+def _rng(seed: int, name: str) -> np.random.Generator:
+    """A generator decided by the seed and a name (a class id), not by list positions."""
+    digest = hashlib.sha256(f"{seed}/{name}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
 def make_digits_folder(out_dir: str | Path, *, size: int = 32) -> list[str]:
@@ -184,13 +254,15 @@ def _common_prefix(paths: list[list[str]]) -> int:
     return n
 
 
-def _images(synset: str, style: ClassStyle, count: int, size: tuple[int, int], quality: int,
-            seed: int):
-    rng = np.random.default_rng([seed, int(synset[1:])])  # not the class's place in the list
+def _encode(synset: str, system: np.ndarray, count: int, size: tuple[int, int], quality: int,
+            seed: int) -> list[tuple[str, bytes]]:
+    rng = _rng(seed, f"images/{synset}")
+    out = []
     for i in range(1, count + 1):
         buffer = io.BytesIO()
-        _draw(style, size, rng).save(buffer, format="JPEG", quality=quality)
-        yield f"{synset}_{i}.JPEG", buffer.getvalue()
+        render(system, size, rng).save(buffer, format="JPEG", quality=quality)
+        out.append((f"{synset}_{i}.JPEG", buffer.getvalue()))
+    return out
 
 
 def _same_tar(path: Path, count: int, first: tuple[str, bytes]) -> bool:
@@ -203,66 +275,3 @@ def _same_tar(path: Path, count: int, first: tuple[str, bytes]) -> bool:
             return tar.extractfile(members[0]).read() == first[1]
     except (tarfile.TarError, OSError):
         return False
-
-
-def _colour(hue: float, saturation: float, value: float) -> tuple[int, int, int]:
-    r, g, b = colorsys.hsv_to_rgb(hue % 1.0, saturation, value)
-    return int(r * 255), int(g * 255), int(b * 255)
-
-
-def _draw(style: ClassStyle, size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
-    w, h = size
-    # background: a greyish tinted gradient (2x2 corners, upscaled), noise and grey clutter;
-    # it carries no class information
-    corners = rng.uniform(70, 180) + rng.uniform(-20, 20, 3) + rng.uniform(-30, 30, (2, 2, 3))
-    image = Image.fromarray(corners.clip(0, 225).astype(np.uint8)).resize(size, Image.BILINEAR)
-    noisy = np.asarray(image) + rng.integers(0, 24, (h, w, 3), dtype=np.uint8)
-    image = Image.fromarray(noisy)
-    draw = ImageDraw.Draw(image)
-    for _ in range(rng.integers(2, 6)):
-        grey = int(rng.uniform(40, 220))
-        r = rng.uniform(0.05, 0.15) * min(w, h)
-        points = _outline(int(rng.integers(len(_FAMILIES))), int(rng.integers(4)),
-                          rng.uniform(0, w), rng.uniform(0, h), r, rng.uniform(0, 2 * np.pi))
-        draw.polygon(points, fill=(grey, grey, grey))
-    # the class: 2-4 objects of its shape, filled with stripes of its colour and direction
-    mask = Image.new("L", size, 0)
-    shapes = ImageDraw.Draw(mask)
-    for _ in range(rng.integers(2, 5)):
-        r = rng.uniform(0.12, 0.22) * min(w, h)
-        shapes.polygon(_outline(style.family, style.variant, rng.uniform(r, w - r),
-                                rng.uniform(r, h - r), r, rng.uniform(0, 2 * np.pi)), fill=255)
-    theta = np.deg2rad(style.angle + rng.normal(0, 2.5))
-    period = min(w, h) * rng.uniform(0.09, 0.12)
-    xs = np.arange(w, dtype=np.float32)[None, :] * np.float32(np.cos(theta) / period)
-    ys = np.arange(h, dtype=np.float32)[:, None] * np.float32(np.sin(theta) / period)
-    stripes = ((xs + ys + np.float32(rng.uniform())) % 1.0 < 0.5).astype(np.uint8) * 255
-    hue = style.hue + rng.normal(0, 0.005)
-    fill = Image.new("RGB", size, _colour(hue, 0.8, rng.uniform(0.35, 0.5)))
-    fill.paste(_colour(hue, 0.75, rng.uniform(0.85, 1.0)), (0, 0, w, h), Image.fromarray(stripes))
-    image.paste(fill, (0, 0), mask)
-    return image
-
-
-_FAMILIES = ("round", "angular", "star", "spiky")
-
-
-def _outline(family: int, variant: int, cx: float, cy: float, r: float,
-             turn: float) -> list[tuple[float, float]]:
-    """Polygon points of a shape of ``family`` / ``variant``, radius ``r``, rotated by ``turn``."""
-    v = variant % 4
-    kind = _FAMILIES[family % len(_FAMILIES)]
-    if kind == "round":  # ellipses of aspect 0.6, 0.35, 1, 0.8
-        t = np.linspace(0, 2 * np.pi, 32, endpoint=False)
-        x, y = r * np.cos(t), (0.6, 0.35, 1.0, 0.8)[v] * r * np.sin(t)
-    elif kind == "angular":  # squares, triangles, pentagons, hexagons
-        t = np.linspace(0, 2 * np.pi, (4, 3, 5, 6)[v], endpoint=False)
-        x, y = r * np.cos(t), r * np.sin(t)
-    else:  # stars of 5, 4, 6, 7 points; spiky shapes of 4, 3, 5, 6 thin arms
-        points = ((5, 4, 6, 7) if kind == "star" else (4, 3, 5, 6))[v]
-        t = np.linspace(0, 2 * np.pi, 2 * points, endpoint=False)
-        radius = np.where(np.arange(2 * points) % 2 == 0, r, (0.45 if kind == "star" else 0.2) * r)
-        x, y = radius * np.cos(t), radius * np.sin(t)
-    c, s = np.cos(turn), np.sin(turn)
-    return [(float(cx + c * a - s * b), float(cy + s * a + c * b))
-            for a, b in zip(x, y, strict=True)]

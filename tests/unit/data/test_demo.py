@@ -1,5 +1,5 @@
-"""The demo's generated data: the winter21 layout, a real WordNet subtree, related classes that
-look related, and scikit-learn's digits as a class-folder dataset."""
+"""The demo's generated data: the winter21 layout, a real WordNet subtree, fractal systems that
+follow the tree, and scikit-learn's digits as a class-folder dataset."""
 
 from __future__ import annotations
 
@@ -12,15 +12,17 @@ import pytest
 from PIL import Image
 
 from hypernym.data.demo import (
+    DEMO_CLASSES,
     DEMO_GROUPS,
     DEMO_SYNSETS,
-    class_styles,
+    class_systems,
     make_digits_folder,
     make_winter21,
+    render,
 )
 from hypernym.errors import HypernymError
 from hypernym.taxonomy.build import timm_21k_synsets
-from hypernym.taxonomy.hierarchy import Hierarchy
+from hypernym.taxonomy.hierarchy import Hierarchy, semantic_levels
 
 DOGS, CATS, FINCHES, CARS = DEMO_GROUPS.values()
 
@@ -80,47 +82,47 @@ def test_default_classes_are_a_real_wordnet_subtree():
     assert not any(h.is_a(s, animal) for s in CARS)
 
 
-def test_styles_follow_the_tree():
-    styles = class_styles(DEMO_SYNSETS)
-
-    def hue_gap(a, b):
-        gap = abs(styles[a].hue - styles[b].hue) % 1.0
-        return min(gap, 1.0 - gap)
-
-    animals = DOGS + CATS + FINCHES
-    assert len({styles[s].family for s in animals}) == 1
-    assert styles[CARS[0]].family != styles[DOGS[0]].family  # another branch: another shape
-    for group in DEMO_GROUPS.values():
-        assert len({(styles[s].family, styles[s].variant) for s in group}) == 1
-        angles = [styles[s].angle for s in group]
-        assert len(set(angles)) == 4 and all(0 <= a <= 90 for a in angles)  # flip-safe
-        assert max(hue_gap(a, b) for a, b in itertools.combinations(group, 2)) < 0.05
-    assert hue_gap(DOGS[0], CATS[0]) < hue_gap(DOGS[0], FINCHES[0]) < hue_gap(DOGS[0], CARS[0])
-    # classes that are not synsets still get distinct looks
-    flat = class_styles(["n99999991", "n99999992"])
-    assert flat["n99999991"] != flat["n99999992"]
+def test_demo_classes_give_the_semantic_softmax_two_levels():
+    levels = semantic_levels(DEMO_CLASSES)
+    assert sorted(levels.values()) == [0] * 4 + [1] * 16  # the groups, then their leaves
+    assert set(DEMO_CLASSES) <= set(timm_21k_synsets())
 
 
-def test_related_classes_look_alike(tmp_path):
-    make_winter21(tmp_path, images_per_class=6, image_size=(96, 96))
-
-    def mean_colour(synset):
-        """Mean RGB of the saturated (object) pixels of a class's images."""
-        pixels = []
-        for _, data in members(tmp_path / f"{synset}.tar"):
-            image = Image.open(io.BytesIO(data))
-            hsv = np.asarray(image.convert("HSV")).reshape(-1, 3)
-            pixels.append(np.asarray(image, float).reshape(-1, 3)[hsv[:, 1] > 150])
-        return np.concatenate(pixels).mean(axis=0)
-
-    colour = {s: mean_colour(s) for s in DEMO_SYNSETS}
+def test_systems_follow_the_tree():
+    systems = class_systems(DEMO_CLASSES)
 
     def distance(a, b):
-        return float(np.linalg.norm(colour[a] - colour[b]))
+        return float(np.abs(systems[a] - systems[b]).mean())
 
-    same_group = max(distance(a, b) for a, b in itertools.combinations(DOGS, 2))
-    assert same_group < distance(DOGS[0], CATS[0]) < distance(DOGS[0], CARS[0])
-    assert distance(CATS[0], CATS[1]) < distance(CATS[0], FINCHES[0])
+    groups = {g.rsplit(" ", 1)[1]: leaves for g, leaves in DEMO_GROUPS.items()}
+    for group, leaves in groups.items():
+        own = max(distance(group, leaf) for leaf in leaves)
+        others = min(distance(group, leaf) for g, ls in groups.items() if g != group for leaf in ls)
+        assert own < others, group  # a group's system is closest to its own leaves'
+    dog, cat, finch, car = (leaves[0] for leaves in groups.values())
+    assert distance(dog, cat) < distance(dog, car) and distance(cat, finch) < distance(cat, car)
+    for system in systems.values():  # every map contracts: the chaos game converges
+        linear = system[:, :4].reshape(-1, 2, 2)
+        assert np.linalg.norm(linear, ord=2, axis=(1, 2)).max() <= 0.85 + 1e-9
+    assert len({s.tobytes() for s in systems.values()}) == len(DEMO_CLASSES)
+    flat = class_systems(["n99999991", "n99999992"])  # not synsets: still distinct systems
+    assert not np.array_equal(flat["n99999991"], flat["n99999992"])
+
+
+def test_render_draws_bright_strokes_on_a_dark_ground():
+    system = class_systems(DEMO_SYNSETS)[DOGS[0]]
+    rng = np.random.default_rng(0)
+    for size in ((40, 40), (96, 64)):
+        image = np.asarray(render(system, size, rng), dtype=float)
+        assert image.shape == (size[1], size[0], 3)
+        grey = image.mean(axis=2)
+        assert np.abs(image - grey[..., None]).max() < 30  # grey, a faint tint at most
+        ink = grey > 128
+        assert 0.01 < ink.mean() < 0.6 and np.median(grey) < 60  # a shape, on a dark ground
+    a, b = (np.asarray(render(system, (48, 48), np.random.default_rng(1))) for _ in range(2))
+    assert np.array_equal(a, b)  # the generator decides the image
+    # the same class drawn twice differs: pose, scale, the parameters' jitter
+    assert not np.array_equal(a, np.asarray(render(system, (48, 48), np.random.default_rng(2))))
 
 
 def test_digits_folder(tmp_path):

@@ -1,9 +1,12 @@
 """`hypernym demo`: the whole pipeline on generated data, on one machine, in a few minutes.
 
-prepare (a miniature winter21 release + scikit-learn's digits) -> pretrain on Ray Train -> register
--> fine-tune from the registered backbone, and from random init with the same budget -> register ->
-pull. Every stage is the library function the CLI and submitted jobs call, with a real recipe; the
-recipes it ran are written beside the data so each stage can be rerun with `hypernym run`.
+prepare (a miniature winter21 release of fractal classes + scikit-learn's digits) -> pretrain on
+Ray Train with the semantic softmax -> register -> few-shot rows (a linear probe and a full
+fine-tune on 10 digits per class, 3 seeds) -> fine-tune on all digits from the registered backbone,
+and from random init with the same budget -> register -> pull. Every Ray stage is the library
+function the CLI and submitted jobs call, with a real recipe; the recipes it ran are written beside
+the data so each stage can be rerun with `hypernym run`. The closing table sets every row's
+pretrained start against random init at the same budget.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
-from rich.table import Table
 
 from hypernym.config import parse_recipe
+from hypernym.demo.fewshot import FewShotConfig
+from hypernym.demo.report import print_summary
 from hypernym.recipes import describe, run_recipe
 from hypernym.settings import get_settings
 
@@ -30,11 +34,12 @@ class DemoConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    images_per_class: int = Field(60, ge=10)
+    images_per_class: int = Field(200, ge=10)
     arch: str = "resnet10t"
-    img_size: int = Field(64, ge=16, description="training resolution")
-    pretrain_epochs: int = Field(10, ge=1)
-    finetune_epochs: int = Field(2, ge=1, description="a small budget: where pretraining shows")
+    img_size: int = Field(32, ge=16, description="training resolution (the digits are 8x8)")
+    pretrain_epochs: int = Field(12, ge=1)
+    finetune_epochs: int = Field(2, ge=1, description="epochs of the full-data fine-tune")
+    few_shot: FewShotConfig = Field(default_factory=FewShotConfig)
     batch_size: int = Field(32, ge=1)
     workers: int = Field(2, ge=1, description="Ray Train workers")
     backbone_name: str = "hypernym-demo-backbone"
@@ -77,9 +82,11 @@ def demo_recipes(cfg: DemoConfig, workdir: Path) -> dict[str, dict]:
         "pretrain": {
             **common,
             "kind": "pretrain", "name": "demo-pretrain",
-            "data": {"path": str(data / "mini21k"), **loader},
+            "data": {"path": str(data / "mini21k"), **loader, "crop_scale": [0.25, 1.0]},
             "optim": {"opt": "adamw", "lr": 3e-3, "weight_decay": 0.05, "warmup_epochs": 1},
-            "train": {**common["train"], "epochs": cfg.pretrain_epochs, "label_smoothing": 0.1},
+            # the 21K-P semantic softmax: one softmax per level (groups, then their leaves)
+            "train": {**common["train"], "epochs": cfg.pretrain_epochs, "loss": "semantic",
+                      "label_smoothing": 0.1},
             "registry": {"name": cfg.backbone_name, "alias": "candidate"},
         },
         "finetune": {
@@ -96,7 +103,7 @@ def demo_recipes(cfg: DemoConfig, workdir: Path) -> dict[str, dict]:
 
 def run_demo(cfg: DemoConfig, *, workdir: Path | None = None) -> dict:
     """Run every stage; print a table of what came out. Returns the figures for tests."""
-    from hypernym.data.demo import make_digits_folder, make_winter21
+    from hypernym.data.demo import DEMO_CLASSES, make_digits_folder, make_winter21
     from hypernym.registry.models import load_backbone, pull
 
     settings = get_settings()
@@ -123,13 +130,17 @@ def run_demo(cfg: DemoConfig, *, workdir: Path | None = None) -> dict:
         timings[title] = time.perf_counter() - t0
         return out
 
+    side = int(cfg.img_size * 1.25)  # what prepare keeps (1.15x): crops have room, no more
     synsets = stage("generate data", lambda: (
-        make_winter21(raw / "winter21", images_per_class=cfg.images_per_class),
+        make_winter21(raw / "winter21", images_per_class=cfg.images_per_class,
+                      image_size=(side, side), classes=DEMO_CLASSES),
         make_digits_folder(raw / "digits"),
     ))[0]
-    console.print(f"miniature winter21: {len(synsets)} synsets; digits: 10 classes")
+    console.print(f"miniature winter21: {len(synsets)} synsets of fractals (16 leaves under 4 "
+                  "groups, a WordNet subtree); digits: 10 classes")
     stage("prepare", lambda: [run(k) for k in ("prepare-mini21k", "prepare-digits")])
     pre = stage("pretrain + register", lambda: run("pretrain"))
+    few = stage("few-shot: probe + fine-tune", lambda: _few_shot(cfg, workdir, settings))
     fine = stage("fine-tune from backbone", lambda: run("finetune"))
     scratch = stage("fine-tune from random init", lambda: run("finetune-scratch"))
 
@@ -148,13 +159,45 @@ def run_demo(cfg: DemoConfig, *, workdir: Path | None = None) -> dict:
         "pretrain_val_top1": pre.metrics.get("val/top1"),
         "finetune_val_top1": fine.metrics.get("val/top1"),
         "scratch_val_top1": scratch.metrics.get("val/top1"),
+        "few_shot": few,
         "wall_s": time.perf_counter() - started,
         "timings": timings,
         "backbone": pre.registered,
         "finetuned": fine.registered,
     }
-    _print_summary(cfg, figures, settings)
+    print_summary(console, cfg, figures, settings)
+    _write_summary(figures, workdir / "summary.json")
     return figures
+
+
+def _write_summary(f: dict, path: Path) -> None:
+    """The table's figures as JSON beside the data (for scripts and tests), written atomically."""
+    import json
+    import os
+
+    summary = {"few_shot": f["few_shot"], "full_data": f["curves"],
+               "pretrain_val_top1": f["pretrain_val_top1"], "stage_seconds": f["timings"],
+               "wall_s": f["wall_s"]}
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, path)
+
+
+def _few_shot(cfg: DemoConfig, workdir: Path, settings) -> dict[str, dict[str, list[float]]]:
+    """The few-shot rows: the registered backbone against timm's random init (torch seed 0)."""
+    import timm
+    import torch
+
+    from hypernym.demo.fewshot import few_shot_rows
+    from hypernym.registry.models import load_backbone
+
+    backbone = load_backbone(f"{cfg.backbone_name}@candidate", num_classes=10, settings=settings)
+    torch.manual_seed(0)
+    scratch = timm.create_model(cfg.arch, pretrained=False, num_classes=10)
+    card = backbone.hypernym_card
+    return few_shot_rows({"pretrained": backbone, "random init": scratch},
+                         str(workdir / "data" / "digits"), img_size=cfg.img_size,
+                         mean=card.mean, std=card.std, cfg=cfg.few_shot)
 
 
 def _curve(run_id: str, settings) -> list[float]:
@@ -169,24 +212,3 @@ def _write_recipes(recipes: dict, directory: Path) -> None:
     for name, recipe in recipes.items():
         text = yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
         (directory / f"{name}.yaml").write_text(text)
-
-
-def _print_summary(cfg: DemoConfig, f: dict, settings) -> None:
-    table = Table(title="hypernym demo: digits val top-1, same fine-tuning budget")
-    table.add_column("start")
-    for epoch in range(cfg.finetune_epochs):
-        table.add_column(f"epoch {epoch + 1}")
-    table.add_column("registered model")
-    fine, back = f["finetuned"], f["backbone"]
-    table.add_row(f"pretrained backbone ({back.name} v{back.version})",
-                  *(f"{v:.3f}" for v in f["curves"]["pretrained"]),
-                  f"{fine.name} v{fine.version} @{fine.alias}")
-    table.add_row("random init", *(f"{v:.3f}" for v in f["curves"]["scratch"]),
-                  "(not registered)")
-    console.print(table)
-    console.print(f"backbone on mini-21K: val top-1 {f['pretrain_val_top1']:.3f} "
-                  f"({cfg.pretrain_epochs} epochs, {cfg.arch}); registered {back.name} "
-                  f"v{back.version} @{back.alias}")
-    console.print("stage times: " + ", ".join(f"{k} {v:.0f}s" for k, v in f["timings"].items())
-                  + f"; total {f['wall_s']:.0f}s")
-    console.print(f"MLflow UI on these runs: [bold]{settings.mlflow_ui_command()}[/]")
