@@ -46,10 +46,11 @@ def test_bad_input_gets_a_clear_error_before_any_work(tmp_path):
     assert not (tmp_path / "out").exists() and not (home / "runs").exists()
 
 
-# The pretrained backbone's lead in the few-shot linear probe at this test's small budget, in
-# points of top-1 (mean over 3 few-shot seeds); see PROBE_MARGIN_MEASURED for where it comes from.
-PROBE_MARGIN = 3.0
-PROBE_MARGIN_MEASURED = "README, 'The demo proves transfer': the small budget's measured leads"
+# The pretrained backbone's lead in the few-shot linear probe at this test's budget, in points of
+# top-1 (mean over the 3 few-shot seeds). Measured once at exactly this budget (README, "What the
+# demo shows"): 0.877 vs 0.862, +1.5 (per seed +2.4, +1.3, +0.6). One pretraining run gives no
+# spread across runs, so the test holds the sign only; raise it when more runs are measured.
+PROBE_MARGIN = 0.0
 
 
 def test_demo_end_to_end_small(tmp_path):
@@ -81,4 +82,4 @@ def test_demo_end_to_end_small(tmp_path):
         assert all(0.0 <= v <= 1.0 for v in starts["pretrained"] + starts["random init"])
     probe = summary["few_shot"]["linear probe"]
     lead = 100 * (statistics.fmean(probe["pretrained"]) - statistics.fmean(probe["random init"]))
-    assert lead >= PROBE_MARGIN, (lead, probe, PROBE_MARGIN_MEASURED)
+    assert lead > PROBE_MARGIN, (lead, probe)

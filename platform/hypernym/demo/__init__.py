@@ -197,7 +197,8 @@ def _few_shot(cfg: DemoConfig, workdir: Path, settings) -> dict[str, dict[str, l
     card = backbone.hypernym_card
     return few_shot_rows({"pretrained": backbone, "random init": scratch},
                          str(workdir / "data" / "digits"), img_size=cfg.img_size,
-                         mean=card.mean, std=card.std, cfg=cfg.few_shot)
+                         mean=card.mean, std=card.std, cfg=cfg.few_shot,
+                         log=console.print)
 
 
 def _curve(run_id: str, settings) -> list[float]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -36,9 +37,11 @@ class FewShotConfig(BaseModel):
 
 
 def few_shot_rows(models: dict[str, torch.nn.Module], dataset: str, *, img_size: int,
-                  mean, std, cfg: FewShotConfig) -> dict[str, dict[str, list[float]]]:
+                  mean, std, cfg: FewShotConfig,
+                  log: Callable[[str], None] | None = None) -> dict[str, dict[str, list[float]]]:
     """Per row ("linear probe", "fine-tune") and start (the keys of ``models``), the val top-1
-    of every seed. ``models`` are timm models with a classifier of the dataset's width."""
+    of every seed. ``models`` are timm models with a classifier of the dataset's width; ``log``
+    gets a line per start as its figures come in."""
     from hypernym.transfer.probe import (
         extract_features,
         few_shot_indices,
@@ -61,6 +64,9 @@ def few_shot_rows(models: dict[str, torch.nn.Module], dataset: str, *, img_size:
             rows["fine-tune"].setdefault(start, []).append(fine_tune_accuracy(
                 model, train_x[idx], train_y[idx], val_x, val_y, mean=mean, std=std, cfg=cfg,
                 seed=seed))
+        if log is not None:
+            log(f"{start}: " + "; ".join(f"{row} " + ", ".join(f"{v:.3f}" for v in rows[row][start])
+                                        for row in rows))
     return rows
 
 
