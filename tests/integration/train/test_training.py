@@ -97,7 +97,7 @@ def test_pretrain_register_finetune_load(workspace, monkeypatch):
 
     fine = run_recipe(parse_recipe(train_recipe(
         "finetune", workspace["root"] / "digits", backbone="bb@candidate",
-        registry={"name": "bb-digits", "alias": "prod"},
+        registry={"name": "bb-digits", "alias": "prod"}, train={"epochs": 2, "log_every": 2},
         data={"path": str(workspace["root"] / "digits"), "img_size": 32, "batch_size": 16,
               "decode_on": "device", "loader_workers": 1},
     )), show_progress=False)
