@@ -29,7 +29,7 @@ def digits(tmp_path_factory, ray_local):
     # the demo's digits recipe (squish, val per class), at a smaller size
     prepare(parse_recipe({"kind": "prepare", "source": str(root / "raw"),
                           "output": str(root / "ds"), "source_format": "folder",
-                          "val_per_class": 10, "min_per_class": 0, "image_size": 24,
+                          "val_per_class": 10, "min_per_class": 0, "image_size": 16,
                           "resize": "squish", "shard_samples": 512}), show_progress=False)
     return root / "ds"
 
@@ -42,17 +42,17 @@ def test_eval_of_a_trained_digits_model(digits, tmp_path):
 
     settings = get_settings()
     run = finetune_in_process({
-        # the demo's fine-tune recipe (demo.py), smaller images and no backbone
+        # the demo's fine-tune recipe (demo.py), at 16 px for one epoch, from random init
         "kind": "finetune", "name": "digits", "experiment": "tests", "backbone": None,
         "model": {"arch": "resnet10t"},
-        "data": {"path": str(digits), "img_size": 24, "batch_size": 32,
+        "data": {"path": str(digits), "img_size": 16, "batch_size": 32,
                  "crop_scale": [0.5, 1.0]},
         "optim": {"opt": "adamw", "lr": 2e-3, "weight_decay": 0.01, "warmup_epochs": 0},
-        "train": {"epochs": 2},
+        "train": {"epochs": 1},
         "registry": {"name": "digits", "alias": "candidate"},
     }, settings=settings)
     val_top1 = run.epochs[-1]["val/top1"]
-    assert val_top1 > 0.5, run.epochs  # trained: chance is 0.1
+    assert val_top1 > 0.3, run.epochs  # trained: chance is 0.1
     register(run, settings=settings)
 
     result = CliRunner().invoke(app, ["eval", "digits@candidate", str(digits)])
