@@ -65,7 +65,39 @@ def train_recipe(kind: str, path, **extra) -> dict:
     }
 
 
-def test_pretrain_register_finetune_load(workspace, monkeypatch):
+def check_eval_cli(ref: str, dataset, client, tmp_path, *, val_top1: float) -> None:
+    import json
+
+    import numpy as np
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from hypernym.cli import app
+
+    result = CliRunner().invoke(app, ["eval", ref, str(dataset)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    for text in ("top1", "macro_f1", "ece", "per class", "most confused pairs",
+                 "eval/confusion_matrix.png"):
+        assert text in result.output, text
+    assert "accuracy by hierarchy level" not in result.output  # digits are flat classes
+    [run] = client.search_runs(client.get_experiment_by_name("hypernym").experiment_id,
+                               "tags.`hypernym.kind` = 'eval'")
+    metrics = run.data.metrics
+    assert metrics["eval/samples"] == 100
+    assert metrics["eval/top1"] == pytest.approx(val_top1, abs=0.05)  # PIL vs device decode
+    for image in ("eval/confusion_matrix.png", "eval/reliability_diagram.png"):
+        with Image.open(client.download_artifacts(run.info.run_id, image, str(tmp_path))) as img:
+            assert img.format == "PNG" and min(img.size) > 200
+            pixels = np.asarray(img.convert("L"))
+        assert pixels.std() > 10, f"{image} is blank"
+    report = json.loads(open(client.download_artifacts(run.info.run_id, "eval/report.json",
+                                                       str(tmp_path))).read())
+    cm = np.array(report["confusion"])
+    assert cm.shape == (10, 10) and cm.sum() == 100 and cm.sum(axis=1).tolist() == [10] * 10
+    assert np.trace(cm) / 100 == pytest.approx(metrics["eval/top1"])
+
+
+def test_pretrain_register_finetune_load(workspace, monkeypatch, tmp_path):
     from mlflow.tracking import MlflowClient
 
     from hypernym.registry.models import load_backbone, resolve
@@ -112,6 +144,11 @@ def test_pretrain_register_finetune_load(workspace, monkeypatch):
     assert fine_run.metrics["eval/top1"] == pytest.approx(fine.metrics["val/top1"], abs=0.05)
     assert {"eval/confusion_matrix.png", "eval/reliability_diagram.png"} <= {
         a.path for a in client.list_artifacts(fine.run_id, "eval")}
+
+    # `hypernym eval` on the registered digits model, as a user runs it: its report is a run of
+    # its own whose confusion matrix and reliability diagram are real images in MLflow.
+    check_eval_cli("bb-digits@prod", workspace["root"] / "digits", client, tmp_path,
+                   val_top1=fine.metrics["val/top1"])
 
     # The fine-tune started from the backbone: its first conv layer (never the head) moved
     # only a little from the registered one, while a fresh init is far from both.
