@@ -1,13 +1,17 @@
 """Serving load test: Ray Serve with dynamic batching against `mlflow models serve`, same run.
 
 Registers a timm model (random weights: the work per image does not depend on them) in a
-throwaway registry, starts both servers on free 127.0.0.1 ports, and drives each with the same
-closed loop: ``--clients`` threads, each posting one JPEG per request back to back (keep-alive),
-until ``--requests`` requests are answered or ``--seconds`` pass. Prints throughput and p50/p99
-latency per server and the ratios. Stops its servers itself.
+throwaway registry, starts each server in turn on a free 127.0.0.1 port and drives it with
+closed loops: for each client count of ``--clients``, that many threads post one JPEG per
+request back to back (keep-alive) until ``--requests`` are answered or ``--seconds`` pass.
+Prints throughput, p50/p99 latency and the 1-minute load average per run, then, for every p99
+bound seen, the best throughput each server reached within it and the ratio ("at equal p99").
+Stops its servers itself.
 
     PYTHONPATH=platform .venv/bin/python tests/benchmarks/serve.py
-    PYTHONPATH=platform .venv/bin/python tests/benchmarks/serve.py --clients 32 --max-batch-size 32
+    PYTHONPATH=platform .venv/bin/python tests/benchmarks/serve.py --ray-ingress proxy,direct
+    PYTHONPATH=platform .venv/bin/python tests/benchmarks/serve.py --arch resnet50 \
+        --img-size 224 --image 500 375 --clients 2,4,8
 """
 
 from __future__ import annotations
@@ -112,7 +116,11 @@ def _sweep(name: str, cmd: list[str], port: int, path: str, body: bytes, env: di
                                 start_new_session=True)
     rows = []
     try:
-        _wait(f"http://127.0.0.1:{port}{path}", proc, time.time() + 300)
+        try:
+            _wait(f"http://127.0.0.1:{port}{path}", proc, time.time() + 300)
+        except SystemExit:
+            print(log_path.read_text()[-3000:], file=sys.stderr)
+            raise
         _load(port, path, body, clients=max(args.clients), requests=args.warmup, seconds=60)
         for clients in args.clients:
             load = os.getloadavg()[0]
@@ -124,11 +132,12 @@ def _sweep(name: str, cmd: list[str], port: int, path: str, body: bytes, env: di
                   f"{r['rps']:7.1f} req/s  p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms"
                   f"  load {load:5.2f}", flush=True)
     finally:
-        os.killpg(proc.pid, 15)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
+        if proc.poll() is None:
+            os.killpg(proc.pid, 15)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
     return rows
 
 
@@ -182,6 +191,10 @@ def main() -> None:
     parser.add_argument("--ray-args", default="", help="more `hypernym serve` flags, quoted")
     parser.add_argument("--ray-env", action="append", default=[], metavar="KEY=VALUE",
                         help="environment for hypernym serve (Ray Serve's feature flags)")
+    parser.add_argument("--ray-ingress", default="proxy",
+                        help="proxy (Serve's HTTP proxy), direct (the replica's own HTTP port: "
+                        "Ray Serve's direct-ingress feature flag, no proxy hop, one replica) "
+                        "or proxy,direct (both, one after the other)")
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--num-cpus", type=float, default=float(os.cpu_count() or 1),
                         help="CPUs per Ray Serve replica (torch threads)")
@@ -231,10 +244,20 @@ def main() -> None:
         base = _sweep("mlflow models serve", mlflow_cmd, ports["mlflow"], "/invocations", body,
                       {**env, **dict(kv.split("=", 1) for kv in args.mlflow_env)},
                       root / "mlflow.log", args)
-        ray = _sweep("ray serve (batched)", ray_cmd, ports["ray"], "/", body,
-                     {**env, **dict(kv.split("=", 1) for kv in args.ray_env)},
-                     root / "ray.log", args)
-    _summary(base, ray, args.p99_ms)
+        ray_env = {**env, **dict(kv.split("=", 1) for kv in args.ray_env)}
+        rays = {}
+        for ingress in args.ray_ingress.split(","):
+            target, extra = ports["ray"], {}
+            if ingress == "direct":  # the replica binds a port from this range (exactly one)
+                target = free_port()
+                extra = {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+                         "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(target),
+                         "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(target + 1)}  # exclusive
+            rays[ingress] = _sweep(f"ray serve ({ingress})", ray_cmd, target, "/", body,
+                                   {**ray_env, **extra}, root / f"ray-{ingress}.log", args)
+    for ingress, ray in rays.items():
+        print(f"\n== ray serve ({ingress}) against mlflow models serve")
+        _summary(base, ray, args.p99_ms)
 
 
 if __name__ == "__main__":
