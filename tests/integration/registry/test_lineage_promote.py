@@ -28,7 +28,7 @@ def _register(root: str, jobs, seed: int) -> None:
 
     from hypernym.registry.card import ModelCard
 
-    run_id, card_json = jobs.get(timeout=600)
+    run_id, card_json = jobs.get(timeout=1800)  # the parent registers first (slow when loaded)
     register_run(settings_at(Path(root)), run_id, ModelCard.model_validate_json(card_json),
                  "ft", "candidate", seed=seed)
 
