@@ -28,7 +28,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration.cluster.conftest import hypernym, node_of, node_sees, wait_job
+from tests.integration.cluster.conftest import (
+    hypernym,
+    hypernym_async,
+    node_of,
+    node_sees,
+    wait_job,
+)
 from tests.integration.train.trace import BATCH, attempts, check_exactly_once, surviving_history
 
 # The rig's start-up counts: about 4 minutes in all on a quiet 2-core machine, far more on a
@@ -44,6 +50,8 @@ pytestmark = [
 ]
 
 EVERY, LOG_EVERY = 5, 2  # checkpoint and metric intervals, in steps
+ARCH = "test_resnet"  # timm's 0.4 M-parameter test model: small checkpoints to upload
+SYSTEM_METRICS_S = 2
 S3_OUTAGE_S, TRACKING_OUTAGE_S = 20, 30
 
 
@@ -99,7 +107,21 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
                   classes=DEMO_SYNSETS[::2])
     fs.put(f"{tmp_path / 'raw'}/", "data/raw/", recursive=True)
 
-    # 1. prepare, S3 to S3, on the worker nodes
+    pretrain = recipe(tmp_path / "pretrain.yaml", {
+        "kind": "pretrain", "name": "rig-pretrain", "experiment": "rig",
+        "data": {"path": "s3://data/ds", "img_size": 32, "batch_size": BATCH,
+                 "loader_workers": 0},
+        "model": {"arch": ARCH}, "optim": {"lr": 1e-3, "warmup_epochs": 0},
+        "train": {"epochs": 2, "log_every": LOG_EVERY, "checkpoint_every": EVERY,
+                  "system_metrics_s": SYSTEM_METRICS_S},
+        "scaling": {"num_workers": 2, "cpus_per_worker": 1, "max_failures": 1},
+        "registry": {"name": "rig-backbone", "alias": "candidate"}})
+    client = MlflowClient()
+
+    # 1. prepare, S3 to S3, on the worker nodes; meanwhile (2.) the same pretrain recipe with a
+    # wrong tracking password for the head: refused before any Ray work (no MLflow run)
+    refused = hypernym_async("submit", pretrain, "--forward-credentials", "--follow",
+                             env={"MLFLOW_TRACKING_PASSWORD": "not-the-password"})
     out = hypernym("submit", recipe(tmp_path / "prepare.yaml", {
         "kind": "prepare", "source": "s3://data/raw", "output": "s3://data/ds",
         "val_per_class": 2, "min_per_class": 0, "image_size": 36, "shard_samples": 8}),
@@ -108,21 +130,9 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
     manifest = read_manifest("s3://data/ds")
     total = manifest.num_samples("train")
     assert total == 8 * 40
+    print(f"prepare S3 -> S3: {total} training samples at {time.perf_counter() - started:.0f} s")
 
-    pretrain = recipe(tmp_path / "pretrain.yaml", {
-        "kind": "pretrain", "name": "rig-pretrain", "experiment": "rig",
-        "data": {"path": "s3://data/ds", "img_size": 32, "batch_size": BATCH,
-                 "loader_workers": 0},
-        "model": {"arch": "resnet10t"}, "optim": {"lr": 1e-3, "warmup_epochs": 0},
-        "train": {"epochs": 2, "log_every": LOG_EVERY, "checkpoint_every": EVERY,
-                  "system_metrics_s": None},
-        "scaling": {"num_workers": 2, "cpus_per_worker": 1, "max_failures": 1},
-        "registry": {"name": "rig-backbone", "alias": "candidate"}})
-    client = MlflowClient()
-
-    # 2. the head's tracking password is wrong: refused before any Ray work (no MLflow run)
-    out = hypernym("submit", pretrain, "--forward-credentials", "--follow",
-                   env={"MLFLOW_TRACKING_PASSWORD": "not-the-password"})
+    out = refused.result()
     assert out.returncode != 0
     assert "refused the credentials of user 'admin'" in out.stdout, out.stdout[-3000:]
     assert "not-the-password" not in out.stdout + out.stderr
@@ -186,6 +196,9 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
 
     (run,) = client.search_runs([client.get_experiment_by_name("rig").experiment_id])
     assert run.info.status == "FINISHED", "one MLflow run across node loss and outages"
+    system = {key for key in run.data.metrics if key.startswith("system/")}
+    for node in ("node_0", "node_1"):  # each node's first rank samples its node
+        assert f"system/{node}/cpu_utilization_percentage" in system, sorted(system)
     second = [p for p in trace.glob("from-*-rank0-*.txt") if not p.name.startswith("from-0000"
                                                                                       "0000")]
     ran = {int(line.split()[1]) for p in second for line in p.read_text().splitlines()}
@@ -208,7 +221,7 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
         "kind": "finetune", "name": "rig-finetune", "experiment": "rig",
         "backbone": "rig-backbone@candidate",
         "data": {"path": "s3://data/ds", "img_size": 32, "batch_size": BATCH},
-        "model": {"arch": "resnet10t"}, "optim": {"lr": 1e-3},
+        "model": {"arch": ARCH}, "optim": {"lr": 1e-3},
         "train": {"epochs": 1, "log_every": 5, "system_metrics_s": None},
         "scaling": {"num_workers": 2, "cpus_per_worker": 1},
         "registry": {"name": "rig-finetuned", "alias": "candidate"}}), "--follow")
