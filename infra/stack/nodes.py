@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from importlib.util import find_spec
 from pathlib import Path
 
-from infra.stack.procs import free_port, spawn, stop_group, wait_for
+from infra.stack.procs import autogroup_nice, free_port, spawn, stop_group, wait_for
 
 __all__ = ["Node", "alive_ips", "image_paths", "kill_node", "namespace_pids", "settle",
            "start_node",
@@ -160,7 +160,7 @@ def start_node(name: str, ip: str, *, state: Path, env: dict[str, str], num_cpus
     proc = spawn([*boost, "unshare", "--mount", "--propagation", "private", "--",
                   "bash", "-c", script], env=node_env, log=log, pidfile=pidfile)
     if boost:
-        _autogroup_nice(proc.pid, _START_NICE)
+        autogroup_nice(proc.pid, _START_NICE)
     node = Node(name=name, ip=ip, pgid=proc.pid, log=str(log), started=time.time())
     wait_for(lambda: _ray_runs(proc.pid), timeout_s=60, what=f"Ray node {name}",
              alive=lambda: proc.poll() is None, log=log)
@@ -206,21 +206,10 @@ def raylet_running(node: Node) -> bool:
     return False
 
 
-def _autogroup_nice(session: int, nice: int) -> None:
-    """Set the niceness of the session's scheduler autogroup. Where the kernel groups each
-    session (``kernel.sched_autogroup_enabled``, the default), a process's nice value only
-    ranks it within its session: against the other sessions (every Ray worker process of other
-    clusters is one) only the autogroup's niceness counts."""
-    try:
-        Path(f"/proc/{session}/autogroup").write_text(str(nice))
-    except OSError:  # no autogroups in this kernel, or the session is gone
-        pass
-
-
 def settle(node: Node) -> None:
     """Back to normal priority: every process of a node that has joined (and so what its
     raylet starts from now on)."""
-    _autogroup_nice(node.pgid, 0)
+    autogroup_nice(node.pgid, 0)
     for pid in namespace_pids(node):
         try:
             if os.getpriority(os.PRIO_PROCESS, pid) < 0:

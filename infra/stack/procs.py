@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["free_port", "group_alive", "group_members", "spawn", "stop_group", "wait_for",
-           "wait_port"]
+__all__ = ["autogroup_nice", "free_port", "group_alive", "group_members", "spawn", "stop_group",
+           "wait_for", "wait_port"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -49,6 +49,17 @@ def group_members(pgid: int) -> list[int]:
         if fields[0] != "Z" and int(fields[2]) == pgid:
             found.append(int(entry))
     return found
+
+
+def autogroup_nice(session: int, nice: int) -> None:
+    """Set the niceness of the session's scheduler autogroup. Where the kernel groups each
+    session (``kernel.sched_autogroup_enabled``, the default), a process's nice value only
+    ranks it within its session: against the other sessions (every Ray worker process of other
+    clusters is one) only the autogroup's niceness counts."""
+    try:
+        Path(f"/proc/{session}/autogroup").write_text(str(nice))
+    except OSError:  # no autogroups in this kernel, or the session is gone
+        pass
 
 
 def group_alive(pgid: int) -> bool:

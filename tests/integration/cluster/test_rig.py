@@ -146,7 +146,7 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
     assert out.returncode == 0, out.stderr[-3000:]
     job = out.stdout.strip().splitlines()[-1]
     steps = total // (2 * BATCH)
-    wait_until(lambda: trace_step(trace) >= 2 * EVERY + 2, timeout_s=300,
+    wait_until(lambda: trace_step(trace) >= 2 * EVERY + 2, timeout_s=600,
                what="step 12 (node loss)")
     rank1 = next(trace.glob("from-00000000-rank1-pid*.txt"))
     victim = node_of(rig, int(re.search(r"pid(\d+)", rank1.name).group(1)))
@@ -161,7 +161,7 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
     # The outages start right after a checkpoint of the next epoch is recorded on S3: the
     # reader (two shards ahead) starves long before the next one is due.
     ckpt = steps + EVERY
-    wait_until(lambda: snapshot_has(fs, ckpt), timeout_s=400, what=f"checkpoint at {ckpt}")
+    wait_until(lambda: snapshot_has(fs, ckpt), timeout_s=600, what=f"checkpoint at {ckpt}")
     assert trace_step(trace) < ckpt + EVERY - 2, "training outran the outage window"
     ts = rig.tracking_server()
     from infra.stack import tracking
