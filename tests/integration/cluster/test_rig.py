@@ -161,7 +161,7 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
     # The outages start right after a checkpoint of the next epoch is recorded on S3: the
     # reader's read-ahead (about 4 steps here) runs dry long before the next one is due, so no
     # checkpoint upload falls into the outage.
-    ckpt = steps + EVERY
+    ckpt = (steps // EVERY + 1) * EVERY  # checkpoints fall on multiples of EVERY (24)
     wait_until(lambda: snapshot_has(fs, ckpt), timeout_s=600, what=f"checkpoint at {ckpt}")
     assert trace_step(trace) < ckpt + EVERY - 2, "training outran the outage window"
     ts = rig.tracking_server()
