@@ -142,3 +142,40 @@ def test_against_a_real_mlflow_server(mlflow_server, monkeypatch):
     with torch.no_grad():
         assert torch.equal(load_backbone("served@candidate", settings=settings).eval()(x),
                            model(x))
+
+
+def test_tracking_server_outage_does_not_stop_logging(tmp_path, monkeypatch):
+    """Training logs through RunLogger: while the server is down nothing raises, the metrics are
+    held (and retried), and once the server is back they all reach the same run, in order."""
+    from mlflow.tracking import MlflowClient
+
+    from hypernym.tracking import RunLogger, start_run
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    port = free_port()
+    server = start_mlflow_server(tmp_path, port)
+    url = server.url
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    try:
+        run_id = start_run(experiment="outage", run_name="r", settings=get_settings())
+        logger = RunLogger(run_id, tracking_uri=url)
+        logger.log_metrics({"train/loss": 3.0}, step=1)
+        assert logger.flush()
+        server.stop()
+
+        logger.log_metrics({"train/loss": 2.0}, step=2)  # must not raise
+        logger.set_tags({"phase": "outage"})
+        assert not logger.flush(timeout_s=3), "the server is down: step 2 cannot be sent yet"
+        assert logger.failures >= 2  # the tag and at least one metric send
+
+        server = start_mlflow_server(tmp_path, port)
+        logger.log_metrics({"train/loss": 1.0}, step=3)
+        logger.finish("FINISHED")
+        client = MlflowClient(url)
+        history = client.get_metric_history(run_id, "train/loss")
+        assert [(m.step, m.value) for m in history] == [(1, 3.0), (2, 2.0), (3, 1.0)]
+        assert logger.metrics_dropped == 0
+        assert client.get_run(run_id).info.status == "FINISHED"
+    finally:
+        server.stop()
