@@ -59,8 +59,10 @@ def _wait(url: str, proc: subprocess.Popen, deadline: float) -> None:
         try:
             urllib.request.urlopen(url, timeout=2)
             return
-        except urllib.error.HTTPError:
-            return
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                return
+            time.sleep(1)  # Ray Serve's proxy is up, the application not routed yet
         except OSError:
             time.sleep(1)
     raise SystemExit(f"{url} did not answer in time")

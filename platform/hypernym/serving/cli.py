@@ -44,9 +44,11 @@ def serve(
                              max_ongoing_requests=max_ongoing_requests, access_log=access_log)
     except ValueError as exc:
         raise HypernymError(f"invalid serve options: {exc}") from None
+    url = serve_model(ref, config, blocking=False)
+    # After Ray's start: its core worker installs a failure handler for SIGTERM that aborts the
+    # process, skipping the shutdown below (and leaving the proxy and replicas to be reaped).
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    url = serve_model(ref, config, blocking=False)
     scaling = (f"autoscaling {min_replicas}-{max_replicas} replicas" if max_replicas else
                f"{replicas} replica(s)")
     out.print(f"serving {ref} at {url} ({scaling}, batches of up to {max_batch_size}, "

@@ -42,8 +42,10 @@ def _wait(proc: subprocess.Popen, url: str, log: Path, deadline: float) -> None:
         try:
             urllib.request.urlopen(url, timeout=2)
             return
-        except urllib.error.HTTPError:
-            return  # it answers (405/400 on GET)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                return  # it answers (405/400 on GET)
+            time.sleep(1)  # Ray Serve's proxy is up, the application not routed yet
         except OSError:
             time.sleep(1)
     pytest.fail(f"server at {url} did not start: {log.read_text()[-3000:]}")
