@@ -6,11 +6,6 @@ of each epoch once, none twice, none skipped beyond the stated remainder."""
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import time
-
 import pytest
 
 from hypernym.config import parse_recipe
@@ -57,23 +52,6 @@ def recipe(root, *, workers: int, max_failures: int):
     })
 
 
-def kill_rank1_of_the_restart(trace, *, after: int, timeout_s: float = 300) -> None:
-    """SIGKILL rank 1 of the restarted worker group (a trace file that starts past step 0)
-    once it has trained past step ``after``; trace.kill_a_worker_after does this for the
-    first group."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for path in trace.glob("from-*-rank1-pid*.txt"):
-            if path.name.startswith("from-00000000-"):
-                continue
-            lines = path.read_text().splitlines()
-            if lines and int(lines[-1].split()[1]) >= after:
-                os.kill(int(re.search(r"pid(\d+)", path.name).group(1)), signal.SIGKILL)
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"the restarted worker group never reached step {after}")
-
-
 def test_killed_workers_restart_then_a_failed_run_resumes_with_fewer_workers(
         dataset, tmp_path, monkeypatch):
     """One run, three attempts (one Ray Train start-up fewer than a test per case):
@@ -95,7 +73,7 @@ def test_killed_workers_restart_then_a_failed_run_resumes_with_fewer_workers(
     monkeypatch.setenv("HYPERNYM_SAMPLE_TRACE", str(trace))
     thread, out = fit_in_thread(recipe(root, workers=2, max_failures=1))
     kill_a_worker_after(trace, step=EVERY * 2 + 2)  # 2 steps past a checkpoint
-    kill_rank1_of_the_restart(trace, after=EVERY * 3 + 1)
+    kill_a_worker_after(trace, step=EVERY * 3 + 1, restarted=True, timeout_s=300)
     thread.join(timeout=600)
     assert not thread.is_alive()
     assert "error" in out, "a second failure with max_failures=1 fails the run"
