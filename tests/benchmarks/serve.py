@@ -26,8 +26,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,22 +48,6 @@ def _register(root: Path, arch: str, size: int) -> None:
                      classes=[{"id": f"c{i}", "name": f"class {i}"} for i in range(16)])
     register_model(run_id=run_id, name="bench", model=timm.create_model(arch, num_classes=16),
                    card=card, alias="bench", settings=settings)
-
-
-def _wait(url: str, proc: subprocess.Popen, deadline: float) -> None:
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}")
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except urllib.error.HTTPError as exc:
-            if exc.code != 404:
-                return
-            time.sleep(1)  # Ray Serve's proxy is up, the application not routed yet
-        except OSError:
-            time.sleep(1)
-    raise SystemExit(f"{url} did not answer in time")
 
 
 def _load(port: int, path: str, body: bytes, *, clients: int, requests: int,
@@ -113,16 +95,16 @@ def _load(port: int, path: str, body: bytes, *, clients: int, requests: int,
 def _sweep(name: str, cmd: list[str], port: int, path: str, body: bytes, env: dict,
            log_path: Path, args) -> list[dict]:
     """Start one server, warm it up, then one closed-loop run per client count."""
+    from tests.servers import routed, wait_ready
+
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     rows = []
     try:
-        try:
-            _wait(f"http://127.0.0.1:{port}{path}", proc, time.time() + 300)
-        except SystemExit:
-            print(log_path.read_text()[-3000:], file=sys.stderr)
-            raise
+        # raises with the server's log tail if it exits or is not routed in time
+        wait_ready(f"http://127.0.0.1:{port}{path}", timeout_s=300, proc=proc, log=log_path,
+                   accept=routed)
         _load(port, path, body, clients=max(args.clients), requests=args.warmup, seconds=60)
         for clients in args.clients:
             load = os.getloadavg()[0]

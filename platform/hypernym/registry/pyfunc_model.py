@@ -143,6 +143,12 @@ class ImageClassifier:
         except ValueError as exc:
             return None, str(exc)
 
+    @staticmethod
+    def error_row(index: int, error: str) -> dict[str, Any]:
+        """The answer for an image that could not be read: empty top-k, the reason numbered."""
+        return {"class_ids": [], "labels": [], "names": [], "probs": [],
+                "error": f"image {index}: {error}"}
+
     def classify(self, prepared: list[tuple[Any, str | None]],
                  top_k: int = DEFAULT_TOP_K) -> list[dict[str, Any]]:
         """Top-k rows of `prepare`'d images: one forward pass for all that were readable."""
@@ -152,8 +158,7 @@ class ImageClassifier:
         rows: list[dict[str, Any]] = []
         batch, where = [], []
         for i, (tensor, error) in enumerate(prepared):
-            rows.append({"class_ids": [], "labels": [], "names": [], "probs": [],
-                         "error": f"image {i}: {error}"} if error else {})
+            rows.append(self.error_row(i, error) if error else {})
             if not error:
                 batch.append(tensor)
                 where.append(i)

@@ -117,8 +117,7 @@ class ImageModelServer:
         readable = [(tensor, k) for tensor, error in prepared if error is None]
         answers = iter(await asyncio.gather(*(self.classify(item) for item in readable)))
         rows = [next(answers) if error is None else  # numbered per request, as the pyfunc does
-                {"class_ids": [], "labels": [], "names": [], "probs": [],
-                 "error": f"image {i}: {error}"} for i, (_, error) in enumerate(prepared)]
+                self.classifier.error_row(i, error) for i, (_, error) in enumerate(prepared)]
         return Response(json.dumps({"predictions": rows}), media_type="application/json")
 
 
