@@ -66,13 +66,11 @@ def train_recipe(kind: str, path, **extra) -> dict:
 
 
 def check_eval_cli(ref: str, dataset, client, tmp_path, *, val_top1: float) -> None:
-    import json
-
     import numpy as np
-    from PIL import Image
     from typer.testing import CliRunner
 
     from hypernym.cli import app
+    from tests.integration.transfer.eval_report import read_eval_report
 
     result = CliRunner().invoke(app, ["eval", ref, str(dataset)])
     assert result.exit_code == 0, result.output + repr(result.exception)
@@ -85,13 +83,9 @@ def check_eval_cli(ref: str, dataset, client, tmp_path, *, val_top1: float) -> N
     metrics = run.data.metrics
     assert metrics["eval/samples"] == 100
     assert metrics["eval/top1"] == pytest.approx(val_top1, abs=0.05)  # PIL vs device decode
-    for image in ("eval/confusion_matrix.png", "eval/reliability_diagram.png"):
-        with Image.open(client.download_artifacts(run.info.run_id, image, str(tmp_path))) as img:
-            assert img.format == "PNG" and min(img.size) > 200
-            pixels = np.asarray(img.convert("L"))
+    images, report = read_eval_report(client, run.info.run_id, tmp_path)
+    for image, pixels in images.items():
         assert pixels.std() > 10, f"{image} is blank"
-    report = json.loads(open(client.download_artifacts(run.info.run_id, "eval/report.json",
-                                                       str(tmp_path))).read())
     cm = np.array(report["confusion"])
     assert cm.shape == (10, 10) and cm.sum() == 100 and cm.sum(axis=1).tolist() == [10] * 10
     assert np.trace(cm) / 100 == pytest.approx(metrics["eval/top1"])
