@@ -22,7 +22,7 @@ from pathlib import Path
 
 import requests
 
-__all__ = ["Server", "free_port", "start_server", "wait_ready"]
+__all__ = ["Server", "free_port", "routed", "start_server", "wait_ready"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -67,6 +67,12 @@ def log_tail(log: Path | None, lines: int = 30) -> str:
     if log is None or not log.exists():
         return "(no log)"
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) or "(empty log)"
+
+
+def routed(answer: requests.Response) -> bool:
+    """A `wait_ready` acceptor for Ray Serve: its proxy answers 404 until the application is
+    routed; any other status below 500 (405/400 to a GET) means the application answers."""
+    return answer.status_code < 500 and answer.status_code != 404
 
 
 def wait_ready(url: str, *, timeout_s: float = 90.0, proc: subprocess.Popen | None = None,

@@ -29,7 +29,15 @@ from pathlib import Path
 from infra.stack import nodes as ray_nodes
 from infra.stack import s3 as s3_server
 from infra.stack import tracking
-from infra.stack.procs import free_port, group_alive, spawn, stop_group, wait_for, wait_port
+from infra.stack.procs import (
+    free_port,
+    group_alive,
+    group_members,
+    spawn,
+    stop_group,
+    wait_for,
+    wait_port,
+)
 
 __all__ = ["Stack", "main"]
 
@@ -85,7 +93,7 @@ class Stack:
         info, errors = self.info, []
         # The tracking server starts once the Ray nodes are up: importing it takes CPU that a
         # starting raylet's agents need (Ray gives them a fixed 15 s, see nodes.start_node).
-        nodes_up = threading.Event()
+        nodes_up, nodes_ok = threading.Event(), []
 
         def services() -> None:  # S3, then the tracking server that keeps artifacts there
             try:
@@ -100,6 +108,8 @@ class Stack:
                 self._make_buckets(aws)
                 info["timings_s"]["s3"] = round(time.perf_counter() - t, 1)
                 nodes_up.wait()
+                if not nodes_ok:  # the nodes failed: the caller stops everything
+                    return
                 t = time.perf_counter()
                 tracking.up(Path(info["tracking"]), artifacts_destination="s3://mlflow/",
                             env=self._base_env(aws), durable=False,
@@ -119,6 +129,7 @@ class Stack:
             for _ in range(workers):  # one at a time: a loaded machine starts them faster so
                 self.add_node(aws=aws)
             info["timings_s"]["ray"] = round(time.perf_counter() - t, 1)
+            nodes_ok.append(True)
         finally:
             nodes_up.set()
             thread.join()
@@ -169,6 +180,7 @@ class Stack:
             dashboard_port=dash_port, hide=[Path(p) for p in self.info["hide"]],
             shared=Path(self.info["shared"]) if self.info["shared"] else None)
         self.info["nodes"][name] = node.as_dict()
+        self.info.setdefault("started", []).append({"pgid": node.pgid, "mnt_ns": node.mnt_ns})
         self._save()
         return node
 
@@ -207,7 +219,7 @@ class Stack:
                     ray_nodes.kill_node(self.node(name))
                     self._node(name, node["ip"], num_cpus=0 if name == "head" else 1,
                                head=name == "head")
-            return alive == want
+            return set(want) <= set(alive)  # a killed node stays "alive" a while
 
         wait_for(ready, timeout_s=timeout_s, what=f"Ray nodes {want} (logs: {logs})")
         for name in self.info["nodes"]:
@@ -267,6 +279,24 @@ class Stack:
             stop_group(self.info["s3"]["pgid"])
             self.info["s3"]["pgid"] = None
         self._save()
+
+    def process_groups(self) -> list[int]:
+        """Every process group this rig runs now or ran as a node: nodes (killed ones too),
+        S3, PostgreSQL and the tracking server."""
+        groups = [n["pgid"] for n in self.info.get("started", [])]
+        groups += [self.info["s3"]["pgid"]] if self.info["s3"]["pgid"] else []
+        for pidfile in Path(self.info["tracking"]).glob("*/pid"):
+            groups.append(int(pidfile.read_text()))
+        return groups
+
+    def leftovers(self, groups: list[int]) -> list[int]:
+        """Processes still running in ``groups`` (from `process_groups`, taken before `down`)
+        or in the mount namespace of any node this rig started."""
+        pids = {pid for g in groups for pid in group_members(g)}
+        for n in self.info.get("started", []):
+            pids.update(ray_nodes.namespace_pids(ray_nodes.Node(
+                name="", ip="", pgid=n["pgid"], log="", mnt_ns=n["mnt_ns"])))
+        return sorted(pids)
 
     def _save(self) -> None:  # whole or not at all: another thread or process may read it
         tmp = self.state / "stack.json.tmp"

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from importlib.util import find_spec
 from pathlib import Path
 
-from infra.stack.procs import free_port, spawn, stop_group, wait_for
+from infra.stack.procs import autogroup_nice, free_port, spawn, stop_group, wait_for
 
 __all__ = ["Node", "alive_ips", "image_paths", "kill_node", "namespace_pids", "settle",
            "start_node",
@@ -97,9 +97,13 @@ def _namespace_script(*, hide: list[Path], image: list[Path], shared: Path | Non
         lines.append(f"if [ -d {q} ]; then mount -t tmpfs -o mode=1777 hypernym-node {q}; fi")
     for i, (_, dst, mode) in enumerate(binds):
         q = shlex.quote(str(dst))
-        lines.append(f"mkdir -p {q}; mount --bind /proc/self/fd/{i + 3} {q}; exec {i + 3}<&-")
+        # --no-canonicalize: mount(8) would otherwise turn /proc/self/fd/N into the path it
+        # names and look that path up again here, under the tmpfs: where source and target
+        # are the same path, it would bind the empty tmpfs folder onto itself.
+        lines.append(f"mkdir -p {q}; mount --no-canonicalize --bind /proc/self/fd/{i + 3} {q};"
+                     f" exec {i + 3}<&-")
         if mode == "ro":
-            lines.append(f"mount -o remount,bind,ro {q}")
+            lines.append(f"mount --no-canonicalize -o remount,bind,ro {q}")
     lines.append(f"mkdir -p {shlex.quote(home)}")
     lines.append("exec " + " ".join(shlex.quote(a) for a in argv))
     return "\n".join(lines)
@@ -155,18 +159,26 @@ def start_node(name: str, ip: str, *, state: Path, env: dict[str, str], num_cpus
     boost = ["nice", "-n", str(_START_NICE)] if os.geteuid() == 0 else []
     proc = spawn([*boost, "unshare", "--mount", "--propagation", "private", "--",
                   "bash", "-c", script], env=node_env, log=log, pidfile=pidfile)
+    if boost:
+        autogroup_nice(proc.pid, _START_NICE)
     node = Node(name=name, ip=ip, pgid=proc.pid, log=str(log), started=time.time())
-    wait_for(lambda: "ray start" in _cmdline(proc.pid), timeout_s=60, what=f"Ray node {name}",
+    wait_for(lambda: _ray_runs(proc.pid), timeout_s=60, what=f"Ray node {name}",
              alive=lambda: proc.poll() is None, log=log)
     node.mnt_ns = os.readlink(f"/proc/{proc.pid}/ns/mnt")  # its own, once ray runs
     return node
 
 
-def _cmdline(pid: int) -> str:
+def _ray_runs(pid: int) -> bool:
+    """Whether the node's process has become ``ray start``: in its own mount namespace, the
+    mounts done. (Its earlier commands, nice, unshare and bash, carry "ray start" in their
+    arguments too, before the namespace exists.)"""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        own = os.readlink(f"/proc/{pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
     except OSError:
-        return ""
+        return False
+    return own and Path(args[0].decode()).name not in ("nice", "unshare", "bash") \
+        and b"start" in args[1:3]
 
 
 def namespace_pids(node: Node) -> list[int]:
@@ -197,6 +209,7 @@ def raylet_running(node: Node) -> bool:
 def settle(node: Node) -> None:
     """Back to normal priority: every process of a node that has joined (and so what its
     raylet starts from now on)."""
+    autogroup_nice(node.pgid, 0)
     for pid in namespace_pids(node):
         try:
             if os.getpriority(os.PRIO_PROCESS, pid) < 0:

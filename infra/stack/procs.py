@@ -12,7 +12,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["free_port", "group_alive", "spawn", "stop_group", "wait_for", "wait_port"]
+__all__ = ["autogroup_nice", "free_port", "group_alive", "group_members", "spawn", "stop_group",
+           "wait_for", "wait_port"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -34,7 +35,7 @@ def spawn(argv: Sequence[str], *, env: Mapping[str, str], log: Path, pidfile: Pa
     return proc
 
 
-def _members(pgid: int) -> list[int]:
+def group_members(pgid: int) -> list[int]:
     """Live (not zombie) processes of a process group, from /proc."""
     found = []
     for entry in os.listdir("/proc"):
@@ -50,8 +51,19 @@ def _members(pgid: int) -> list[int]:
     return found
 
 
+def autogroup_nice(session: int, nice: int) -> None:
+    """Set the niceness of the session's scheduler autogroup. Where the kernel groups each
+    session (``kernel.sched_autogroup_enabled``, the default), a process's nice value only
+    ranks it within its session: against the other sessions (every Ray worker process of other
+    clusters is one) only the autogroup's niceness counts."""
+    try:
+        Path(f"/proc/{session}/autogroup").write_text(str(nice))
+    except OSError:  # no autogroups in this kernel, or the session is gone
+        pass
+
+
 def group_alive(pgid: int) -> bool:
-    return bool(_members(pgid))
+    return bool(group_members(pgid))
 
 
 def stop_group(pgid: int, *, first: int = signal.SIGTERM, grace_s: float = 10.0,

@@ -132,20 +132,36 @@ class ImageClassifier:
                                         round(self.width / self.crop_pct)], antialias=True)
         return TF.center_crop(tensor, [self.height, self.width])
 
-    def predict(self, items: list[Any], top_k: int = DEFAULT_TOP_K) -> list[dict[str, Any]]:
-        """Top-k classes of each image; an unreadable image gets an ``error``, not an exception."""
+    def prepare(self, item: Any) -> tuple[Any, str | None]:
+        """One image -> (uint8 [3, H, W] tensor, None), or (None, why it cannot be read).
+
+        The per-image half of `predict`: a server may run it as each request arrives (PIL
+        releases the GIL while decoding), so it overlaps the forward pass of the batch before.
+        """
+        try:
+            return self.preprocess(item), None
+        except ValueError as exc:
+            return None, str(exc)
+
+    @staticmethod
+    def error_row(index: int, error: str) -> dict[str, Any]:
+        """The answer for an image that could not be read: empty top-k, the reason numbered."""
+        return {"class_ids": [], "labels": [], "names": [], "probs": [],
+                "error": f"image {index}: {error}"}
+
+    def classify(self, prepared: list[tuple[Any, str | None]],
+                 top_k: int = DEFAULT_TOP_K) -> list[dict[str, Any]]:
+        """Top-k rows of `prepare`'d images: one forward pass for all that were readable."""
         import torch
 
         k = max(1, min(int(top_k), len(self.labels)))
-        rows: list[dict[str, Any]] = [{}] * len(items)
+        rows: list[dict[str, Any]] = []
         batch, where = [], []
-        for i, item in enumerate(items):
-            try:
-                batch.append(self.preprocess(item))
+        for i, (tensor, error) in enumerate(prepared):
+            rows.append(self.error_row(i, error) if error else {})
+            if not error:
+                batch.append(tensor)
                 where.append(i)
-            except ValueError as exc:
-                rows[i] = {"class_ids": [], "labels": [], "names": [], "probs": [],
-                           "error": f"image {i}: {exc}"}
         if batch:
             x = (torch.stack(batch).float() / 255.0 - self.mean) / self.std
             with torch.inference_mode():
@@ -157,6 +173,10 @@ class ImageClassifier:
                            "names": [self.names[j] for j in indices],
                            "probs": [round(p, 6) for p in values], "error": None}
         return rows
+
+    def predict(self, items: list[Any], top_k: int = DEFAULT_TOP_K) -> list[dict[str, Any]]:
+        """Top-k classes of each image; an unreadable image gets an ``error``, not an exception."""
+        return self.classify([self.prepare(item) for item in items], top_k)
 
 
 def images_from_input(model_input: Any) -> list[Any]:

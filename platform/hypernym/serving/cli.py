@@ -23,6 +23,11 @@ def serve(
     max_batch_size: Annotated[int, typer.Option(help="images per forward pass at most")] = 32,
     batch_wait_ms: Annotated[float, typer.Option(help="how long a batch waits to fill")] = 10.0,
     num_cpus: Annotated[float, typer.Option(help="CPUs per replica")] = 1.0,
+    decode_threads: Annotated[int | None, typer.Option(
+        help="threads per replica decoding images (default: one per CPU)")] = None,
+    max_ongoing_requests: Annotated[int, typer.Option(
+        help="requests a replica holds at once; more wait in the proxy")] = 64,
+    access_log: Annotated[bool, typer.Option(help="Ray Serve's per-request log line")] = False,
 ) -> None:
     """Serve a registered model on Ray Serve with dynamic batching (POST images to /)."""
     import signal
@@ -34,12 +39,16 @@ def serve(
     try:
         config = ServeConfig(host=host, port=port, replicas=replicas, min_replicas=min_replicas,
                              max_replicas=max_replicas, max_batch_size=max_batch_size,
-                             batch_wait_timeout_s=batch_wait_ms / 1000, num_cpus=num_cpus)
+                             batch_wait_timeout_s=batch_wait_ms / 1000, num_cpus=num_cpus,
+                             decode_threads=decode_threads,
+                             max_ongoing_requests=max_ongoing_requests, access_log=access_log)
     except ValueError as exc:
         raise HypernymError(f"invalid serve options: {exc}") from None
+    url = serve_model(ref, config, blocking=False)
+    # After Ray's start: its core worker installs a failure handler for SIGTERM that aborts the
+    # process, skipping the shutdown below (and leaving the proxy and replicas to be reaped).
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    url = serve_model(ref, config, blocking=False)
     scaling = (f"autoscaling {min_replicas}-{max_replicas} replicas" if max_replicas else
                f"{replicas} replica(s)")
     out.print(f"serving {ref} at {url} ({scaling}, batches of up to {max_batch_size}, "

@@ -1,10 +1,12 @@
 """A registered model on Ray Serve, with dynamic batching across requests.
 
-Each HTTP request is parsed in the replica's event loop; its images join a `serve.batch` queue,
-so images from concurrent requests share one forward pass (the per-call cost of the model is
-paid once per batch, not per request). The batch runs in a worker thread, so the loop keeps
-accepting requests, which form the next batch. Preprocessing and the model are the registered
-pyfunc's own `ImageClassifier`, so answers match ``mlflow models serve`` image for image.
+Each HTTP request is parsed in the replica's event loop and its images are decoded and resized
+at once in a small thread pool (PIL and torch release the GIL), so decoding overlaps the forward
+pass of the batch before. The decoded images join a `serve.batch` queue, so images from
+concurrent requests share one forward pass (the per-call cost of the model is paid once per
+batch, not per request); the batch runs in a worker thread, so the loop keeps accepting
+requests, which form the next batch. Preprocessing and the model are the registered pyfunc's
+own `ImageClassifier`, so answers match ``mlflow models serve`` image for image.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ class ServeConfig(BaseModel):
     max_ongoing_requests: int = Field(64, ge=1, description="per replica; more queue upstream")
     num_cpus: float = Field(1.0, gt=0, description="CPUs per replica (torch threads follow)")
     default_top_k: int = Field(5, ge=1)
+    decode_threads: int | None = Field(None, ge=1, description="threads decoding images "
+                                       "(default: one per CPU of the replica)")
+    access_log: bool = Field(False, description="Serve's per-request access log line (off: "
+                             "written and flushed per request, it costs CPU at high rates)")
 
     @model_validator(mode="after")
     def _bounds(self) -> ServeConfig:
@@ -68,7 +74,12 @@ class ImageModelServer:
 
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
         self.config = ServeConfig.model_validate(config)
-        torch.set_num_threads(max(1, int(self.config.num_cpus)))
+        from concurrent.futures import ThreadPoolExecutor
+
+        threads = max(1, int(self.config.num_cpus))
+        torch.set_num_threads(threads)
+        self.decoder = ThreadPoolExecutor(self.config.decode_threads or threads,
+                                          thread_name_prefix="decode")
         with tempfile.TemporaryDirectory() as tmp:  # pull checks the weights' sha256
             local = pull(ref, tmp, timm_config=False, settings=get_settings())
             self.classifier = ImageClassifier.from_files(str(local / CARD_FILE),
@@ -80,15 +91,17 @@ class ImageModelServer:
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)  # set per deployment in __init__
     async def classify(self, items: list[tuple[Any, int]]) -> list[dict[str, Any]]:
         k = max(top_k for _, top_k in items)
-        rows = await asyncio.to_thread(self.classifier.predict, [i for i, _ in items], k)
-        out = []
-        for row, (_, top_k) in zip(rows, items, strict=True):
-            out.append({key: (value[:top_k] if isinstance(value, list) else value)
-                        for key, value in row.items()})
-        return out
+        rows = await asyncio.to_thread(self.classifier.classify, [(t, None) for t, _ in items],
+                                       k)
+        return [{key: (value[:top_k] if isinstance(value, list) else value)
+                 for key, value in row.items()} for row, (_, top_k) in zip(rows, items,
+                                                                          strict=True)]
+
+    def _prepare(self, images: list[Any]) -> list[tuple[Any, str | None]]:
+        return [self.classifier.prepare(image) for image in images]
 
     async def __call__(self, request) -> Any:
-        from starlette.responses import JSONResponse
+        from starlette.responses import JSONResponse, Response
 
         from hypernym.serving.requests import parse_request
 
@@ -99,17 +112,20 @@ class ImageModelServer:
             return JSONResponse({"error_code": "BAD_REQUEST", "message": str(exc)},
                                 status_code=400)
         k = top_k or self.config.default_top_k
-        rows = await asyncio.gather(*(self.classify((image, k)) for image in images))
-        for i, row in enumerate(rows):  # per-request numbering, as the pyfunc does
-            if row["error"]:
-                row["error"] = f"image {i}: " + row["error"].split(": ", 1)[-1]
-        return JSONResponse({"predictions": rows})
+        prepared = await asyncio.get_running_loop().run_in_executor(self.decoder,
+                                                                    self._prepare, images)
+        readable = [(tensor, k) for tensor, error in prepared if error is None]
+        answers = iter(await asyncio.gather(*(self.classify(item) for item in readable)))
+        rows = [next(answers) if error is None else  # numbered per request, as the pyfunc does
+                self.classifier.error_row(i, error) for i, (_, error) in enumerate(prepared)]
+        return Response(json.dumps({"predictions": rows}), media_type="application/json")
 
 
 def build_app(ref: str, *, tracking_uri: str, config: ServeConfig):
     """The Serve application for ``ref`` (replicas, autoscaling and batching from config)."""
     options: dict[str, Any] = {"max_ongoing_requests": config.max_ongoing_requests,
-                               "ray_actor_options": {"num_cpus": config.num_cpus}}
+                               "ray_actor_options": {"num_cpus": config.num_cpus},
+                               "logging_config": {"enable_access_log": config.access_log}}
     if config.max_replicas is not None:
         options["autoscaling_config"] = {
             "min_replicas": config.min_replicas, "max_replicas": config.max_replicas,

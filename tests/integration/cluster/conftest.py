@@ -42,7 +42,10 @@ def rig(tmp_path_factory) -> Iterator[Stack]:
     finally:
         print(f"\nrig logs: {state}/nodes/*.log, {state}/nodes/*-ray/session_*/logs, "
               f"{state}/s3.log, {state}/tracking/mlflow/server.log")
+        groups = stack.process_groups()
         stack.down()
+        left = stack.leftovers(groups)
+        assert not left, f"the rig left processes behind: {left}"
 
 
 def hypernym(*args: str, env: dict[str, str] | None = None, timeout: float = 600
@@ -50,6 +53,16 @@ def hypernym(*args: str, env: dict[str, str] | None = None, timeout: float = 600
     """The `hypernym` command in a process, with this environment (plus ``env``)."""
     return subprocess.run([sys.executable, "-m", "hypernym", *args], capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def hypernym_async(*args: str, env: dict[str, str] | None = None, timeout: float = 600):
+    """`hypernym` as in `hypernym`, in a background thread: ``.result()`` waits for it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(hypernym, *args, env=env, timeout=timeout)
+    pool.shutdown(wait=False)
+    return future
 
 
 def node_of(stack: Stack, pid: int) -> str:

@@ -28,22 +28,34 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration.cluster.conftest import hypernym, node_of, node_sees, wait_job
+from tests.integration.cluster.conftest import (
+    hypernym,
+    hypernym_async,
+    node_of,
+    node_sees,
+    wait_job,
+)
 from tests.integration.train.trace import BATCH, attempts, check_exactly_once, surviving_history
 
-# The rig's start-up counts: about 4 minutes in all on a quiet 2-core machine, far more on a
-# saturated one.
+# Where `unshare --mount` is not permitted (not root), the rig fixture skips, saying why.
+# The time limit is a failure bound for a saturated machine.
 pytestmark = [
-    pytest.mark.integration, pytest.mark.timeout(1500),
-    # Not yet in `make test`: on a quiet machine the rig starts (46 s), prepare S3 -> S3, the
-    # wrong-password refusal and the 2-node pretrain with checkpoints on S3 and registration
-    # pass, but the node-loss step waits for a sample trace that never appears in the shared
-    # folder (issue 11's closing note). Run it with HYPERNYM_RIG_TEST=1.
+    pytest.mark.integration, pytest.mark.timeout(1800),
+    # Not yet in `make test`. Measured on a saturated machine (load 30-100): the rig starts
+    # (50-64 s), prepare S3 -> S3, the wrong-password refusal and the node loss (rank 1's node
+    # killed 2 steps after a checkpoint, a fresh node joins, the run resumes from S3) pass; the
+    # S3 outage does not bite where the issue asks: the reader's shuffle buffer (512 samples,
+    # data/reader.py) holds a rank's whole epoch here (80-160 samples), so it has read
+    # everything before a mid-epoch outage and never retries; training stops only at the next
+    # checkpoint upload. Needs a smaller buffer for the rig (a recipe setting) or an outage at
+    # an epoch's start. Run it with HYPERNYM_RIG_TEST=1.
     pytest.mark.skipif(os.environ.get("HYPERNYM_RIG_TEST") != "1",
                        reason="the rig scenario is opt-in until it passes: HYPERNYM_RIG_TEST=1"),
 ]
 
-EVERY, LOG_EVERY = 5, 2  # checkpoint and metric intervals, in steps
+EVERY, LOG_EVERY = 8, 2  # checkpoint and metric intervals, in steps (20 steps an epoch)
+ARCH = "test_resnet"  # timm's 0.4 M-parameter test model: small checkpoints to upload
+SYSTEM_METRICS_S = 2
 S3_OUTAGE_S, TRACKING_OUTAGE_S = 20, 30
 
 
@@ -99,7 +111,21 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
                   classes=DEMO_SYNSETS[::2])
     fs.put(f"{tmp_path / 'raw'}/", "data/raw/", recursive=True)
 
-    # 1. prepare, S3 to S3, on the worker nodes
+    pretrain = recipe(tmp_path / "pretrain.yaml", {
+        "kind": "pretrain", "name": "rig-pretrain", "experiment": "rig",
+        "data": {"path": "s3://data/ds", "img_size": 32, "batch_size": BATCH,
+                 "loader_workers": 0},
+        "model": {"arch": ARCH}, "optim": {"lr": 1e-3, "warmup_epochs": 0},
+        "train": {"epochs": 2, "log_every": LOG_EVERY, "checkpoint_every": EVERY,
+                  "system_metrics_s": SYSTEM_METRICS_S},
+        "scaling": {"num_workers": 2, "cpus_per_worker": 1, "max_failures": 1},
+        "registry": {"name": "rig-backbone", "alias": "candidate"}})
+    client = MlflowClient()
+
+    # 1. prepare, S3 to S3, on the worker nodes; meanwhile (2.) the same pretrain recipe with a
+    # wrong tracking password for the head: refused before any Ray work (no MLflow run)
+    refused = hypernym_async("submit", pretrain, "--forward-credentials", "--follow",
+                             env={"MLFLOW_TRACKING_PASSWORD": "not-the-password"})
     out = hypernym("submit", recipe(tmp_path / "prepare.yaml", {
         "kind": "prepare", "source": "s3://data/raw", "output": "s3://data/ds",
         "val_per_class": 2, "min_per_class": 0, "image_size": 36, "shard_samples": 8}),
@@ -108,21 +134,9 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
     manifest = read_manifest("s3://data/ds")
     total = manifest.num_samples("train")
     assert total == 8 * 40
+    print(f"prepare S3 -> S3: {total} training samples at {time.perf_counter() - started:.0f} s")
 
-    pretrain = recipe(tmp_path / "pretrain.yaml", {
-        "kind": "pretrain", "name": "rig-pretrain", "experiment": "rig",
-        "data": {"path": "s3://data/ds", "img_size": 32, "batch_size": BATCH,
-                 "loader_workers": 0},
-        "model": {"arch": "resnet10t"}, "optim": {"lr": 1e-3, "warmup_epochs": 0},
-        "train": {"epochs": 2, "log_every": LOG_EVERY, "checkpoint_every": EVERY,
-                  "system_metrics_s": None},
-        "scaling": {"num_workers": 2, "cpus_per_worker": 1, "max_failures": 1},
-        "registry": {"name": "rig-backbone", "alias": "candidate"}})
-    client = MlflowClient()
-
-    # 2. the head's tracking password is wrong: refused before any Ray work (no MLflow run)
-    out = hypernym("submit", pretrain, "--forward-credentials", "--follow",
-                   env={"MLFLOW_TRACKING_PASSWORD": "not-the-password"})
+    out = refused.result()
     assert out.returncode != 0
     assert "refused the credentials of user 'admin'" in out.stdout, out.stdout[-3000:]
     assert "not-the-password" not in out.stdout + out.stderr
@@ -136,8 +150,8 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
     assert out.returncode == 0, out.stderr[-3000:]
     job = out.stdout.strip().splitlines()[-1]
     steps = total // (2 * BATCH)
-    wait_until(lambda: trace_step(trace) >= 2 * EVERY + 2, timeout_s=300,
-               what="step 12 (node loss)")
+    wait_until(lambda: trace_step(trace) >= EVERY + 2, timeout_s=600,
+               what=f"step {EVERY + 2} (node loss)")
     rank1 = next(trace.glob("from-00000000-rank1-pid*.txt"))
     victim = node_of(rig, int(re.search(r"pid(\d+)", rank1.name).group(1)))
     rank0 = next(trace.glob("from-00000000-rank0-pid*.txt"))
@@ -149,9 +163,10 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
           f"fresh node {fresh.name} on {fresh.ip}")
 
     # The outages start right after a checkpoint of the next epoch is recorded on S3: the
-    # reader (two shards ahead) starves long before the next one is due.
-    ckpt = steps + EVERY
-    wait_until(lambda: snapshot_has(fs, ckpt), timeout_s=400, what=f"checkpoint at {ckpt}")
+    # reader's read-ahead (about 4 steps here) runs dry long before the next one is due, so no
+    # checkpoint upload falls into the outage.
+    ckpt = (steps // EVERY + 1) * EVERY  # checkpoints fall on multiples of EVERY (24)
+    wait_until(lambda: snapshot_has(fs, ckpt), timeout_s=600, what=f"checkpoint at {ckpt}")
     assert trace_step(trace) < ckpt + EVERY - 2, "training outran the outage window"
     ts = rig.tracking_server()
     from infra.stack import tracking
@@ -160,14 +175,17 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
     rig.s3_down()
     tracking.stop_server(ts)
     down_at = time.monotonic()
-    time.sleep(S3_OUTAGE_S)
+    time.sleep(S3_OUTAGE_S / 2)
+    mid = trace_step(trace)
+    time.sleep(S3_OUTAGE_S / 2)
     during = trace_step(trace)
     rig.s3_up()
     time.sleep(max(0.0, TRACKING_OUTAGE_S - (time.monotonic() - down_at)))
     tracking.start_server(ts, {**os.environ, **rig._base_env(rig._aws())})
     print(f"S3 down {S3_OUTAGE_S} s and tracking down {TRACKING_OUTAGE_S} s from step {at}; "
           f"training reached step {during} while S3 was down")
-    assert during <= at + 3, "training went on without data: the outage did not bite"
+    assert during == mid < ckpt + EVERY, \
+        f"training went on without data (step {mid} -> {during}): the outage did not bite"
 
     assert wait_job(job, timeout_s=600) == "SUCCEEDED", "".join(job_logs(job))[-5000:]
     # Workers log to their node's Ray logs (kept on the host: a log collector's view).
@@ -186,6 +204,9 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
 
     (run,) = client.search_runs([client.get_experiment_by_name("rig").experiment_id])
     assert run.info.status == "FINISHED", "one MLflow run across node loss and outages"
+    system = {key for key in run.data.metrics if key.startswith("system/")}
+    for node in ("node_0", "node_1"):  # each node's first rank samples its node
+        assert f"system/{node}/cpu_utilization_percentage" in system, sorted(system)
     second = [p for p in trace.glob("from-*-rank0-*.txt") if not p.name.startswith("from-0000"
                                                                                       "0000")]
     ran = {int(line.split()[1]) for p in second for line in p.read_text().splitlines()}
@@ -208,7 +229,7 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
         "kind": "finetune", "name": "rig-finetune", "experiment": "rig",
         "backbone": "rig-backbone@candidate",
         "data": {"path": "s3://data/ds", "img_size": 32, "batch_size": BATCH},
-        "model": {"arch": "resnet10t"}, "optim": {"lr": 1e-3},
+        "model": {"arch": ARCH}, "optim": {"lr": 1e-3},
         "train": {"epochs": 1, "log_every": 5, "system_metrics_s": None},
         "scaling": {"num_workers": 2, "cpus_per_worker": 1},
         "registry": {"name": "rig-finetuned", "alias": "candidate"}}), "--follow")

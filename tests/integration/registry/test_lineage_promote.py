@@ -22,29 +22,42 @@ DIGITS = {"name": "digits", "fingerprint": "d" * 64, "uri": "/data/digits",
           "recipe": {"source_format": "folder"}}
 
 
-def _register(root: str, run_id: str, card_json: str, seed: int) -> None:
+def _register(root: str, jobs, seed: int) -> None:
+    """A child process: import the heavy stack first, then register when the parent says so."""
     from pathlib import Path
 
     from hypernym.registry.card import ModelCard
 
+    run_id, card_json = jobs.get(timeout=1800)  # the parent registers first (slow when loaded)
     register_run(settings_at(Path(root)), run_id, ModelCard.model_validate_json(card_json),
                  "ft", "candidate", seed=seed)
 
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
-    """bb v1 (pretrain), then two processes registering ft at once (val/top1 0.7 and 0.9)."""
+    """bb v1 (pretrain), then two processes registering ft at once (val/top1 0.7 and 0.9).
+
+    The children start first, so their imports (torch, timm, mlflow: most of their time)
+    overlap the parent's own registration; both get their run at the same moment.
+    """
     root = tmp_path_factory.mktemp("lineage")
     settings = settings_at(root)
-    register_tiny(settings, name="bb", metrics={"val/top1": 0.61})
-    runs = [make_run(settings, "ft", kind="finetune", metrics={"val/top1": top1},
-                     parent="bb/1", dataset=DIGITS) for top1 in (0.7, 0.9)]
     ctx = mp.get_context("spawn")
-    children = [ctx.Process(target=_register, args=(str(root), run_id, card.model_dump_json(),
-                                                    seed))
-                for seed, (run_id, card) in enumerate(runs)]
+    jobs = [ctx.Queue() for _ in range(2)]
+    children = [ctx.Process(target=_register, args=(str(root), queue, seed))
+                for seed, queue in enumerate(jobs)]
     for child in children:
         child.start()
+    try:
+        register_tiny(settings, name="bb", metrics={"val/top1": 0.61})
+        runs = [make_run(settings, "ft", kind="finetune", metrics={"val/top1": top1},
+                         parent="bb/1", dataset=DIGITS) for top1 in (0.7, 0.9)]
+    except BaseException:
+        for child in children:  # they would wait for a run that never comes
+            child.terminate()
+        raise
+    for queue, (run_id, card) in zip(jobs, runs, strict=True):
+        queue.put((run_id, card.model_dump_json()))
     seen = set()
     c = client(settings.tracking_uri)
     while any(child.is_alive() for child in children):

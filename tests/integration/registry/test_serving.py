@@ -19,6 +19,7 @@ import torch
 
 from hypernym.data.transforms import eval_transform
 from tests.integration.registry.helpers import free_port, jpeg_bytes, register_tiny, settings_at
+from tests.servers import routed, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -33,20 +34,6 @@ def _post(url: str, body: dict, timeout: float = 60) -> tuple[int, dict]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")
-
-
-def _wait(proc: subprocess.Popen, url: str, log: Path, deadline: float) -> None:
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited {proc.returncode}: {log.read_text()[-3000:]}")
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except urllib.error.HTTPError:
-            return  # it answers (405/400 on GET)
-        except OSError:
-            time.sleep(1)
-    pytest.fail(f"server at {url} did not start: {log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +64,10 @@ def servers(tmp_path_factory):
             "ray": f"http://127.0.0.1:{ray_port}/"}
     try:
         deadline = time.time() + 240
-        _wait(procs[0], f"http://127.0.0.1:{mlflow_port}/ping", logs["mlflow"], deadline)
-        _wait(procs[1], urls["ray"], logs["ray"], deadline)
+        wait_ready(f"http://127.0.0.1:{mlflow_port}/ping", timeout_s=deadline - time.time(),
+                   proc=procs[0], log=logs["mlflow"])
+        wait_ready(urls["ray"], timeout_s=max(1.0, deadline - time.time()), proc=procs[1],
+                   log=logs["ray"], accept=routed)
         yield model, urls, logs
     finally:
         for proc in procs:

@@ -52,27 +52,15 @@ def recipe(root, *, workers: int, max_failures: int):
     })
 
 
-def test_killed_worker_restarts_from_mid_epoch_checkpoint(dataset, tmp_path, monkeypatch):
-    from mlflow.tracking import MlflowClient
-
-    from hypernym.settings import get_settings
-
-    root, manifest = dataset
-    monkeypatch.setenv("HYPERNYM_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("HYPERNYM_SAMPLE_TRACE", str(tmp_path / "trace"))
-    thread, out = fit_in_thread(recipe(root, workers=2, max_failures=1))
-    kill_a_worker_after(tmp_path / "trace", step=EVERY * 2 + 2)  # 2 steps past a checkpoint
-    thread.join(timeout=600)
-    assert "error" not in out, out.get("error")
-    history = surviving_history(tmp_path / "trace")
-    assert len(attempts(tmp_path / "trace")) == 2, "one restart, from a mid-epoch checkpoint"
-    check_exactly_once(history, manifest.num_samples("train"), [2])
-    client = MlflowClient(get_settings().tracking_uri)
-    runs = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
-    assert [r.info.status for r in runs] == ["FINISHED"], "one MLflow run across the restart"
-
-
-def test_resume_a_failed_run_by_id_with_fewer_workers(dataset, tmp_path, monkeypatch):
+def test_killed_workers_restart_then_a_failed_run_resumes_with_fewer_workers(
+        dataset, tmp_path, monkeypatch):
+    """One run, three attempts (one Ray Train start-up fewer than a test per case):
+    1. rank 1 is killed two steps past a mid-epoch checkpoint: with max_failures=1 Ray Train
+       restarts the worker group from that checkpoint, in the same MLflow run;
+    2. rank 1 of the restarted group is killed too: the failure budget is spent, the run ends
+       FAILED;
+    3. `run_training(resume=run_id)` with one worker instead of two finishes it.
+    The surviving history trains every sample of each epoch exactly once across all three."""
     from mlflow.tracking import MlflowClient
 
     from hypernym.errors import HypernymError
@@ -80,15 +68,19 @@ def test_resume_a_failed_run_by_id_with_fewer_workers(dataset, tmp_path, monkeyp
     from hypernym.train.trainer import run_training
 
     root, manifest = dataset
+    trace = tmp_path / "trace"
     monkeypatch.setenv("HYPERNYM_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("HYPERNYM_SAMPLE_TRACE", str(tmp_path / "trace"))
-    thread, out = fit_in_thread(recipe(root, workers=2, max_failures=0))
-    kill_a_worker_after(tmp_path / "trace", step=EVERY * 3 + 1)
+    monkeypatch.setenv("HYPERNYM_SAMPLE_TRACE", str(trace))
+    thread, out = fit_in_thread(recipe(root, workers=2, max_failures=1))
+    kill_a_worker_after(trace, step=EVERY * 2 + 2)  # 2 steps past a checkpoint
+    kill_a_worker_after(trace, step=EVERY * 3 + 1, restarted=True, timeout_s=300)
     thread.join(timeout=600)
-    assert "error" in out, "with max_failures=0 a killed worker fails the run"
+    assert not thread.is_alive()
+    assert "error" in out, "a second failure with max_failures=1 fails the run"
+    assert len(attempts(trace)) == 2, "one automatic restart, from a mid-epoch checkpoint"
     client = MlflowClient(get_settings().tracking_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
-    assert run.info.status == "FAILED"
+    assert run.info.status == "FAILED", "one MLflow run across the restart, ended FAILED"
 
     with pytest.raises(HypernymError, match="no MLflow run"):
         run_training(recipe(root, workers=1, max_failures=0), resume="0" * 32)
@@ -96,7 +88,8 @@ def test_resume_a_failed_run_by_id_with_fewer_workers(dataset, tmp_path, monkeyp
                           resume=run.info.run_id)
     assert result.run_id == run.info.run_id
     assert client.get_run(run.info.run_id).info.status == "FINISHED"
-    history = surviving_history(tmp_path / "trace")
-    check_exactly_once(history, manifest.num_samples("train"), [2, 1])
+    assert len(attempts(trace)) == 3
+    history = surviving_history(trace)
+    check_exactly_once(history, manifest.num_samples("train"), [2, 2, 1])
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "progress/step")]
     assert steps == sorted(steps) and max(steps) == result.metrics["progress/step"]

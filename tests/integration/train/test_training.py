@@ -65,7 +65,33 @@ def train_recipe(kind: str, path, **extra) -> dict:
     }
 
 
-def test_pretrain_register_finetune_load(workspace, monkeypatch):
+def check_eval_cli(ref: str, dataset, client, tmp_path, *, val_top1: float) -> None:
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from hypernym.cli import app
+    from tests.integration.transfer.eval_report import read_eval_report
+
+    result = CliRunner().invoke(app, ["eval", ref, str(dataset)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    for text in ("top1", "macro_f1", "ece", "per class", "most confused pairs",
+                 "eval/confusion_matrix.png"):
+        assert text in result.output, text
+    assert "accuracy by hierarchy level" not in result.output  # digits are flat classes
+    [run] = client.search_runs(client.get_experiment_by_name("hypernym").experiment_id,
+                               "tags.`hypernym.kind` = 'eval'")
+    metrics = run.data.metrics
+    assert metrics["eval/samples"] == 100
+    assert metrics["eval/top1"] == pytest.approx(val_top1, abs=0.05)  # PIL vs device decode
+    images, report = read_eval_report(client, run.info.run_id, tmp_path)
+    for image, pixels in images.items():
+        assert pixels.std() > 10, f"{image} is blank"
+    cm = np.array(report["confusion"])
+    assert cm.shape == (10, 10) and cm.sum() == 100 and cm.sum(axis=1).tolist() == [10] * 10
+    assert np.trace(cm) / 100 == pytest.approx(metrics["eval/top1"])
+
+
+def test_pretrain_register_finetune_load(workspace, monkeypatch, tmp_path):
     from mlflow.tracking import MlflowClient
 
     from hypernym.registry.models import load_backbone, resolve
@@ -97,7 +123,7 @@ def test_pretrain_register_finetune_load(workspace, monkeypatch):
 
     fine = run_recipe(parse_recipe(train_recipe(
         "finetune", workspace["root"] / "digits", backbone="bb@candidate",
-        registry={"name": "bb-digits", "alias": "prod"},
+        registry={"name": "bb-digits", "alias": "prod"}, train={"epochs": 2, "log_every": 2},
         data={"path": str(workspace["root"] / "digits"), "img_size": 32, "batch_size": 16,
               "decode_on": "device", "loader_workers": 1},
     )), show_progress=False)
@@ -112,6 +138,11 @@ def test_pretrain_register_finetune_load(workspace, monkeypatch):
     assert fine_run.metrics["eval/top1"] == pytest.approx(fine.metrics["val/top1"], abs=0.05)
     assert {"eval/confusion_matrix.png", "eval/reliability_diagram.png"} <= {
         a.path for a in client.list_artifacts(fine.run_id, "eval")}
+
+    # `hypernym eval` on the registered digits model, as a user runs it: its report is a run of
+    # its own whose confusion matrix and reliability diagram are real images in MLflow.
+    check_eval_cli("bb-digits@prod", workspace["root"] / "digits", client, tmp_path,
+                   val_top1=fine.metrics["val/top1"])
 
     # The fine-tune started from the backbone: its first conv layer (never the head) moved
     # only a little from the registered one, while a fresh init is far from both.

@@ -18,11 +18,16 @@ from pathlib import Path
 BATCH = 8  # per-worker batch size of the fault-tolerance recipes
 
 
-def wait_for_step(trace: Path, step: int, *, rank: int = 1, timeout_s: float = 240) -> Path:
-    """The first attempt's trace file of ``rank``, once that rank has trained past ``step``."""
+def wait_for_step(trace: Path, step: int, *, rank: int = 1, timeout_s: float = 240,
+                  restarted: bool = False) -> Path:
+    """The trace file of ``rank`` in the first attempt (with ``restarted``: in a later one, a
+    file that starts past step 0), once that rank has trained past ``step``."""
+    first = f"from-{0:08d}-"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        for path in trace.glob(f"from-00000000-rank{rank}-pid*.txt"):
+        for path in trace.glob(f"from-*-rank{rank}-pid*.txt"):
+            if path.name.startswith(first) == restarted:
+                continue
             lines = path.read_text().splitlines()
             if lines and int(lines[-1].split()[1]) >= step:
                 return path
@@ -30,9 +35,10 @@ def wait_for_step(trace: Path, step: int, *, rank: int = 1, timeout_s: float = 2
     raise AssertionError("training never reached the step to interrupt at")
 
 
-def kill_a_worker_after(trace: Path, step: int) -> int:
-    """SIGKILL the rank-1 worker of the first attempt once it has trained past ``step``."""
-    pid = int(re.search(r"pid(\d+)", wait_for_step(trace, step).name).group(1))
+def kill_a_worker_after(trace: Path, step: int, **wait) -> int:
+    """SIGKILL the rank-1 worker once it has trained past ``step`` (``wait``: wait_for_step's
+    options: which attempt, how long)."""
+    pid = int(re.search(r"pid(\d+)", wait_for_step(trace, step, **wait).name).group(1))
     os.kill(pid, signal.SIGKILL)
     return pid
 

@@ -9,10 +9,10 @@ import json
 import numpy as np
 import pytest
 import timm
-from PIL import Image
 from typer.testing import CliRunner
 
 from hypernym.config import parse_recipe
+from tests.integration.transfer.eval_report import read_eval_report
 from tests.integration.transfer.planted import original
 
 pytestmark = pytest.mark.integration
@@ -80,14 +80,7 @@ def test_eval_report_in_mlflow(dataset, tmp_path):
     assert run.data.tags["hypernym.model"] == "ft/1"
     assert run.info.status == "FINISHED"
     assert [d.dataset.name for d in run.inputs.dataset_inputs] == [manifest.name]
-    names = {a.path for a in client.list_artifacts(run.info.run_id, "eval")}
-    for image in ("eval/confusion_matrix.png", "eval/reliability_diagram.png"):
-        assert image in names
-        local = client.download_artifacts(run.info.run_id, image, str(tmp_path))
-        with Image.open(local) as img:
-            assert img.format == "PNG" and min(img.size) > 200
-    report = json.loads(open(client.download_artifacts(run.info.run_id, "eval/report.json",
-                                                       str(tmp_path))).read())
+    _, report = read_eval_report(client, run.info.run_id, tmp_path)
     cm = np.array(report["confusion"])
     assert cm.sum() == 20 and cm.shape == (5, 5)
     metrics = run.data.metrics
