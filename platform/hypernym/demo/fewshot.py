@@ -2,10 +2,14 @@
 features and a full fine-tune, each from the pretrained backbone and from random init with the
 same budget, over several seeds of the few-shot subset.
 
-The probe is the transfer package's (`hypernym.transfer.probe`: logistic regression on
-standardised pooled features, batch norm in eval mode). The fine-tune runs in this process: a
-hundred images train in seconds, where a Ray Train job per seed and start would spend most of its
-time starting up.
+The probe is the transfer package's logistic regression (`hypernym.transfer.probe`, on
+standardised features, batch norm in eval mode), on the pooled outputs of the backbone's last
+stages concatenated (``probe_stages``), as DINO's linear evaluation concatenates its last blocks'
+outputs: at the demo's 32 px the last stage sees a 1x1 map, and the stage before it still holds
+stroke-level features that the pretraining shaped (measured: README, "What the demo shows").
+
+The fine-tune runs in this process: a hundred images train in seconds, where a Ray Train job per
+seed and start would spend most of its time starting up.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torchvision.transforms import v2
 
-__all__ = ["FewShotConfig", "few_shot_rows", "fine_tune_accuracy"]
+__all__ = ["FewShotConfig", "few_shot_rows", "fine_tune_accuracy", "stage_features"]
 
 
 class FewShotConfig(BaseModel):
@@ -28,6 +32,9 @@ class FewShotConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     shots: int = Field(10, ge=1, description="labelled images per class")
+    probe_stages: int = Field(2, ge=1, description="the probe's features: the pooled outputs "
+                              "of the backbone's last N stages, concatenated (1: the pooled "
+                              "pre-logits alone)")
     seeds: int = Field(3, ge=1, description="few-shot subsets drawn (seeds 0..seeds-1)")
     steps: int = Field(60, ge=1, description="fine-tuning steps per run")
     batch_size: int = Field(32, ge=1)
@@ -42,21 +49,14 @@ def few_shot_rows(models: dict[str, torch.nn.Module], dataset: str, *, img_size:
     """Per row ("linear probe", "fine-tune") and start (the keys of ``models``), the val top-1
     of every seed. ``models`` are timm models with a classifier of the dataset's width; ``log``
     gets a line per start as its figures come in."""
-    from hypernym.transfer.probe import (
-        extract_features,
-        few_shot_indices,
-        linear_probe_accuracy,
-        load_split,
-    )
+    from hypernym.transfer.probe import few_shot_indices, linear_probe_accuracy, load_split
 
     train_x, train_y = load_split(dataset, "train", img_size=img_size)
     val_x, val_y = load_split(dataset, "val", img_size=img_size)
     rows: dict[str, dict[str, list[float]]] = {"linear probe": {}, "fine-tune": {}}
     for start, model in models.items():
-        features = copy.deepcopy(model)
-        features.reset_classifier(0)
-        fx = extract_features(features, train_x, mean=mean, std=std)
-        vx = extract_features(features, val_x, mean=mean, std=std)
+        fx, vx = (stage_features(model, x, mean=mean, std=std, stages=cfg.probe_stages)
+                  for x in (train_x, val_x))
         for seed in range(cfg.seeds):
             idx = few_shot_indices(train_y, cfg.shots, seed)
             rows["linear probe"].setdefault(start, []).append(
@@ -68,6 +68,30 @@ def few_shot_rows(models: dict[str, torch.nn.Module], dataset: str, *, img_size:
             log(f"{start}: " + "; ".join(f"{row} " + ", ".join(f"{v:.3f}" for v in rows[row][start])
                                         for row in rows))
     return rows
+
+
+@torch.no_grad()
+def stage_features(model: torch.nn.Module, images: torch.Tensor, *, mean, std, stages: int,
+                   batch_size: int = 256) -> torch.Tensor:
+    """[N, D] features of uint8 images [N, 3, H, W]: the global-average-pooled outputs of the
+    model's last ``stages`` stages (timm's ``forward_intermediates``), concatenated; with
+    ``stages`` 1 the pooled pre-logits (`hypernym.transfer.probe.extract_features`). The model is
+    put in eval mode."""
+    from hypernym.transfer.probe import extract_features
+
+    if stages == 1:
+        features = copy.deepcopy(model)
+        features.reset_classifier(0)
+        return extract_features(features, images, mean=mean, std=std, batch_size=batch_size)
+    model.eval()
+    m = torch.tensor(mean).view(1, 3, 1, 1) * 255
+    s = torch.tensor(std).view(1, 3, 1, 1) * 255
+    out = []
+    for i in range(0, len(images), batch_size):
+        maps = model.forward_intermediates((images[i:i + batch_size].float() - m) / s,
+                                           indices=stages, intermediates_only=True)
+        out.append(torch.cat([f.float().mean(dim=(2, 3)) for f in maps], dim=1))
+    return torch.cat(out)
 
 
 def fine_tune_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,

@@ -30,8 +30,8 @@ def print_summary(console: Console, cfg, f: dict, settings) -> None:
     for column in ("target setting", "pretrained", "random init", "lead (points)"):
         table.add_column(column)
     settings_rows = [
-        ("linear probe", f"few-shot linear probe ({fs.shots}/class, frozen features; "
-                         f"{fs.seeds} seeds)"),
+        ("linear probe", f"few-shot linear probe ({fs.shots}/class, frozen features of the "
+                         f"last {fs.probe_stages} stage(s); {fs.seeds} seeds)"),
         ("fine-tune", f"few-shot full fine-tune ({fs.shots}/class, {fs.steps} steps; "
                       f"{fs.seeds} seeds)"),
     ]
