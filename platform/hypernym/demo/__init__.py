@@ -37,7 +37,7 @@ class DemoConfig(BaseModel):
     images_per_class: int = Field(200, ge=10)
     arch: str = "resnet10t"
     img_size: int = Field(32, ge=16, description="training resolution (the digits are 8x8)")
-    pretrain_epochs: int = Field(12, ge=1)
+    pretrain_epochs: int = Field(4, ge=1)
     finetune_epochs: int = Field(2, ge=1, description="epochs of the full-data fine-tune")
     few_shot: FewShotConfig = Field(default_factory=FewShotConfig)
     batch_size: int = Field(32, ge=1)
