@@ -46,11 +46,13 @@ def test_bad_input_gets_a_clear_error_before_any_work(tmp_path):
     assert not (tmp_path / "out").exists() and not (home / "runs").exists()
 
 
-# The pretrained backbone's lead in the few-shot linear probe at this test's budget, in points of
-# top-1 (mean over the 3 few-shot seeds). Measured once at exactly this budget (README, "What the
-# demo shows"): 0.877 ± 0.005 vs 0.848 ± 0.013, +2.9. One pretraining run gives no spread across
-# runs, so the test holds the sign only; raise it when more runs are measured.
+# The pretrained backbone's leads at this test's budget, in points of top-1 (mean over the 3
+# few-shot seeds; README, "What the demo shows"). The few-shot fine-tune's lead was +36 (per seed
+# 0.44-0.54 against 0.10-0.22), so 15 points hold with room. The probe's lead is small beside its
+# spread: across draws of timm's random init alone the probe moves by about 4 points, and across
+# pretraining runs by as much, so the test holds its sign only.
 PROBE_MARGIN = 0.0
+FINE_TUNE_MARGIN = 15.0
 
 
 def test_demo_end_to_end_small(tmp_path):
@@ -80,6 +82,8 @@ def test_demo_end_to_end_small(tmp_path):
         starts = summary["few_shot"][row]
         assert len(starts["pretrained"]) == len(starts["random init"]) == 3, row
         assert all(0.0 <= v <= 1.0 for v in starts["pretrained"] + starts["random init"])
-    probe = summary["few_shot"]["linear probe"]
-    lead = 100 * (statistics.fmean(probe["pretrained"]) - statistics.fmean(probe["random init"]))
-    assert lead > PROBE_MARGIN, (lead, probe)
+    for row, margin in (("linear probe", PROBE_MARGIN), ("fine-tune", FINE_TUNE_MARGIN)):
+        starts = summary["few_shot"][row]
+        lead = 100 * (statistics.fmean(starts["pretrained"])
+                      - statistics.fmean(starts["random init"]))
+        assert lead > margin, (row, lead, starts)
