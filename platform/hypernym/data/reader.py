@@ -268,7 +268,8 @@ def make_loader(manifest: Manifest, root: str, split: str, *, rank: int, world_s
                 num_workers: int = 0, progress: EpochProgress | None = None,
                 crop_scale: tuple[float, float] = (0.08, 1.0),
                 rand_augment: tuple[int, int] | None = None,
-                recycle: bool = False, decode_on: str = "loader") -> DataLoader:
+                recycle: bool = False, decode_on: str = "loader",
+                shuffle_buffer: int = 512) -> DataLoader:
     """A DataLoader of this rank's batches: `Sample` of uint8 images [B,3,H,W], labels, sample
     ids and skipped bad samples (int64 [B] each).
 
@@ -288,7 +289,7 @@ def make_loader(manifest: Manifest, root: str, split: str, *, rank: int, world_s
                          world_size=world_size, epoch=epoch, seed=seed, img_size=img_size,
                          train=train, batch_size=batch_size, progress=progress,
                          crop_scale=crop_scale, rand_augment=rand_augment,
-                         decode_on=decode_on)
+                         decode_on=decode_on, buffer=shuffle_buffer)
     prefetch = _PREFETCH if num_workers else None
     collate = None
     if decode_on == "device":
@@ -312,4 +313,5 @@ def data_loader(spec: DataSpec, manifest: Manifest, split: str, *, rank: int, wo
         manifest, spec.path, split, rank=rank, world_size=world_size, epoch=epoch,
         batch_size=spec.batch_size, img_size=spec.img_size, train=train, seed=spec.seed,
         num_workers=spec.loader_workers, progress=progress, crop_scale=spec.crop_scale,
-        rand_augment=spec.rand_augment, recycle=train, decode_on=spec.decode_on)
+        rand_augment=spec.rand_augment, recycle=train, decode_on=spec.decode_on,
+        shuffle_buffer=spec.shuffle_buffer)

@@ -39,19 +39,7 @@ from tests.integration.train.trace import BATCH, attempts, check_exactly_once, s
 
 # Where `unshare --mount` is not permitted (not root), the rig fixture skips, saying why.
 # The time limit is a failure bound for a saturated machine.
-pytestmark = [
-    pytest.mark.integration, pytest.mark.timeout(1800),
-    # Not yet in `make test`. Measured on a saturated machine (load 30-100): the rig starts
-    # (50-64 s), prepare S3 -> S3, the wrong-password refusal and the node loss (rank 1's node
-    # killed 2 steps after a checkpoint, a fresh node joins, the run resumes from S3) pass; the
-    # S3 outage does not bite where the issue asks: the reader's shuffle buffer (512 samples,
-    # data/reader.py) holds a rank's whole epoch here (80-160 samples), so it has read
-    # everything before a mid-epoch outage and never retries; training stops only at the next
-    # checkpoint upload. Needs a smaller buffer for the rig (a recipe setting) or an outage at
-    # an epoch's start. Run it with HYPERNYM_RIG_TEST=1.
-    pytest.mark.skipif(os.environ.get("HYPERNYM_RIG_TEST") != "1",
-                       reason="the rig scenario is opt-in until it passes: HYPERNYM_RIG_TEST=1"),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 EVERY, LOG_EVERY = 8, 2  # checkpoint and metric intervals, in steps (20 steps an epoch)
 ARCH = "test_resnet"  # timm's 0.4 M-parameter test model: small checkpoints to upload
@@ -113,8 +101,10 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
 
     pretrain = recipe(tmp_path / "pretrain.yaml", {
         "kind": "pretrain", "name": "rig-pretrain", "experiment": "rig",
+        # A rank's epoch here (160 samples) would fit the default shuffle buffer (512): the
+        # reader would hold it all before a mid-epoch outage and never meet it.
         "data": {"path": "s3://data/ds", "img_size": 32, "batch_size": BATCH,
-                 "loader_workers": 0},
+                 "loader_workers": 0, "shuffle_buffer": 16},
         "model": {"arch": ARCH}, "optim": {"lr": 1e-3, "warmup_epochs": 0},
         "train": {"epochs": 2, "log_every": LOG_EVERY, "checkpoint_every": EVERY,
                   "system_metrics_s": SYSTEM_METRICS_S},
