@@ -91,6 +91,10 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
     from hypernym.registry.models import load_backbone
 
     started = time.perf_counter()
+
+    def clock() -> str:  # seconds since the rig was up, for the phase times in docs/cluster.md
+        return f"{time.perf_counter() - started:4.0f} s"
+
     for key, value in rig.client_env().items():
         monkeypatch.setenv(key, value)
     home = Path(os.environ["HYPERNYM_HOME"])
@@ -129,14 +133,14 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
     manifest = read_manifest("s3://data/ds")
     total = manifest.num_samples("train")
     assert total == 8 * 40
-    print(f"prepare S3 -> S3: {total} training samples at {time.perf_counter() - started:.0f} s")
+    print(f"[{clock()}] prepare S3 -> S3: {total} training samples")
 
     out = refused.result()
     assert out.returncode != 0
     assert "refused the credentials of user 'admin'" in out.stdout, out.stdout[-3000:]
     assert "not-the-password" not in out.stdout + out.stderr
     assert client.get_experiment_by_name("rig") is None, "a run was started regardless"
-    print("\nwrong tracking password: refused before any Ray work (no run, no workers)")
+    print(f"[{clock()}] wrong tracking password: refused before any Ray work (no run, no workers)")
 
     # 3. pretrain across the worker nodes; a node dies mid-epoch, a fresh one joins
     trace = Path(rig.info["shared"]) / "pretrain"
@@ -154,7 +158,7 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
         "the two workers share a node"
     rig.kill_node(victim)
     fresh = rig.add_node()  # as an autoscaler would; returns once the head sees it
-    print(f"killed node {victim} (rank 1) after step {trace_step(trace)}; "
+    print(f"[{clock()}] killed node {victim} (rank 1) after step {trace_step(trace)}; "
           f"fresh node {fresh.name} on {fresh.ip}")
 
     # The outages start a few steps into the next epoch: the reader's read-ahead (its 16-sample
@@ -177,8 +181,8 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
     rig.s3_up()
     time.sleep(max(0.0, TRACKING_OUTAGE_S - (time.monotonic() - down_at)))
     tracking.start_server(ts, {**os.environ, **rig._base_env(rig._aws())})
-    print(f"S3 down {S3_OUTAGE_S} s and tracking down {TRACKING_OUTAGE_S} s from step {at}; "
-          f"training reached step {during} while S3 was down")
+    print(f"[{clock()}] S3 down {S3_OUTAGE_S} s and tracking down {TRACKING_OUTAGE_S} s from "
+          f"step {at}; training reached step {during} while S3 was down")
     assert during == mid < 2 * steps, \
         f"training went on without data (step {mid} -> {during}): the outage did not bite"
 
@@ -191,7 +195,7 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
     trained = sum(len(ids) for ids in history.values())
     repeated = sum(len(ids) - len(set(ids)) for ids in history.values())
     lost = sum(total - len(set(ids)) for ids in history.values())
-    print(f"pretrain samples trained {trained}, repeated {repeated}, lost {lost} "
+    print(f"[{clock()}] pretrain samples trained {trained}, repeated {repeated}, lost {lost} "
           f"(2 epochs of {total}; each epoch may leave fewer than one step of "
           f"{2 * BATCH} untrained by design)")
     assert len(attempts(trace)) == 2, "one restart, from the mid-epoch checkpoint on S3"
@@ -207,8 +211,9 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
     ran = {int(line.split()[1]) for p in second for line in p.read_text().splitlines()}
     expected = {s for s in ran if s % LOG_EVERY == 0}
     logged = {m.step for m in client.get_metric_history(run.info.run_id, "train/loss_step")}
-    print(f"train/loss_step of the resumed attempt logged {len(expected & logged)} of "
-          f"{len(expected)} expected, across the {TRACKING_OUTAGE_S} s tracking outage")
+    print(f"[{clock()}] train/loss_step of the resumed attempt logged "
+          f"{len(expected & logged)} of {len(expected)} expected, across the "
+          f"{TRACKING_OUTAGE_S} s tracking outage")
     assert expected <= logged, sorted(expected - logged)
 
     version = client.get_model_version_by_alias("rig-backbone", "candidate")
@@ -216,7 +221,7 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
     weights = fs.glob("mlflow/**/model.safetensors")
     assert weights, "the registered weights are not in the artifacts bucket"
     assert fs.glob("runs/hypernym/*/step-*") or fs.glob("runs/hypernym/*/epoch-*")
-    print(f"registered rig-backbone v{version.version}; weights on S3: {weights[0]}")
+    print(f"[{clock()}] registered rig-backbone v{version.version}; weights on S3: {weights[0]}")
 
     # 4. fine-tune from NAME@alias on the cluster, then pull and load it here
     monkeypatch.setenv("HYPERNYM_SAMPLE_TRACE", str(Path(rig.info["shared"]) / "finetune"))
@@ -229,6 +234,7 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
         "scaling": {"num_workers": 2, "cpus_per_worker": 1},
         "registry": {"name": "rig-finetuned", "alias": "candidate"}}), "--follow")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    print(f"[{clock()}] fine-tune from rig-backbone@candidate done")
     pulled = hypernym("models", "pull", "rig-finetuned@candidate", "--out",
                       str(tmp_path / "pulled"))
     assert pulled.returncode == 0, pulled.stderr[-2000:]
