@@ -2,7 +2,10 @@
 run restarted from its last mid-epoch checkpoint, automatically (same worker count) or by
 `run_training(resume=run_id)` with another worker count. Every sample key each optimizer step
 trained on is recorded (HYPERNYM_SAMPLE_TRACE), and the surviving history must train each sample
-of each epoch once, none twice, none skipped beyond the stated remainder."""
+of each epoch once, none twice, none skipped beyond the stated remainder.
+
+The run is kept on S3 (HYPERNYM_STORAGE=s3://..., moto's S3 server on 127.0.0.1): both restarts
+read their checkpoint from the bucket, and nothing is written under the local ``<home>/runs``."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from tests.integration.train.trace import (
     kill_a_worker_after,
     surviving_history,
 )
+from tests.servers import moto_s3
 
 pytestmark = pytest.mark.integration
 
@@ -31,15 +35,17 @@ def dataset(tmp_path_factory):
     from hypernym.data.prepare import prepare
 
     root = tmp_path_factory.mktemp("resume")
-    if not ray.is_initialized():
+    with moto_s3("runs"):
+        # Ray workers take the driver's environment (the S3 endpoint) when Ray starts.
+        ray.shutdown()
         ray.init(address="local", num_cpus=2, include_dashboard=False)
-    make_winter21(root / "raw", images_per_class=24, image_size=(64, 56), seed=2)
-    manifest = prepare(parse_recipe({
-        "kind": "prepare", "source": str(root / "raw"), "output": str(root / "ds"),
-        "val_per_class": 2, "min_per_class": 0, "image_size": 36, "shard_samples": 37,
-    }), show_progress=False)
-    yield root, manifest
-    ray.shutdown()
+        make_winter21(root / "raw", images_per_class=24, image_size=(64, 56), seed=2)
+        manifest = prepare(parse_recipe({
+            "kind": "prepare", "source": str(root / "raw"), "output": str(root / "ds"),
+            "val_per_class": 2, "min_per_class": 0, "image_size": 36, "shard_samples": 37,
+        }), show_progress=False)
+        yield root, manifest
+        ray.shutdown()
 
 
 def recipe(root, *, workers: int, max_failures: int):
@@ -69,8 +75,11 @@ def test_killed_workers_restart_then_a_failed_run_resumes_with_fewer_workers(
 
     root, manifest = dataset
     trace = tmp_path / "trace"
-    monkeypatch.setenv("HYPERNYM_HOME", str(tmp_path / "home"))
+    home = tmp_path / "home"
+    monkeypatch.setenv("HYPERNYM_HOME", str(home))
+    monkeypatch.setenv("HYPERNYM_STORAGE", "s3://runs/team/")
     monkeypatch.setenv("HYPERNYM_SAMPLE_TRACE", str(trace))
+    assert get_settings().storage == "s3://runs/team"
     thread, out = fit_in_thread(recipe(root, workers=2, max_failures=1))
     kill_a_worker_after(trace, step=EVERY * 2 + 2)  # 2 steps past a checkpoint
     kill_a_worker_after(trace, step=EVERY * 3 + 1, restarted=True, timeout_s=300)
@@ -87,6 +96,8 @@ def test_killed_workers_restart_then_a_failed_run_resumes_with_fewer_workers(
     result = run_training(recipe(root, workers=1, max_failures=0), show_progress=False,
                           resume=run.info.run_id)
     assert result.run_id == run.info.run_id
+    assert result.checkpoint_path.startswith(f"s3://runs/team/resume-test-{run.info.run_id[:12]}/")
+    assert not (home / "runs").exists(), "nothing may be kept under <home>/runs"
     assert client.get_run(run.info.run_id).info.status == "FINISHED"
     assert len(attempts(trace)) == 3
     history = surviving_history(trace)
