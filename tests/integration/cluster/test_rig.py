@@ -35,7 +35,14 @@ from tests.integration.cluster.conftest import (
     node_sees,
     wait_job,
 )
-from tests.integration.train.trace import BATCH, attempts, check_exactly_once, surviving_history
+from tests.integration.train.trace import (
+    BATCH,
+    attempts,
+    check_exactly_once,
+    checkpoint_recorded,
+    surviving_history,
+    wait_until,
+)
 
 # Where `unshare --mount` is not permitted (not root), the rig fixture skips, saying why.
 # The time limit is a failure bound for a saturated machine.
@@ -45,6 +52,7 @@ EVERY, LOG_EVERY = 8, 2  # checkpoint and metric intervals, in steps (20 steps a
 ARCH = "test_resnet"  # timm's 0.4 M-parameter test model: small checkpoints to upload
 SYSTEM_METRICS_S = 2
 S3_OUTAGE_S, TRACKING_OUTAGE_S = 20, 30
+SNAPSHOTS = "runs/hypernym/*/checkpoint_manager_snapshot.json"  # Ray Train's, on S3
 
 
 def recipe(path: Path, body: dict) -> str:
@@ -63,22 +71,6 @@ def trace_step(trace: Path, *, restarted: bool = False) -> int:
         if lines:
             top = max(top, int(lines[-1].split()[1]))
     return top
-
-
-def wait_until(check, *, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-def recorded(fs, step: int) -> bool:
-    """Ray Train's controller has recorded the checkpoint of ``step`` on S3 (only then will a
-    restart resume from it: a checkpoint a worker uploaded but the controller has not yet
-    collected from every rank is not restored)."""
-    fs.invalidate_cache()  # s3fs caches listings
-    snapshots = fs.glob("runs/hypernym/*/checkpoint_manager_snapshot.json")
-    return any(f"step-{step:08d}" in fs.cat_file(s).decode() for s in snapshots)
 
 
 def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, monkeypatch):
@@ -149,7 +141,7 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
     assert out.returncode == 0, out.stderr[-3000:]
     job = out.stdout.strip().splitlines()[-1]
     steps = total // (2 * BATCH)
-    wait_until(lambda: recorded(fs, EVERY), timeout_s=600,
+    wait_until(lambda: checkpoint_recorded(fs, SNAPSHOTS, EVERY), timeout_s=600,
                what=f"the checkpoint of step {EVERY} (node loss)")
     rank1 = next(trace.glob("from-00000000-rank1-pid*.txt"))
     victim = node_of(rig, int(re.search(r"pid(\d+)", rank1.name).group(1)))

@@ -16,9 +16,12 @@ from tests.integration.train.trace import (
     BATCH,
     attempts,
     check_exactly_once,
+    checkpoint_recorded,
     fit_in_thread,
     kill_a_worker_after,
     surviving_history,
+    wait_for_step,
+    wait_until,
 )
 from tests.servers import moto_s3
 
@@ -61,7 +64,7 @@ def recipe(root, *, workers: int, max_failures: int):
 def test_killed_workers_restart_then_a_failed_run_resumes_with_fewer_workers(
         dataset, tmp_path, monkeypatch):
     """One run, three attempts (one Ray Train start-up fewer than a test per case):
-    1. rank 1 is killed two steps past a mid-epoch checkpoint: with max_failures=1 Ray Train
+    1. rank 1 is killed past a mid-epoch checkpoint: with max_failures=1 Ray Train
        restarts the worker group from that checkpoint, in the same MLflow run;
     2. rank 1 of the restarted group is killed too: the failure budget is spent, the run ends
        FAILED;
@@ -69,6 +72,7 @@ def test_killed_workers_restart_then_a_failed_run_resumes_with_fewer_workers(
     The surviving history trains every sample of each epoch exactly once across all three."""
     from mlflow.tracking import MlflowClient
 
+    from hypernym.data.storage import open_fs
     from hypernym.errors import HypernymError
     from hypernym.settings import get_settings
     from hypernym.train.trainer import run_training
@@ -80,9 +84,18 @@ def test_killed_workers_restart_then_a_failed_run_resumes_with_fewer_workers(
     monkeypatch.setenv("HYPERNYM_STORAGE", "s3://runs/team/")
     monkeypatch.setenv("HYPERNYM_SAMPLE_TRACE", str(trace))
     assert get_settings().storage == "s3://runs/team"
+    fs, _ = open_fs("s3://runs")
+    snapshots = "runs/team/*/checkpoint_manager_snapshot.json"
     thread, out = fit_in_thread(recipe(root, workers=2, max_failures=1))
-    kill_a_worker_after(trace, step=EVERY * 2 + 2)  # 2 steps past a checkpoint
-    kill_a_worker_after(trace, step=EVERY * 3 + 1, restarted=True, timeout_s=300)
+    # Each kill once the controller has recorded a checkpoint, so each attempt starts at a step
+    # of its own (the trace tells attempts apart by their first step).
+    wait_until(lambda: checkpoint_recorded(fs, snapshots, EVERY * 2), timeout_s=240,
+               what=f"the checkpoint of step {EVERY * 2}")
+    kill_a_worker_after(trace, step=EVERY * 2)
+    wait_for_step(trace, EVERY * 2 + 1, restarted=True, timeout_s=300)
+    wait_until(lambda: checkpoint_recorded(fs, snapshots, EVERY * 3), timeout_s=240,
+               what=f"the checkpoint of step {EVERY * 3}")
+    kill_a_worker_after(trace, step=EVERY * 3, restarted=True)
     thread.join(timeout=600)
     assert not thread.is_alive()
     assert "error" in out, "a second failure with max_failures=1 fails the run"

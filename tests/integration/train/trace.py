@@ -43,6 +43,23 @@ def kill_a_worker_after(trace: Path, step: int, **wait) -> int:
     return pid
 
 
+def wait_until(check, *, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def checkpoint_recorded(fs, snapshots: str, step: int) -> bool:
+    """Ray Train's controller has recorded the checkpoint of ``step`` in one of its
+    ``checkpoint_manager_snapshot.json`` files (``snapshots``: a glob on ``fs``). Only then does
+    a restart resume from it: a checkpoint a worker has uploaded but the controller has not yet
+    collected from every rank is not restored, so a worker killed right after a checkpoint step
+    may restart the group from the checkpoint before."""
+    fs.invalidate_cache()  # s3fs caches listings
+    return any(f"step-{step:08d}" in fs.cat_file(path).decode() for path in fs.glob(snapshots))
+
+
 def surviving_history(trace: Path) -> dict[int, list[int]]:
     """epoch -> sample ids trained, keeping for each step only the attempt whose model state
     survived: the latest attempt that started before the step."""
