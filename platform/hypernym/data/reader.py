@@ -30,7 +30,7 @@ from hypernym.data.collate import RecycledBatches
 from hypernym.data.device_decode import CropPlan, collate_encoded
 from hypernym.data.manifest import Manifest
 from hypernym.data.schedule import EpochProgress, Slot, plan_epoch
-from hypernym.data.storage import is_remote, open_fs
+from hypernym.data.storage import RETRY_S, is_remote, open_fs, unreachable_errors
 from hypernym.data.tar import TarFormatError, iter_tar
 from hypernym.data.transforms import eval_transform, train_transform
 from hypernym.errors import HypernymError
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 _WARN_FIRST = 5  # bad samples logged one by one per stream; after that only counted
 # A remote shard is retried for this long (backoff 0.5 s doubling to 8 s): an S3 endpoint that
 # restarts or drops off the network for a while stalls training, it does not end it.
-_RETRY_S = 120.0
+_RETRY_S = RETRY_S
 _PREFETCH = 4  # batches each loader worker prepares ahead
 _AHEAD = 2  # remote shards each loader worker downloads ahead
 
@@ -197,17 +197,8 @@ def _prefetched(urls: list[str], pieces):
 
 
 def _transient() -> tuple[type[BaseException], ...]:
-    """Errors worth retrying. botocore's connection errors (an endpoint refusing connections,
-    read timeouts) are not OSErrors, and s3fs lets them through untranslated."""
-    errors: list[type[BaseException]] = [OSError, TimeoutError, ConnectionError]
-    try:
-        from botocore.exceptions import ConnectionError as BotoConnectionError
-        from botocore.exceptions import HTTPClientError
-
-        errors += [BotoConnectionError, HTTPClientError]
-    except ImportError:  # no S3 support installed: nothing of it to retry
-        pass
-    return tuple(errors)
+    """Errors worth retrying: an unreachable endpoint, and any OSError of a read."""
+    return (OSError, *unreachable_errors())
 
 
 def _fetch(url: str) -> bytes:

@@ -11,7 +11,26 @@ import os
 import fsspec
 from fsspec.core import url_to_fs
 
-__all__ = ["is_remote", "join", "open_fs"]
+__all__ = ["RETRY_S", "is_remote", "join", "open_fs", "unreachable_errors"]
+
+# How long a read of a shard (data/reader.py) and a call of run storage on S3
+# (train/run_storage.py) retry an endpoint they cannot reach: outlasts a restart of the store.
+RETRY_S = 120.0
+
+
+def unreachable_errors() -> tuple[type[BaseException], ...]:
+    """Errors of an endpoint that could not be reached (refused, reset, timed out). botocore's
+    connection errors are not OSErrors, and s3fs lets them through untranslated; an answer
+    (404, 403...) is not among them."""
+    errors: list[type[BaseException]] = [TimeoutError, ConnectionError]
+    try:
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+        from botocore.exceptions import HTTPClientError
+
+        errors += [BotoConnectionError, HTTPClientError]
+    except ImportError:  # no S3 support installed: nothing of it to retry
+        pass
+    return tuple(errors)
 
 
 def open_fs(uri: str, cls: type | None = None) -> tuple[fsspec.AbstractFileSystem, str]:

@@ -19,6 +19,7 @@ checkpoint record, docs/cluster.md).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from typing import Any
@@ -26,24 +27,23 @@ from typing import Any
 from fsspec.asyn import sync_wrapper
 from s3fs import S3FileSystem
 
-from hypernym.data.storage import open_fs
+from hypernym.data.storage import RETRY_S, open_fs, unreachable_errors
 
 __all__ = ["OUTAGE_S", "PatientS3FileSystem", "checkpoint_uri", "ray_storage"]
 
 log = logging.getLogger(__name__)
 
-OUTAGE_S = 120.0  # as long as the data reader retries a shard (data/reader.py)
+OUTAGE_S = RETRY_S  # as long as the data reader retries a shard
 
 
 def _connection_errors() -> tuple[type[BaseException], ...]:
     # Only failures to reach the endpoint: an answer (404, 403...) is final, and s3fs turns
-    # it into FileNotFoundError/PermissionError, which Ray relies on (exists checks).
+    # it into FileNotFoundError/PermissionError, which Ray relies on (exists checks). aiohttp's
+    # own connection errors can surface from aiobotocore untranslated, and before Python 3.11
+    # asyncio's timeout is not the builtin TimeoutError.
     from aiohttp import ClientConnectionError
-    from botocore.exceptions import ConnectionError as BotoConnectionError
-    from botocore.exceptions import HTTPClientError
 
-    return (BotoConnectionError, HTTPClientError, ClientConnectionError, ConnectionError,
-            asyncio.TimeoutError)
+    return (*unreachable_errors(), ClientConnectionError, asyncio.TimeoutError)
 
 
 class PatientS3FileSystem(S3FileSystem):
@@ -51,7 +51,7 @@ class PatientS3FileSystem(S3FileSystem):
 
     async def _call_s3(self, method, *akwarglist, **kwargs):
         deadline = time.monotonic() + OUTAGE_S
-        for attempt in range(1_000_000):
+        for attempt in itertools.count():
             try:
                 return await super()._call_s3(method, *akwarglist, **kwargs)
             except _connection_errors() as exc:
@@ -85,8 +85,8 @@ def ray_storage(uri: str) -> tuple[str, Any]:
     # The data reader's filesystem: it names the endpoint explicitly, so the endpoint travels
     # with the (pickled) filesystem to every worker; credentials do not: each node takes them
     # from its own environment or role.
-    fs, _ = open_fs(uri, cls=PatientS3FileSystem)
-    return uri.split("://", 1)[1].rstrip("/"), PyFileSystem(FSSpecHandler(fs))
+    fs, path = open_fs(uri, cls=PatientS3FileSystem)
+    return path, PyFileSystem(FSSpecHandler(fs))
 
 
 def checkpoint_uri(checkpoint, storage: str) -> str:
