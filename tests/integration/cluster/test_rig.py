@@ -41,6 +41,7 @@ from tests.integration.train.trace import (
     check_exactly_once,
     checkpoint_recorded,
     surviving_history,
+    trace_step,
     wait_until,
 )
 
@@ -58,19 +59,6 @@ SNAPSHOTS = "runs/hypernym/*/checkpoint_manager_snapshot.json"  # Ray Train's, o
 def recipe(path: Path, body: dict) -> str:
     path.write_text(yaml.safe_dump(body))
     return str(path)
-
-
-def trace_step(trace: Path, *, restarted: bool = False) -> int:
-    """The highest step any rank of any attempt (``restarted``: of a later attempt than the
-    first) has trained."""
-    top = 0
-    for path in trace.glob("from-*.txt"):
-        if restarted and path.name.startswith("from-00000000-"):
-            continue
-        lines = path.read_text().splitlines()
-        if lines:
-            top = max(top, int(lines[-1].split()[1]))
-    return top
 
 
 def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, monkeypatch):

@@ -17,6 +17,7 @@ from tests.integration.train.trace import (
     attempts,
     check_exactly_once,
     checkpoint_recorded,
+    first_step,
     fit_in_thread,
     kill_a_worker_after,
     surviving_history,
@@ -95,7 +96,7 @@ def test_killed_workers_restart_then_a_failed_run_resumes_with_fewer_workers(
     # The restart may start past step 10 (a later checkpoint recorded before the kill): the
     # second kill waits for the first checkpoint after the restart's own first step.
     restarted = wait_for_step(trace, 0, restarted=True, timeout_s=300)
-    second = (int(restarted.name.split("-")[1]) // EVERY + 1) * EVERY
+    second = (first_step(restarted) // EVERY + 1) * EVERY
     wait_until(lambda: checkpoint_recorded(fs, snapshots, second), timeout_s=240,
                what=f"the checkpoint of step {second}")
     kill_a_worker_after(trace, step=second, restarted=True)
