@@ -37,8 +37,6 @@ def test_bad_input_gets_a_clear_error_before_any_work(tmp_path):
                           "optim.lrr=1", home=home),
                       "2 problem(s)", "unknown timm model 'resnet51'", "resnet50", "optim.lrr",
                       "allowed keys")
-    assert_user_error(cli("pretrain", str(recipe), "--set", f"data.path={tmp_path}/none",
-                          home=home), "manifest")
     assert_user_error(cli("models", "pull", "no-such-model@candidate", "--out",
                           str(tmp_path / "w"), home=home), "no-such-model")
     # nothing was started or written for any of these

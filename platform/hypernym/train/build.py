@@ -21,7 +21,8 @@ from hypernym.settings import Settings
 from hypernym.train.finetune import init_head, plan_finetune
 from hypernym.train.schedulers import build_scheduler
 
-__all__ = ["TaskSpec", "build_model", "build_optimizer", "build_scheduler", "task_spec"]
+__all__ = ["TaskSpec", "build_model", "build_optimizer", "build_scheduler", "check_model_kwargs",
+           "task_spec"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,33 @@ def task_spec(recipe, manifest, *, backbone: str | None, settings: Settings) -> 
         head_init=getattr(recipe, "head_init", "random"),
         class_ids=tuple(c.id for c in manifest.classes),
     )
+
+
+def check_model_kwargs(task: TaskSpec) -> None:
+    """Refuse ``model.kwargs`` that timm's model does not take, in the driver: otherwise every
+    worker fails on them only after Ray Train has started it (half a minute on a small machine).
+
+    The model is built on the meta device (no memory, no init). What the meta device cannot
+    build (some models call ``.item()`` while constructing) is left for the workers to report.
+
+    Raises:
+        HypernymError: a keyword argument the model's constructor does not accept.
+    """
+    from hypernym.errors import HypernymError
+
+    if not task.model_kwargs or task.backbone_ref is not None:
+        return
+    try:
+        with torch.device("meta"):
+            timm.create_model(task.arch, pretrained=False, num_classes=task.num_classes,
+                              drop_rate=task.drop_rate, **task.model_kwargs)
+    except TypeError as exc:
+        if "unexpected keyword argument" in str(exc):
+            raise HypernymError(f"model.kwargs: timm's {task.arch!r} does not take them ({exc});"
+                                " see the model class's constructor for the names it takes"
+                                ) from None
+    except Exception:  # noqa: BLE001 - the workers build it for real and report what fails
+        pass
 
 
 def build_model(task: TaskSpec) -> torch.nn.Module:
