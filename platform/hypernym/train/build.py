@@ -88,8 +88,7 @@ def check_model_kwargs(task: TaskSpec) -> None:
         return
     try:
         with torch.device("meta"):
-            timm.create_model(task.arch, pretrained=False, num_classes=task.num_classes,
-                              drop_rate=task.drop_rate, **task.model_kwargs)
+            _fresh_model(task)
     except TypeError as exc:
         if "unexpected keyword argument" in str(exc):
             raise HypernymError(f"model.kwargs: timm's {task.arch!r} does not take them ({exc});"
@@ -99,16 +98,19 @@ def check_model_kwargs(task: TaskSpec) -> None:
         pass
 
 
+def _fresh_model(task: TaskSpec) -> torch.nn.Module:
+    """The task's timm model from random init (on the current default device)."""
+    return timm.create_model(task.arch, pretrained=False, num_classes=task.num_classes,
+                             drop_rate=task.drop_rate, **(task.model_kwargs or {}))
+
+
 def build_model(task: TaskSpec) -> torch.nn.Module:
     """A timm model with ``num_classes`` outputs, from random init or a registered backbone,
     with what its mode does not train frozen (``model.hypernym_finetune`` says what)."""
     kwargs = dict(task.model_kwargs or {})
     copied = 0
     if task.backbone_ref is None:
-        model = timm.create_model(
-            task.arch, pretrained=False, num_classes=task.num_classes, drop_rate=task.drop_rate,
-            **kwargs,
-        )
+        model = _fresh_model(task)
     else:
         from hypernym.registry.models import load_backbone
 

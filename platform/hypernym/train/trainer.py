@@ -92,7 +92,8 @@ def run_training(
         backbone = f"{version.name}/{version.version}"  # pin: an alias may move mid-run
         parent_model_id = getattr(version, "model_id", None)
 
-    check_model_kwargs(task_spec(recipe, manifest, backbone=backbone, settings=settings))
+    task = task_spec(recipe, manifest, backbone=backbone, settings=settings)
+    check_model_kwargs(task)
 
     tracking.ensure_experiment(recipe.experiment, settings=settings)
     if resume:
@@ -114,7 +115,6 @@ def run_training(
             tracking.log_lineage(run_id, dataset_name=manifest.name,
                                  fingerprint=manifest.fingerprint, uri=recipe.data.path,
                                  parent_model_id=parent_model_id, settings=settings)
-        task = task_spec(recipe, manifest, backbone=backbone, settings=settings)
         result = _fit(recipe, task, run_id, settings, total_steps=steps * recipe.train.epochs,
                       show_progress=show_progress, callbacks=callbacks)
         metrics = dict(result.return_value or result.metrics or {})

@@ -195,6 +195,6 @@ def test_bad_inputs_fail_before_ray_work(workspace, tmp_path, monkeypatch):
         run_training(parse_recipe(train_recipe(
             "pretrain", workspace["root"] / "mini21k", name="bad-kwargs",
             model={"arch": "resnet10t", "kwargs": {"no_such_arg": 1}})))
-    assert not MlflowClient(get_settings().tracking_uri).search_runs(
-        [e.experiment_id for e in MlflowClient(get_settings().tracking_uri).search_experiments()],
-        "attributes.run_name = 'bad-kwargs'")
+    client = MlflowClient(get_settings().tracking_uri)
+    assert not client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                  "attributes.run_name = 'bad-kwargs'")
