@@ -122,6 +122,9 @@ class DataSpec(Section):
         IMAGENET_MEAN, description="per-channel mean of 0-1 pixels, subtracted on the device")
     std: tuple[float, float, float] = Field(IMAGENET_STD, description="per-channel std (0-1)")
     loader_workers: int = Field(0, ge=0, description="DataLoader processes per training worker")
+    shuffle_buffer: int = Field(
+        512, ge=1, description="samples each loader worker shuffles among while it reads "
+        "(bounded memory); a larger buffer mixes shards more and reads further ahead")
     decode_on: Literal["loader", "device"] = Field(
         "loader", description="where JPEGs are decoded: in the loader workers, or batched on "
         "the training device (nvJPEG on a GPU; for full-size JPEGs the CPUs can't keep up with)")

@@ -30,7 +30,7 @@ from hypernym.data.collate import RecycledBatches
 from hypernym.data.device_decode import CropPlan, collate_encoded
 from hypernym.data.manifest import Manifest
 from hypernym.data.schedule import EpochProgress, Slot, plan_epoch
-from hypernym.data.storage import is_remote, open_fs
+from hypernym.data.storage import RETRY_S, is_remote, open_fs, unreachable_errors
 from hypernym.data.tar import TarFormatError, iter_tar
 from hypernym.data.transforms import eval_transform, train_transform
 from hypernym.errors import HypernymError
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 _WARN_FIRST = 5  # bad samples logged one by one per stream; after that only counted
 # A remote shard is retried for this long (backoff 0.5 s doubling to 8 s): an S3 endpoint that
 # restarts or drops off the network for a while stalls training, it does not end it.
-_RETRY_S = 120.0
+_RETRY_S = RETRY_S
 _PREFETCH = 4  # batches each loader worker prepares ahead
 _AHEAD = 2  # remote shards each loader worker downloads ahead
 
@@ -197,17 +197,8 @@ def _prefetched(urls: list[str], pieces):
 
 
 def _transient() -> tuple[type[BaseException], ...]:
-    """Errors worth retrying. botocore's connection errors (an endpoint refusing connections,
-    read timeouts) are not OSErrors, and s3fs lets them through untranslated."""
-    errors: list[type[BaseException]] = [OSError, TimeoutError, ConnectionError]
-    try:
-        from botocore.exceptions import ConnectionError as BotoConnectionError
-        from botocore.exceptions import HTTPClientError
-
-        errors += [BotoConnectionError, HTTPClientError]
-    except ImportError:  # no S3 support installed: nothing of it to retry
-        pass
-    return tuple(errors)
+    """Errors worth retrying: an unreachable endpoint, and any OSError of a read."""
+    return (OSError, *unreachable_errors())
 
 
 def _fetch(url: str) -> bytes:
@@ -268,7 +259,8 @@ def make_loader(manifest: Manifest, root: str, split: str, *, rank: int, world_s
                 num_workers: int = 0, progress: EpochProgress | None = None,
                 crop_scale: tuple[float, float] = (0.08, 1.0),
                 rand_augment: tuple[int, int] | None = None,
-                recycle: bool = False, decode_on: str = "loader") -> DataLoader:
+                recycle: bool = False, decode_on: str = "loader",
+                shuffle_buffer: int = 512) -> DataLoader:
     """A DataLoader of this rank's batches: `Sample` of uint8 images [B,3,H,W], labels, sample
     ids and skipped bad samples (int64 [B] each).
 
@@ -288,7 +280,7 @@ def make_loader(manifest: Manifest, root: str, split: str, *, rank: int, world_s
                          world_size=world_size, epoch=epoch, seed=seed, img_size=img_size,
                          train=train, batch_size=batch_size, progress=progress,
                          crop_scale=crop_scale, rand_augment=rand_augment,
-                         decode_on=decode_on)
+                         decode_on=decode_on, buffer=shuffle_buffer)
     prefetch = _PREFETCH if num_workers else None
     collate = None
     if decode_on == "device":
@@ -312,4 +304,5 @@ def data_loader(spec: DataSpec, manifest: Manifest, split: str, *, rank: int, wo
         manifest, spec.path, split, rank=rank, world_size=world_size, epoch=epoch,
         batch_size=spec.batch_size, img_size=spec.img_size, train=train, seed=spec.seed,
         num_workers=spec.loader_workers, progress=progress, crop_scale=spec.crop_scale,
-        rand_augment=spec.rand_augment, recycle=train, decode_on=spec.decode_on)
+        rand_augment=spec.rand_augment, recycle=train, decode_on=spec.decode_on,
+        shuffle_buffer=spec.shuffle_buffer)

@@ -65,6 +65,11 @@ def serve(
         import ray
         from ray import serve as ray_serve
 
-        ray_serve.shutdown()
+        from hypernym.settings import get_settings
+
+        if get_settings().ray_address:  # a shared cluster: remove this application only
+            ray_serve.delete("hypernym")
+        # A local Ray of our own goes down with its proxy and replicas at once: serve.shutdown()
+        # would first drain the proxy (about 30 s of Ray Serve's minimum draining period).
         ray.shutdown()
         out.print("stopped")

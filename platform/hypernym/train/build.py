@@ -21,7 +21,8 @@ from hypernym.settings import Settings
 from hypernym.train.finetune import init_head, plan_finetune
 from hypernym.train.schedulers import build_scheduler
 
-__all__ = ["TaskSpec", "build_model", "build_optimizer", "build_scheduler", "task_spec"]
+__all__ = ["TaskSpec", "build_model", "build_optimizer", "build_scheduler", "check_model_kwargs",
+           "task_spec"]
 
 log = logging.getLogger(__name__)
 
@@ -71,16 +72,45 @@ def task_spec(recipe, manifest, *, backbone: str | None, settings: Settings) -> 
     )
 
 
+def check_model_kwargs(task: TaskSpec) -> None:
+    """Refuse ``model.kwargs`` that timm's model does not take, in the driver: otherwise every
+    worker fails on them only after Ray Train has started it (half a minute on a small machine).
+
+    The model is built on the meta device (no memory, no init). What the meta device cannot
+    build (some models call ``.item()`` while constructing) is left for the workers to report.
+
+    Raises:
+        HypernymError: a keyword argument the model's constructor does not accept.
+    """
+    from hypernym.errors import HypernymError
+
+    if not task.model_kwargs or task.backbone_ref is not None:
+        return
+    try:
+        with torch.device("meta"):
+            _fresh_model(task)
+    except TypeError as exc:
+        if "unexpected keyword argument" in str(exc):
+            raise HypernymError(f"model.kwargs: timm's {task.arch!r} does not take them ({exc});"
+                                " see the model class's constructor for the names it takes"
+                                ) from None
+    except Exception:  # noqa: BLE001 - the workers build it for real and report what fails
+        pass
+
+
+def _fresh_model(task: TaskSpec) -> torch.nn.Module:
+    """The task's timm model from random init (on the current default device)."""
+    return timm.create_model(task.arch, pretrained=False, num_classes=task.num_classes,
+                             drop_rate=task.drop_rate, **(task.model_kwargs or {}))
+
+
 def build_model(task: TaskSpec) -> torch.nn.Module:
     """A timm model with ``num_classes`` outputs, from random init or a registered backbone,
     with what its mode does not train frozen (``model.hypernym_finetune`` says what)."""
     kwargs = dict(task.model_kwargs or {})
     copied = 0
     if task.backbone_ref is None:
-        model = timm.create_model(
-            task.arch, pretrained=False, num_classes=task.num_classes, drop_rate=task.drop_rate,
-            **kwargs,
-        )
+        model = _fresh_model(task)
     else:
         from hypernym.registry.models import load_backbone
 

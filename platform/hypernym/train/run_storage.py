@@ -7,16 +7,65 @@ checkpoints share one endpoint and credential resolution (``AWS_ENDPOINT_URL`` f
 S3-compatible store, then the usual ``AWS_*`` variables, profiles or instance roles); Ray takes a
 custom filesystem as ``pyarrow.fs.PyFileSystem(FSSpecHandler(fs))`` with the scheme stripped from
 the path. Other URIs (``gs://``...) are left to Ray's own pyarrow filesystems.
+
+Run storage must outlast an endpoint outage. Ray Train's controller records every checkpoint in
+``checkpoint_manager_snapshot.json`` and ends the run (``ControllerError``) when that write
+fails; s3fs gives up on a refused connection after 5 immediate attempts, and botocore's own
+retries back off by random, version-dependent amounts. So every S3 call of run storage retries
+connection failures itself, for `OUTAGE_S` (measured on the rig: a 20 s S3 outage during a
+checkpoint record, docs/cluster.md).
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import logging
+import time
 from typing import Any
 
-from hypernym.data.storage import open_fs
+from fsspec.asyn import sync_wrapper
+from s3fs import S3FileSystem
 
-__all__ = ["checkpoint_uri", "ray_storage"]
+from hypernym.data.storage import RETRY_S, open_fs, unreachable_errors
 
+__all__ = ["OUTAGE_S", "PatientS3FileSystem", "checkpoint_uri", "ray_storage"]
+
+log = logging.getLogger(__name__)
+
+OUTAGE_S = RETRY_S  # as long as the data reader retries a shard
+
+
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    # Only failures to reach the endpoint: an answer (404, 403...) is final, and s3fs turns
+    # it into FileNotFoundError/PermissionError, which Ray relies on (exists checks). aiohttp's
+    # own connection errors can surface from aiobotocore untranslated, and before Python 3.11
+    # asyncio's timeout is not the builtin TimeoutError.
+    from aiohttp import ClientConnectionError
+
+    return (*unreachable_errors(), ClientConnectionError, asyncio.TimeoutError)
+
+
+class PatientS3FileSystem(S3FileSystem):
+    """s3fs whose every call retries failures to reach the endpoint for `OUTAGE_S`."""
+
+    async def _call_s3(self, method, *akwarglist, **kwargs):
+        deadline = time.monotonic() + OUTAGE_S
+        for attempt in itertools.count():
+            try:
+                return await super()._call_s3(method, *akwarglist, **kwargs)
+            except _connection_errors() as exc:
+                if time.monotonic() > deadline:
+                    raise
+                if attempt == 0:
+                    log.warning("run storage: %s failed (%s); retrying for up to %.0f s",
+                                method, exc, OUTAGE_S)
+                await asyncio.sleep(min(0.5 * 2**attempt, 2.0))
+        raise AssertionError("unreachable")
+
+    # s3fs's files call the synchronous wrapper, which its base class bound to its own
+    # ``_call_s3``: bind it again to the retrying one.
+    call_s3 = sync_wrapper(_call_s3)
 
 
 def ray_storage(uri: str) -> tuple[str, Any]:
@@ -36,8 +85,8 @@ def ray_storage(uri: str) -> tuple[str, Any]:
     # The data reader's filesystem: it names the endpoint explicitly, so the endpoint travels
     # with the (pickled) filesystem to every worker; credentials do not: each node takes them
     # from its own environment or role.
-    fs, _ = open_fs(uri)
-    return uri.split("://", 1)[1].rstrip("/"), PyFileSystem(FSSpecHandler(fs))
+    fs, path = open_fs(uri, cls=PatientS3FileSystem)
+    return path, PyFileSystem(FSSpecHandler(fs))
 
 
 def checkpoint_uri(checkpoint, storage: str) -> str:

@@ -23,7 +23,7 @@ from hypernym.preflight import check_training
 from hypernym.progress import ProgressBar, ProgressState
 from hypernym.settings import Settings, get_settings
 from hypernym.train.budget import bit_hyperrule
-from hypernym.train.build import task_spec
+from hypernym.train.build import check_model_kwargs, task_spec
 from hypernym.train.losses import build_loss
 from hypernym.train.registration import register_checkpoint
 from hypernym.train.run_storage import checkpoint_uri, ray_storage
@@ -64,7 +64,8 @@ def run_training(
 
     Raises:
         HypernymError: before any Ray work, for a missing dataset, a dataset too small for the
-            batch, or a backbone reference that does not resolve.
+            batch, a backbone reference that does not resolve, or ``model.kwargs`` the model
+            does not take.
     """
     from hypernym.registry.models import resolve
 
@@ -91,6 +92,9 @@ def run_training(
         backbone = f"{version.name}/{version.version}"  # pin: an alias may move mid-run
         parent_model_id = getattr(version, "model_id", None)
 
+    task = task_spec(recipe, manifest, backbone=backbone, settings=settings)
+    check_model_kwargs(task)
+
     tracking.ensure_experiment(recipe.experiment, settings=settings)
     if resume:
         run_id = _reopen(resume, recipe, manifest, settings)
@@ -111,7 +115,6 @@ def run_training(
             tracking.log_lineage(run_id, dataset_name=manifest.name,
                                  fingerprint=manifest.fingerprint, uri=recipe.data.path,
                                  parent_model_id=parent_model_id, settings=settings)
-        task = task_spec(recipe, manifest, backbone=backbone, settings=settings)
         result = _fit(recipe, task, run_id, settings, total_steps=steps * recipe.train.epochs,
                       show_progress=show_progress, callbacks=callbacks)
         metrics = dict(result.return_value or result.metrics or {})

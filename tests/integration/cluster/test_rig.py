@@ -35,57 +35,30 @@ from tests.integration.cluster.conftest import (
     node_sees,
     wait_job,
 )
-from tests.integration.train.trace import BATCH, attempts, check_exactly_once, surviving_history
+from tests.integration.train.trace import (
+    BATCH,
+    attempts,
+    check_exactly_once,
+    checkpoint_recorded,
+    surviving_history,
+    trace_step,
+    wait_until,
+)
 
 # Where `unshare --mount` is not permitted (not root), the rig fixture skips, saying why.
 # The time limit is a failure bound for a saturated machine.
-pytestmark = [
-    pytest.mark.integration, pytest.mark.timeout(1800),
-    # Not yet in `make test`. Measured on a saturated machine (load 30-100): the rig starts
-    # (50-64 s), prepare S3 -> S3, the wrong-password refusal and the node loss (rank 1's node
-    # killed 2 steps after a checkpoint, a fresh node joins, the run resumes from S3) pass; the
-    # S3 outage does not bite where the issue asks: the reader's shuffle buffer (512 samples,
-    # data/reader.py) holds a rank's whole epoch here (80-160 samples), so it has read
-    # everything before a mid-epoch outage and never retries; training stops only at the next
-    # checkpoint upload. Needs a smaller buffer for the rig (a recipe setting) or an outage at
-    # an epoch's start. Run it with HYPERNYM_RIG_TEST=1.
-    pytest.mark.skipif(os.environ.get("HYPERNYM_RIG_TEST") != "1",
-                       reason="the rig scenario is opt-in until it passes: HYPERNYM_RIG_TEST=1"),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 EVERY, LOG_EVERY = 8, 2  # checkpoint and metric intervals, in steps (20 steps an epoch)
 ARCH = "test_resnet"  # timm's 0.4 M-parameter test model: small checkpoints to upload
 SYSTEM_METRICS_S = 2
 S3_OUTAGE_S, TRACKING_OUTAGE_S = 20, 30
+SNAPSHOTS = "runs/hypernym/*/checkpoint_manager_snapshot.json"  # Ray Train's, on S3
 
 
 def recipe(path: Path, body: dict) -> str:
     path.write_text(yaml.safe_dump(body))
     return str(path)
-
-
-def trace_step(trace: Path) -> int:
-    """The highest step any rank of any attempt has trained."""
-    top = 0
-    for path in trace.glob("from-*.txt"):
-        lines = path.read_text().splitlines()
-        if lines:
-            top = max(top, int(lines[-1].split()[1]))
-    return top
-
-
-def wait_until(check, *, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-def snapshot_has(fs, step: int) -> bool:
-    """Ray Train's controller has recorded the checkpoint of ``step`` in the storage (S3)."""
-    fs.invalidate_cache()  # s3fs caches listings
-    snapshots = fs.glob("runs/hypernym/*/checkpoint_manager_snapshot.json")
-    return any(f"step-{step:08d}" in fs.cat_file(s).decode() for s in snapshots)
 
 
 def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, monkeypatch):
@@ -98,6 +71,10 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
     from hypernym.registry.models import load_backbone
 
     started = time.perf_counter()
+
+    def clock() -> str:  # seconds since the rig was up, for the phase times in docs/cluster.md
+        return f"{time.perf_counter() - started:4.0f} s"
+
     for key, value in rig.client_env().items():
         monkeypatch.setenv(key, value)
     home = Path(os.environ["HYPERNYM_HOME"])
@@ -113,8 +90,10 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
 
     pretrain = recipe(tmp_path / "pretrain.yaml", {
         "kind": "pretrain", "name": "rig-pretrain", "experiment": "rig",
+        # A rank's epoch here (160 samples) would fit the default shuffle buffer (512): the
+        # reader would hold it all before a mid-epoch outage and never meet it.
         "data": {"path": "s3://data/ds", "img_size": 32, "batch_size": BATCH,
-                 "loader_workers": 0},
+                 "loader_workers": 0, "shuffle_buffer": 16},
         "model": {"arch": ARCH}, "optim": {"lr": 1e-3, "warmup_epochs": 0},
         "train": {"epochs": 2, "log_every": LOG_EVERY, "checkpoint_every": EVERY,
                   "system_metrics_s": SYSTEM_METRICS_S},
@@ -134,14 +113,14 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
     manifest = read_manifest("s3://data/ds")
     total = manifest.num_samples("train")
     assert total == 8 * 40
-    print(f"prepare S3 -> S3: {total} training samples at {time.perf_counter() - started:.0f} s")
+    print(f"[{clock()}] prepare S3 -> S3: {total} training samples")
 
     out = refused.result()
     assert out.returncode != 0
     assert "refused the credentials of user 'admin'" in out.stdout, out.stdout[-3000:]
     assert "not-the-password" not in out.stdout + out.stderr
     assert client.get_experiment_by_name("rig") is None, "a run was started regardless"
-    print("\nwrong tracking password: refused before any Ray work (no run, no workers)")
+    print(f"[{clock()}] wrong tracking password: refused before any Ray work (no run, no workers)")
 
     # 3. pretrain across the worker nodes; a node dies mid-epoch, a fresh one joins
     trace = Path(rig.info["shared"]) / "pretrain"
@@ -150,8 +129,8 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
     assert out.returncode == 0, out.stderr[-3000:]
     job = out.stdout.strip().splitlines()[-1]
     steps = total // (2 * BATCH)
-    wait_until(lambda: trace_step(trace) >= EVERY + 2, timeout_s=600,
-               what=f"step {EVERY + 2} (node loss)")
+    wait_until(lambda: checkpoint_recorded(fs, SNAPSHOTS, EVERY), timeout_s=600,
+               what=f"the checkpoint of step {EVERY} (node loss)")
     rank1 = next(trace.glob("from-00000000-rank1-pid*.txt"))
     victim = node_of(rig, int(re.search(r"pid(\d+)", rank1.name).group(1)))
     rank0 = next(trace.glob("from-00000000-rank0-pid*.txt"))
@@ -159,15 +138,15 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
         "the two workers share a node"
     rig.kill_node(victim)
     fresh = rig.add_node()  # as an autoscaler would; returns once the head sees it
-    print(f"killed node {victim} (rank 1) after step {trace_step(trace)}; "
+    print(f"[{clock()}] killed node {victim} (rank 1) after step {trace_step(trace)}; "
           f"fresh node {fresh.name} on {fresh.ip}")
 
-    # The outages start right after a checkpoint of the next epoch is recorded on S3: the
-    # reader's read-ahead (about 4 steps here) runs dry long before the next one is due, so no
-    # checkpoint upload falls into the outage.
-    ckpt = (steps // EVERY + 1) * EVERY  # checkpoints fall on multiples of EVERY (24)
-    wait_until(lambda: snapshot_has(fs, ckpt), timeout_s=600, what=f"checkpoint at {ckpt}")
-    assert trace_step(trace) < ckpt + EVERY - 2, "training outran the outage window"
+    # The outages start a few steps into the next epoch: the reader's read-ahead (its 16-sample
+    # shuffle buffer and the shards it fetches ahead) runs dry within a few steps, and the
+    # checkpoint due at step 32 falls into the outage, so run storage must wait it out too.
+    outage_at = steps + 3
+    wait_until(lambda: trace_step(trace, restarted=True) >= outage_at, timeout_s=600,
+               what=f"step {outage_at} (outages)")
     ts = rig.tracking_server()
     from infra.stack import tracking
 
@@ -182,9 +161,9 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
     rig.s3_up()
     time.sleep(max(0.0, TRACKING_OUTAGE_S - (time.monotonic() - down_at)))
     tracking.start_server(ts, {**os.environ, **rig._base_env(rig._aws())})
-    print(f"S3 down {S3_OUTAGE_S} s and tracking down {TRACKING_OUTAGE_S} s from step {at}; "
-          f"training reached step {during} while S3 was down")
-    assert during == mid < ckpt + EVERY, \
+    print(f"[{clock()}] S3 down {S3_OUTAGE_S} s and tracking down {TRACKING_OUTAGE_S} s from "
+          f"step {at}; training reached step {during} while S3 was down")
+    assert during == mid < 2 * steps, \
         f"training went on without data (step {mid} -> {during}): the outage did not bite"
 
     assert wait_job(job, timeout_s=600) == "SUCCEEDED", "".join(job_logs(job))[-5000:]
@@ -196,7 +175,7 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
     trained = sum(len(ids) for ids in history.values())
     repeated = sum(len(ids) - len(set(ids)) for ids in history.values())
     lost = sum(total - len(set(ids)) for ids in history.values())
-    print(f"pretrain samples trained {trained}, repeated {repeated}, lost {lost} "
+    print(f"[{clock()}] pretrain samples trained {trained}, repeated {repeated}, lost {lost} "
           f"(2 epochs of {total}; each epoch may leave fewer than one step of "
           f"{2 * BATCH} untrained by design)")
     assert len(attempts(trace)) == 2, "one restart, from the mid-epoch checkpoint on S3"
@@ -212,8 +191,9 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
     ran = {int(line.split()[1]) for p in second for line in p.read_text().splitlines()}
     expected = {s for s in ran if s % LOG_EVERY == 0}
     logged = {m.step for m in client.get_metric_history(run.info.run_id, "train/loss_step")}
-    print(f"train/loss_step of the resumed attempt logged {len(expected & logged)} of "
-          f"{len(expected)} expected, across the {TRACKING_OUTAGE_S} s tracking outage")
+    print(f"[{clock()}] train/loss_step of the resumed attempt logged "
+          f"{len(expected & logged)} of {len(expected)} expected, across the "
+          f"{TRACKING_OUTAGE_S} s tracking outage")
     assert expected <= logged, sorted(expected - logged)
 
     version = client.get_model_version_by_alias("rig-backbone", "candidate")
@@ -221,7 +201,7 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
     weights = fs.glob("mlflow/**/model.safetensors")
     assert weights, "the registered weights are not in the artifacts bucket"
     assert fs.glob("runs/hypernym/*/step-*") or fs.glob("runs/hypernym/*/epoch-*")
-    print(f"registered rig-backbone v{version.version}; weights on S3: {weights[0]}")
+    print(f"[{clock()}] registered rig-backbone v{version.version}; weights on S3: {weights[0]}")
 
     # 4. fine-tune from NAME@alias on the cluster, then pull and load it here
     monkeypatch.setenv("HYPERNYM_SAMPLE_TRACE", str(Path(rig.info["shared"]) / "finetune"))
@@ -234,6 +214,7 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
         "scaling": {"num_workers": 2, "cpus_per_worker": 1},
         "registry": {"name": "rig-finetuned", "alias": "candidate"}}), "--follow")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    print(f"[{clock()}] fine-tune from rig-backbone@candidate done")
     pulled = hypernym("models", "pull", "rig-finetuned@candidate", "--out",
                       str(tmp_path / "pulled"))
     assert pulled.returncode == 0, pulled.stderr[-2000:]

@@ -128,4 +128,9 @@ def test_ray_serve_answers_alike(servers):
     assert "image 1: cannot decode" in ray_answer["predictions"][1]["error"]
     status, answer = _post(urls["ray"], {"columns": ["image"]})
     assert status == 400 and "dataframe_split" in answer["message"]
+    # The proxy can route a moment before serve.run() returns and the CLI prints its URL.
+    deadline = time.monotonic() + 60
+    while ("serving served@prod at http://127.0.0.1:" not in logs["ray"].read_text()
+           and time.monotonic() < deadline):
+        time.sleep(0.2)
     assert "serving served@prod at http://127.0.0.1:" in logs["ray"].read_text()

@@ -1,7 +1,7 @@
 """EMA selection and head initialisation on real Ray Train (1 CPU worker), real MLflow (SQLite)
 and real shards: a short pretrain with an EMA registers whichever of model and EMA validates
 better, and a fine-tune on a subset of its synsets starts from the pretrained head's rows,
-classifying far above chance before its first step (epoch 0)."""
+classifying far above chance before its first step (epoch 0), decoding on the device."""
 
 from __future__ import annotations
 
@@ -98,9 +98,12 @@ def test_ema_and_head_init(datasets, tmp_path, monkeypatch):
     assert torch.equal(head.bias, pretrained_head.bias[rows])
     assert model.hypernym_finetune.head_init_rows == 3
 
-    # 3. ... so the fine-tune classifies before its first step: epoch 0 at step 0.
+    # 3. ... so the fine-tune classifies before its first step: epoch 0 at step 0. It decodes
+    # on the training device (the CPU here), with a loader process.
+    data = {**recipe("finetune", datasets / "sub")["data"], "decode_on": "device",
+            "loader_workers": 1}
     fine = run_training(parse_recipe(recipe(
-        "finetune", datasets / "sub", backbone="syn", mode="linear",
+        "finetune", datasets / "sub", backbone="syn", mode="linear", data=data,
         train={"epochs": 1, "system_metrics_s": None})), show_progress=False)
     start = [m for m in client.get_metric_history(fine.run_id, "val/top1") if m.step == 0]
     pre_top1 = max(history["val/top1"] + history["val_ema/top1"])

@@ -18,15 +18,32 @@ from pathlib import Path
 BATCH = 8  # per-worker batch size of the fault-tolerance recipes
 
 
+def first_step(path: Path) -> int:
+    """The step a trace file's attempt started from (``from-<first step>-...``)."""
+    return int(path.name.split("-")[1])
+
+
+def trace_step(trace: Path, *, restarted: bool = False) -> int:
+    """The highest step any rank of any attempt (``restarted``: of an attempt that started
+    past step 0) has trained."""
+    top = 0
+    for path in trace.glob("from-*.txt"):
+        if restarted and first_step(path) == 0:
+            continue
+        lines = path.read_text().splitlines()
+        if lines:
+            top = max(top, int(lines[-1].split()[1]))
+    return top
+
+
 def wait_for_step(trace: Path, step: int, *, rank: int = 1, timeout_s: float = 240,
                   restarted: bool = False) -> Path:
     """The trace file of ``rank`` in the first attempt (with ``restarted``: in a later one, a
     file that starts past step 0), once that rank has trained past ``step``."""
-    first = f"from-{0:08d}-"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for path in trace.glob(f"from-*-rank{rank}-pid*.txt"):
-            if path.name.startswith(first) == restarted:
+            if (first_step(path) == 0) == restarted:
                 continue
             lines = path.read_text().splitlines()
             if lines and int(lines[-1].split()[1]) >= step:
@@ -43,12 +60,29 @@ def kill_a_worker_after(trace: Path, step: int, **wait) -> int:
     return pid
 
 
+def wait_until(check, *, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def checkpoint_recorded(fs, snapshots: str, step: int) -> bool:
+    """Ray Train's controller has recorded the checkpoint of ``step`` in one of its
+    ``checkpoint_manager_snapshot.json`` files (``snapshots``: a glob on ``fs``). Only then does
+    a restart resume from it: a checkpoint a worker has uploaded but the controller has not yet
+    collected from every rank is not restored, so a worker killed right after a checkpoint step
+    may restart the group from the checkpoint before."""
+    fs.invalidate_cache()  # s3fs caches listings
+    return any(f"step-{step:08d}" in fs.cat_file(path).decode() for path in fs.glob(snapshots))
+
+
 def surviving_history(trace: Path) -> dict[int, list[int]]:
     """epoch -> sample ids trained, keeping for each step only the attempt whose model state
     survived: the latest attempt that started before the step."""
     steps: dict[int, dict[int, tuple[int, list[int]]]] = defaultdict(dict)  # start -> step -> ..
     for path in trace.glob("from-*.txt"):
-        start = int(path.name.split("-")[1])
+        start = first_step(path)
         for line in path.read_text().splitlines():
             epoch, step, *ids = map(int, line.split())
             entry = steps[start].setdefault(step, (epoch, []))

@@ -80,7 +80,9 @@ def test_eval_report_in_mlflow(dataset, tmp_path):
     assert run.data.tags["hypernym.model"] == "ft/1"
     assert run.info.status == "FINISHED"
     assert [d.dataset.name for d in run.inputs.dataset_inputs] == [manifest.name]
-    _, report = read_eval_report(client, run.info.run_id, tmp_path)
+    images, report = read_eval_report(client, run.info.run_id, tmp_path)
+    for image, pixels in images.items():
+        assert pixels.std() > 10, f"{image} is blank"
     cm = np.array(report["confusion"])
     assert cm.sum() == 20 and cm.shape == (5, 5)
     metrics = run.data.metrics
