@@ -1,12 +1,12 @@
 """`hypernym demo`: the whole pipeline on generated data, on one machine, in a few minutes.
 
-prepare (a miniature winter21 release of fractal classes + scikit-learn's digits) -> pretrain on
-Ray Train with the semantic softmax -> register -> few-shot rows (a linear probe and a full
-fine-tune on 10 digits per class, 3 seeds) -> fine-tune on all digits from the registered backbone,
-and from random init with the same budget -> register -> pull. Every Ray stage is the library
-function the CLI and submitted jobs call, with a real recipe; the recipes it ran are written beside
-the data so each stage can be rerun with `hypernym run`. The closing table sets every row's
-pretrained start against random init at the same budget.
+prepare (a miniature winter21 release of generated glyph classes + scikit-learn's digits) ->
+pretrain on Ray Train with the semantic softmax -> register -> few-shot rows (a linear probe and
+a full fine-tune on 5 digits per class, 3 seeds) -> fine-tune on all digits from the registered
+backbone, and from random init with the same budget -> register -> pull. Every Ray stage is the
+library function the CLI and submitted jobs call, with a real recipe; the recipes it ran are
+written beside the data so each stage can be rerun with `hypernym run`. The closing table sets
+every row's pretrained start against random init at the same budget.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class DemoConfig(BaseModel):
 
     images_per_class: int = Field(200, ge=10)
     arch: str = "resnet10t"
-    img_size: int = Field(32, ge=16, description="training resolution (the digits are 8x8)")
+    img_size: int = Field(48, ge=16, description="training resolution (the digits are 8x8)")
     pretrain_epochs: int = Field(4, ge=1)
     finetune_epochs: int = Field(2, ge=1, description="epochs of the full-data fine-tune")
     few_shot: FewShotConfig = Field(default_factory=FewShotConfig)
@@ -136,8 +136,8 @@ def run_demo(cfg: DemoConfig, *, workdir: Path | None = None) -> dict:
                       image_size=(side, side), classes=DEMO_CLASSES),
         make_digits_folder(raw / "digits"),
     ))[0]
-    console.print(f"miniature winter21: {len(synsets)} synsets of fractals (16 leaves under 4 "
-                  "groups, a WordNet subtree); digits: 10 classes")
+    console.print(f"miniature winter21: {len(synsets)} synsets of generated glyphs (16 leaves "
+                  "under 4 groups, a WordNet subtree); digits: 10 classes")
     stage("prepare", lambda: [run(k) for k in ("prepare-mini21k", "prepare-digits")])
     pre = stage("pretrain + register", lambda: run("pretrain"))
     few = stage("few-shot: probe + fine-tune", lambda: _few_shot(cfg, workdir, settings))
@@ -184,7 +184,8 @@ def _write_summary(f: dict, path: Path) -> None:
 
 
 def _few_shot(cfg: DemoConfig, workdir: Path, settings) -> dict[str, dict[str, list[float]]]:
-    """The few-shot rows: the registered backbone against timm's random init (torch seed 0)."""
+    """The few-shot rows: the registered backbone against timm's random init, drawn afresh per
+    seed (``torch.manual_seed(seed)``)."""
     import timm
     import torch
 
@@ -192,10 +193,13 @@ def _few_shot(cfg: DemoConfig, workdir: Path, settings) -> dict[str, dict[str, l
     from hypernym.registry.models import load_backbone
 
     backbone = load_backbone(f"{cfg.backbone_name}@candidate", num_classes=10, settings=settings)
-    torch.manual_seed(0)
-    scratch = timm.create_model(cfg.arch, pretrained=False, num_classes=10)
+
+    def random_init(seed: int) -> torch.nn.Module:
+        torch.manual_seed(seed)
+        return timm.create_model(cfg.arch, pretrained=False, num_classes=10)
+
     card = backbone.hypernym_card
-    return few_shot_rows({"pretrained": backbone, "random init": scratch},
+    return few_shot_rows({"pretrained": lambda seed: backbone, "random init": random_init},
                          str(workdir / "data" / "digits"), img_size=cfg.img_size,
                          mean=card.mean, std=card.std, cfg=cfg.few_shot,
                          log=console.print)

@@ -2,13 +2,16 @@
 features and a full fine-tune, each from the pretrained backbone and from random init with the
 same budget, over several seeds of the few-shot subset.
 
-The probe is the transfer package's logistic regression (`hypernym.transfer.probe`, on
-standardised features, batch norm in eval mode), on the pooled outputs of the backbone's last
-stages concatenated (``probe_stages``), as DINO's linear evaluation concatenates its last blocks'
-outputs: at the demo's 32 px the last stage sees a 1x1 map, and the stage before it still holds
-stroke-level features that the pretraining shaped (measured: README, "What the demo shows").
+Random init is drawn afresh for every seed (timm's init under ``torch.manual_seed(seed)``), so its
+spread holds the luck of the init as well as of the subset: a single draw of random init can sit
+several points above or below its average (README, "What the demo shows").
 
-The fine-tune runs in this process: a hundred images train in seconds, where a Ray Train job per
+The probe is the transfer package's logistic regression (`hypernym.transfer.probe`, on
+standardised features, batch norm in eval mode), by default on the pooled pre-logits, as a linear
+evaluation is usually done; ``probe_stages`` > 1 concatenates the pooled outputs of the last
+stages instead (DINO's linear evaluation does so with its last blocks).
+
+The fine-tune runs in this process: fifty images train in seconds, where a Ray Train job per
 seed and start would spend most of its time starting up.
 """
 
@@ -31,8 +34,8 @@ class FewShotConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    shots: int = Field(10, ge=1, description="labelled images per class")
-    probe_stages: int = Field(2, ge=1, description="the probe's features: the pooled outputs "
+    shots: int = Field(5, ge=1, description="labelled images per class")
+    probe_stages: int = Field(1, ge=1, description="the probe's features: the pooled outputs "
                               "of the backbone's last N stages, concatenated (1: the pooled "
                               "pre-logits alone)")
     seeds: int = Field(3, ge=1, description="few-shot subsets drawn (seeds 0..seeds-1)")
@@ -43,21 +46,27 @@ class FewShotConfig(BaseModel):
     crop_scale: tuple[float, float] = (0.6, 1.0)
 
 
-def few_shot_rows(models: dict[str, torch.nn.Module], dataset: str, *, img_size: int,
-                  mean, std, cfg: FewShotConfig,
+def few_shot_rows(starts: dict[str, Callable[[int], torch.nn.Module]], dataset: str, *,
+                  img_size: int, mean, std, cfg: FewShotConfig,
                   log: Callable[[str], None] | None = None) -> dict[str, dict[str, list[float]]]:
-    """Per row ("linear probe", "fine-tune") and start (the keys of ``models``), the val top-1
-    of every seed. ``models`` are timm models with a classifier of the dataset's width; ``log``
-    gets a line per start as its figures come in."""
+    """Per row ("linear probe", "fine-tune") and start (the keys of ``starts``), the val top-1
+    of every seed. A start maps a seed to a timm model with a classifier of the dataset's width
+    (the same model for every seed, or a fresh one); ``log`` gets a line per start as its
+    figures come in."""
     from hypernym.transfer.probe import few_shot_indices, linear_probe_accuracy, load_split
 
     train_x, train_y = load_split(dataset, "train", img_size=img_size)
     val_x, val_y = load_split(dataset, "val", img_size=img_size)
     rows: dict[str, dict[str, list[float]]] = {"linear probe": {}, "fine-tune": {}}
-    for start, model in models.items():
-        fx, vx = (stage_features(model, x, mean=mean, std=std, stages=cfg.probe_stages)
-                  for x in (train_x, val_x))
+    for start, make in starts.items():
+        features: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # by model: one pass each
         for seed in range(cfg.seeds):
+            model = make(seed)
+            if id(model) not in features:
+                features[id(model)] = tuple(
+                    stage_features(model, x, mean=mean, std=std, stages=cfg.probe_stages)
+                    for x in (train_x, val_x))
+            fx, vx = features[id(model)]
             idx = few_shot_indices(train_y, cfg.shots, seed)
             rows["linear probe"].setdefault(start, []).append(
                 linear_probe_accuracy(fx[idx], train_y[idx], vx, val_y))

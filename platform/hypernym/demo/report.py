@@ -26,12 +26,14 @@ def print_summary(console: Console, cfg, f: dict, settings) -> None:
     """Print the closing table, the backbone's own figures, stage times and the MLflow UI line."""
     few, fs = f["few_shot"], cfg.few_shot
     table = Table(title="hypernym demo: digits val top-1, pretrained backbone vs random init "
-                        "at the same budget")
+                        "at the same budget (mean ± std over seeds; random init drawn per seed)")
     for column in ("target setting", "pretrained", "random init", "lead (points)"):
         table.add_column(column)
     settings_rows = [
-        ("linear probe", f"few-shot linear probe ({fs.shots}/class, frozen features of the "
-                         f"last {fs.probe_stages} stage(s); {fs.seeds} seeds)"),
+        ("linear probe", f"few-shot linear probe ({fs.shots}/class, frozen "
+                         + ("pooled features" if fs.probe_stages == 1
+                            else f"features of the last {fs.probe_stages} stages")
+                         + f"; {fs.seeds} seeds)"),
         ("fine-tune", f"few-shot full fine-tune ({fs.shots}/class, {fs.steps} steps; "
                       f"{fs.seeds} seeds)"),
     ]
@@ -48,7 +50,7 @@ def print_summary(console: Console, cfg, f: dict, settings) -> None:
                   + ", ".join(f"{v:.3f}" for v in f["curves"]["scratch"])
                   + f"; registered {fine.name} v{fine.version} @{fine.alias}")
     console.print(f"backbone: {cfg.arch} pretrained {cfg.pretrain_epochs} epochs with the "
-                  f"semantic softmax on the fractal mini-21K (val top-1 "
+                  f"semantic softmax on the glyph mini-21K (val top-1 "
                   f"{f['pretrain_val_top1']:.3f}); registered {back.name} v{back.version} "
                   f"@{back.alias}")
     console.print("stage times: " + ", ".join(f"{k} {v:.0f}s" for k, v in f["timings"].items())

@@ -1,5 +1,5 @@
-"""The demo's generated data: the winter21 layout, a real WordNet subtree, fractal systems that
-follow the tree, and scikit-learn's digits as a class-folder dataset."""
+"""The demo's generated data: the winter21 layout, a real WordNet subtree, glyphs that follow the
+tree, and scikit-learn's digits as a class-folder dataset."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hypernym.data.demo import (
     DEMO_CLASSES,
     DEMO_GROUPS,
     DEMO_SYNSETS,
-    class_systems,
+    class_glyphs,
     make_digits_folder,
     make_winter21,
     render,
@@ -88,41 +88,45 @@ def test_demo_classes_give_the_semantic_softmax_two_levels():
     assert set(DEMO_CLASSES) <= set(timm_21k_synsets())
 
 
-def test_systems_follow_the_tree():
-    systems = class_systems(DEMO_CLASSES)
+def test_glyphs_follow_the_tree():
+    glyphs = class_glyphs(DEMO_CLASSES)
 
-    def distance(a, b):
-        return float(np.abs(systems[a] - systems[b]).mean())
+    def distance(a, b):  # over the strokes both have: those of the ancestors they share
+        n = min(len(glyphs[a]), len(glyphs[b]))
+        return float(np.abs(glyphs[a][:n] - glyphs[b][:n]).mean())
 
     groups = {g.rsplit(" ", 1)[1]: leaves for g, leaves in DEMO_GROUPS.items()}
     for group, leaves in groups.items():
+        # a leaf is its group's strokes, bent, and one stroke of its own
+        assert all(len(glyphs[leaf]) == len(glyphs[group]) + 1 for leaf in leaves)
         own = max(distance(group, leaf) for leaf in leaves)
         others = min(distance(group, leaf) for g, ls in groups.items() if g != group for leaf in ls)
-        assert own < others, group  # a group's system is closest to its own leaves'
+        assert own < others, group  # a group's glyph is closest to its own leaves'
     dog, cat, finch, car = (leaves[0] for leaves in groups.values())
-    assert distance(dog, cat) < distance(dog, car) and distance(cat, finch) < distance(cat, car)
-    for system in systems.values():  # every map contracts: the chaos game converges
-        linear = system[:, :4].reshape(-1, 2, 2)
-        assert np.linalg.norm(linear, ord=2, axis=(1, 2)).max() <= 0.85 + 1e-9
-    assert len({s.tobytes() for s in systems.values()}) == len(DEMO_CLASSES)
-    flat = class_systems(["n99999991", "n99999992"])  # not synsets: still distinct systems
+    # the animals share more of their path than an animal and a car: more strokes in common
+    assert len(glyphs[dog]) == len(glyphs[cat]) > len(glyphs[finch]) > len(glyphs[car])
+    assert distance(dog, cat) < distance(dog, car)
+    for glyph in glyphs.values():
+        assert glyph.shape[1:] == (4, 2) and np.abs(glyph).max() <= 1.0
+    assert len({g.tobytes() for g in glyphs.values()}) == len(DEMO_CLASSES)
+    flat = class_glyphs(["n99999991", "n99999992"])  # not synsets: still distinct glyphs
     assert not np.array_equal(flat["n99999991"], flat["n99999992"])
 
 
 def test_render_draws_bright_strokes_on_a_dark_ground():
-    system = class_systems(DEMO_SYNSETS)[DOGS[0]]
+    glyph = class_glyphs(DEMO_SYNSETS)[DOGS[0]]
     rng = np.random.default_rng(0)
     for size in ((40, 40), (96, 64)):
-        image = np.asarray(render(system, size, rng), dtype=float)
+        image = np.asarray(render(glyph, size, rng), dtype=float)
         assert image.shape == (size[1], size[0], 3)
         grey = image.mean(axis=2)
         assert np.abs(image - grey[..., None]).max() < 30  # grey, a faint tint at most
         ink = grey > 128
         assert 0.01 < ink.mean() < 0.6 and np.median(grey) < 60  # a shape, on a dark ground
-    a, b = (np.asarray(render(system, (48, 48), np.random.default_rng(1))) for _ in range(2))
+    a, b = (np.asarray(render(glyph, (48, 48), np.random.default_rng(1))) for _ in range(2))
     assert np.array_equal(a, b)  # the generator decides the image
-    # the same class drawn twice differs: pose, scale, the parameters' jitter
-    assert not np.array_equal(a, np.asarray(render(system, (48, 48), np.random.default_rng(2))))
+    # the same class drawn twice differs: pose, scale, the control points' jitter
+    assert not np.array_equal(a, np.asarray(render(glyph, (48, 48), np.random.default_rng(2))))
 
 
 def test_digits_folder(tmp_path):
