@@ -192,6 +192,10 @@ def _few_shot(cfg: DemoConfig, workdir: Path, settings) -> dict[str, dict[str, l
     from hypernym.demo.fewshot import few_shot_rows
     from hypernym.registry.models import load_backbone
 
+    # The new 10-class head is drawn from torch's global generator: seeded here, its draw does not
+    # depend on what ran before in this process (it did: the few-shot fine-tune row moved by up to
+    # 0.027 between two runs of the same code)
+    torch.manual_seed(0)
     backbone = load_backbone(f"{cfg.backbone_name}@candidate", num_classes=10, settings=settings)
 
     def random_init(seed: int) -> torch.nn.Module:
