@@ -52,7 +52,7 @@ CLASSES = 16  # the demo's miniature winter21
 
 
 def finetune_recipe(args, dataset: Path, **extra) -> dict:
-    """The demo's fine-tune recipe (hypernym/demo.py), one epoch, from random init."""
+    """The demo's fine-tune recipe (hypernym/demo/__init__.py), one epoch, from random init."""
     return {"kind": "finetune", "name": "bench-finetune", "experiment": "bench", "backbone": None,
             "model": {"arch": args.arch},
             "data": {"path": str(dataset), "img_size": args.img_size, "batch_size": args.batch,
