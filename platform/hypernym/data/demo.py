@@ -146,7 +146,8 @@ def render(glyph: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -
     curves = [(((1 - t) ** 3) * p[0] + 3 * ((1 - t) ** 2) * t * p[1] + 3 * (1 - t) * t * t * p[2]
                + t ** 3 * p[3]) @ (rotate @ shear).T
               for p in strokes]
-    lo, hi = np.concatenate(curves).min(axis=0), np.concatenate(curves).max(axis=0)
+    points = np.concatenate(curves)
+    lo, hi = points.min(axis=0), points.max(axis=0)
     scale = CANVAS * 0.8 / max(float((hi - lo).max()), 1e-6)
     offset = CANVAS * 0.1 + (CANVAS * 0.8 - (hi - lo) * scale) / 2
     shape = Image.new("L", (CANVAS, CANVAS), 0)

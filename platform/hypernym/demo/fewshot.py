@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torchvision.transforms import v2
 
+from hypernym.data.normalize import normalizer
+
 __all__ = ["FewShotConfig", "few_shot_rows", "fine_tune_accuracy", "stage_features"]
 
 
@@ -59,14 +61,13 @@ def few_shot_rows(starts: dict[str, Callable[[int], torch.nn.Module]], dataset: 
     val_x, val_y = load_split(dataset, "val", img_size=img_size)
     rows: dict[str, dict[str, list[float]]] = {"linear probe": {}, "fine-tune": {}}
     for start, make in starts.items():
-        features: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # by model: one pass each
+        featured = None  # the model the features below came from: a start that keeps its model
         for seed in range(cfg.seeds):
             model = make(seed)
-            if id(model) not in features:
-                features[id(model)] = tuple(
-                    stage_features(model, x, mean=mean, std=std, stages=cfg.probe_stages)
-                    for x in (train_x, val_x))
-            fx, vx = features[id(model)]
+            if model is not featured:
+                fx, vx = (stage_features(model, x, mean=mean, std=std, stages=cfg.probe_stages)
+                          for x in (train_x, val_x))
+                featured = model
             idx = few_shot_indices(train_y, cfg.shots, seed)
             rows["linear probe"].setdefault(start, []).append(
                 linear_probe_accuracy(fx[idx], train_y[idx], vx, val_y))
@@ -88,16 +89,13 @@ def stage_features(model: torch.nn.Module, images: torch.Tensor, *, mean, std, s
     put in eval mode."""
     from hypernym.transfer.probe import extract_features
 
-    if stages == 1:
-        features = copy.deepcopy(model)
-        features.reset_classifier(0)
-        return extract_features(features, images, mean=mean, std=std, batch_size=batch_size)
+    if stages == 1:  # pre-logits: the classifier is never applied
+        return extract_features(model, images, mean=mean, std=std, batch_size=batch_size)
     model.eval()
-    m = torch.tensor(mean).view(1, 3, 1, 1) * 255
-    s = torch.tensor(std).view(1, 3, 1, 1) * 255
+    normalize = normalizer(torch.device("cpu"), mean, std)
     out = []
     for i in range(0, len(images), batch_size):
-        maps = model.forward_intermediates((images[i:i + batch_size].float() - m) / s,
+        maps = model.forward_intermediates(normalize(images[i:i + batch_size]),
                                            indices=stages, intermediates_only=True)
         out.append(torch.cat([f.float().mean(dim=(2, 3)) for f in maps], dim=1))
     return torch.cat(out)
@@ -113,8 +111,7 @@ def fine_tune_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
     model = copy.deepcopy(model).train()
     size = x.shape[-1]
     crop = v2.RandomResizedCrop(size, scale=cfg.crop_scale, antialias=True)
-    m = torch.tensor(mean).view(1, 3, 1, 1) * 255
-    s = torch.tensor(std).view(1, 3, 1, 1) * 255
+    normalize = normalizer(torch.device("cpu"), mean, std)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(seed)
     for step in range(cfg.steps):
@@ -122,12 +119,12 @@ def fine_tune_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
             group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
         idx = torch.randint(len(x), (min(cfg.batch_size, len(x)),), generator=gen)
         batch = torch.stack([crop(x[i]) for i in idx.tolist()])
-        loss = F.cross_entropy(model((batch.float() - m) / s), y[idx])
+        loss = F.cross_entropy(model(normalize(batch)), y[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
     model.eval()
     with torch.no_grad():
-        right = sum(int((model((val_x[i:i + 256].float() - m) / s).argmax(1)
+        right = sum(int((model(normalize(val_x[i:i + 256])).argmax(1)
                          == val_y[i:i + 256]).sum()) for i in range(0, len(val_x), 256))
     return right / len(val_x)
