@@ -205,6 +205,9 @@ class ScalingSpec(Section):
 class _TrainRecipe(Section):
     name: str = Field(description="run name; also the Ray Train run directory name")
     experiment: str = "hypernym"
+    task: Literal["classification"] = Field(
+        "classification", description="what the model learns (hypernym.train.tasks): "
+        "classification, one class per image (train.loss ce or semantic)")
     data: DataSpec
     model: ModelSpec
     optim: OptimSpec = Field(default_factory=OptimSpec)

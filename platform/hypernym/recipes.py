@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from hypernym.config import Recipe
     from hypernym.data.manifest import Manifest
-    from hypernym.train.trainer import TrainResult
+    from hypernym.train.driver import TrainResult
 
 __all__ = ["describe", "run_recipe"]
 
 
-def run_recipe(recipe: Recipe, *, show_progress: bool = True,
-               resume: str | None = None) -> Manifest | TrainResult:
+def run_recipe(recipe: Recipe, *, show_progress: bool = True, resume: str | None = None,
+               in_process: bool = False) -> Manifest | TrainResult:
     """Run a validated recipe in this process (the same call a submitted job makes).
 
     Args:
@@ -27,6 +27,7 @@ def run_recipe(recipe: Recipe, *, show_progress: bool = True,
         resume: for training, an MLflow run id to continue (see `run_training`).
             A fine-tune's run also gets the evaluation report of its val split
             (`hypernym.transfer.evaluation.report_finetune`).
+        in_process: train in this process, without Ray (see `run_training`).
 
     Returns:
         The prepared dataset's manifest, or the training run's `TrainResult`.
@@ -35,9 +36,10 @@ def run_recipe(recipe: Recipe, *, show_progress: bool = True,
         from hypernym.data.prepare import prepare
 
         return prepare(recipe, show_progress=show_progress)
-    from hypernym.train.trainer import run_training
+    from hypernym.train.driver import run_training
 
-    result = run_training(recipe, show_progress=show_progress, resume=resume)
+    result = run_training(recipe, show_progress=show_progress, resume=resume,
+                          in_process=in_process)
     if recipe.kind == "finetune":  # the evaluation report of the val split, into the same run
         from hypernym.transfer.evaluation import report_finetune
 

@@ -24,10 +24,9 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from hypernym.data.collate import with_numbers
 from hypernym.data.transforms import draw_crop, jpeg_size
 
-__all__ = ["CropPlan", "Encoded", "EncodedBatch", "collate_encoded", "decode_batch"]
+__all__ = ["CropPlan", "Encoded", "EncodedBatch", "encoded_batch", "decode_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +84,11 @@ class CropPlan:
                 h, w)
 
 
-def collate_encoded(samples: list):
-    """DataLoader collate for `Sample`s whose image is `Encoded`."""
-    sizes = torch.tensor([0] + [len(s.image.data) for s in samples], dtype=torch.int64)
-    batch = EncodedBatch(torch.cat([s.image.data for s in samples]), sizes.cumsum(0),
-                         torch.tensor([s.image.box for s in samples], dtype=torch.int64))
-    return with_numbers(samples, batch)
+def encoded_batch(images: list[Encoded]) -> EncodedBatch:
+    """The `EncodedBatch` of a batch's `Encoded` images (`hypernym.data.collate`)."""
+    sizes = torch.tensor([0] + [len(e.data) for e in images], dtype=torch.int64)
+    return EncodedBatch(torch.cat([e.data for e in images]), sizes.cumsum(0),
+                        torch.tensor([e.box for e in images], dtype=torch.int64))
 
 
 def decode_batch(batch: EncodedBatch, *, size: int, device: torch.device) -> torch.Tensor:

@@ -185,27 +185,16 @@ def _write_summary(f: dict, path: Path) -> None:
 
 def _few_shot(cfg: DemoConfig, workdir: Path, settings) -> dict[str, dict[str, list[float]]]:
     """The few-shot rows: the registered backbone against timm's random init, drawn afresh per
-    seed (``torch.manual_seed(seed)``)."""
-    import timm
-    import torch
-
+    seed."""
     from hypernym.demo.fewshot import few_shot_rows
-    from hypernym.registry.models import load_backbone
+    from hypernym.registry.models import load_card, resolve
 
-    # The new 10-class head is drawn from torch's global generator: seeded here, its draw does not
-    # depend on what ran before in this process (it did: the few-shot fine-tune row moved by up to
-    # 0.027 between two runs of the same code)
-    torch.manual_seed(0)
-    backbone = load_backbone(f"{cfg.backbone_name}@candidate", num_classes=10, settings=settings)
-
-    def random_init(seed: int) -> torch.nn.Module:
-        torch.manual_seed(seed)
-        return timm.create_model(cfg.arch, pretrained=False, num_classes=10)
-
-    card = backbone.hypernym_card
-    return few_shot_rows({"pretrained": lambda seed: backbone, "random init": random_init},
-                         str(workdir / "data" / "digits"), img_size=cfg.img_size,
-                         mean=card.mean, std=card.std, cfg=cfg.few_shot,
+    version = resolve(f"{cfg.backbone_name}@candidate", settings=settings)
+    ref = f"{version.name}/{version.version}"  # the same weights for every seed
+    card = load_card(ref, settings=settings)
+    return few_shot_rows({"pretrained": ref, "random init": None},
+                         str(workdir / "data" / "digits"), arch=cfg.arch, img_size=cfg.img_size,
+                         mean=card.mean, std=card.std, cfg=cfg.few_shot, settings=settings,
                          log=console.print)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from hypernym import tracking
-from hypernym.data.manifest import Manifest, read_manifest
+from hypernym.data.dataset import Dataset, open_dataset
 from hypernym.settings import Settings
 
 __all__ = ["choose_weights", "load_weights", "register_checkpoint"]
@@ -49,29 +49,32 @@ def choose_weights(recipe, state: dict[str, Any], metrics: dict[str, float]):
 
 def register_checkpoint(recipe, checkpoint_dir: str | Path, run_id: str, *,
                         metrics: dict[str, float], settings: Settings,
-                        manifest: Manifest | None = None, sweep: dict | None = None):
+                        dataset: Dataset | None = None, task=None, sweep: dict | None = None):
     """Register the weights ``recipe.registry`` selects from a run's (last) checkpoint.
 
     Args:
         checkpoint_dir: a local checkpoint directory (``state.pt``).
         run_id: the MLflow run the model is logged with (its lineage).
         metrics: the run's last epoch metrics.
+        dataset: the run's dataset, opened (opened here when None).
+        task: the run's task (the recipe's when None): it builds the model the weights load
+            into.
         sweep: for the best trial of a sweep: the sweep's run id, trial and score, recorded in
             the card's ``selected.sweep`` and the version tag ``sweep_run_id``.
     """
-    import timm
-
     from hypernym.registry.card import training_card
     from hypernym.registry.models import register_model
     from hypernym.train.checkpoint import load_state
+    from hypernym.train.tasks import build_task
 
-    manifest = manifest or read_manifest(recipe.data.path)
+    dataset = dataset or open_dataset(recipe.data.path)
+    manifest = dataset.manifest
+    task = task or build_task(recipe, dataset)
     state = load_state(checkpoint_dir)
     weights, selected = choose_weights(recipe, state, metrics)
     if sweep is not None:
         selected["sweep"] = sweep
-    model = timm.create_model(recipe.model.arch, pretrained=False,
-                              num_classes=len(manifest.classes), **recipe.model.kwargs)
+    model = task.export_model(recipe)
     load_weights(model, weights)
     run = tracking.run_summary(run_id, settings=settings)
     metrics = {k: v for k, v in metrics.items() if not isinstance(v, bool)}

@@ -180,7 +180,7 @@ def _trial(config: dict[str, Any], *, base: dict[str, Any], sweep_id: str,
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from hypernym.train.trainer import run_training
+    from hypernym.train.driver import run_training
 
     trial_id = ray.tune.get_context().get_trial_id()
     raw = with_values(base, config)
@@ -242,7 +242,7 @@ def _summaries(grid, sweep_id: str, experiment: str, metric: str, max_epochs: in
 
 def _register_best(recipe_raw, grid, best: TrialSummary, sweep_id: str, metric: str,
                    settings: Settings):
-    from hypernym.train.trainer import register_checkpoint
+    from hypernym.train.registration import register_checkpoint
 
     result = next(r for r in grid if (r.metrics or {}).get("trial_id") == best.trial_id)
     path = result.metrics.get("checkpoint_path")

@@ -8,7 +8,6 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 SYNSETS = ["n02085620", "n02085782", "n02123045", "n02123159", "n03100240"]
@@ -50,12 +49,3 @@ def small_recipe(source, output, **settings):
     return parse_recipe({"kind": "prepare", "source": str(source), "output": str(output),
                          **base, **settings})
 
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()

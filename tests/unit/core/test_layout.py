@@ -42,7 +42,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     "serving": FOUNDATION | {"hypernym", "registry"},
     "recipes": FOUNDATION | {"data", "train", "transfer"},
     "jobs": FOUNDATION | {"hypernym"},
-    "demo": FOUNDATION | {"data", "recipes", "registry", "tracking", "transfer"},
+    # the few-shot rows train through the core (hypernym.train.Trainer)
+    "demo": FOUNDATION | {"data", "recipes", "registry", "tracking", "transfer", "train"},
     "cli": FOUNDATION | {"hypernym", "taxonomy", "data", "tracking", "registry", "train",
                          "transfer", "deploy", "serving", "recipes", "jobs", "demo"},
     "__main__": {"cli"},
@@ -164,6 +165,35 @@ def test_mlflow_is_imported_only_by_the_tracking_adapter():
                  and any(m == "mlflow" or m.startswith("mlflow.")
                          for m in imports(path, name, path.name == "__init__.py"))]
     assert offenders == []
+
+
+def private_imports(root: Path, package: str, of: str | None = None) -> list[str]:
+    """``from <module> import _name`` in the modules of ``package`` under ``root``, where the
+    module imported from is another module of package ``of`` (``package`` itself by default):
+    a private name used outside the module that defines it."""
+    of = of or package
+    bad = []
+    for name, path in sorted(module_names(root, package).items()):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and \
+                    node.module.split(".")[0] == of and node.module != name:
+                bad += [f"{name} imports {node.module}.{a.name}" for a in node.names
+                        if a.name.startswith("_") and not a.name.startswith("__")]
+    return bad
+
+
+def test_no_module_imports_another_modules_private_names():
+    assert private_imports(PACKAGE, "hypernym") == []
+    assert private_imports(REPO / "tests", "tests", of="hypernym") == []
+
+
+def test_the_checker_catches_a_private_import(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("def _helper():\n    pass\n")
+    (pkg / "b.py").write_text("from pkg.a import _helper\n")
+    assert private_imports(pkg, "pkg") == ["pkg.b imports pkg.a._helper"]
 
 
 def test_the_checker_catches_a_cycle_and_a_layer_breach(tmp_path):

@@ -1,12 +1,13 @@
-"""One local Ray for the transfer tests (prepare and the contamination check use it)."""
+"""Shared fixtures of the integration tests."""
 
 from __future__ import annotations
 
 import pytest
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def ray_local():
+    """A local Ray for the module's tests (prepare runs as Ray tasks)."""
     import ray
 
     if not ray.is_initialized():
