@@ -9,8 +9,8 @@ mostly their contours, not the fractals' self-similarity. So each class here is 
 cubic Bezier strokes, and every image a render of it with its own jitter, pose, stroke width,
 scale and position. A network that learns to tell such glyphs apart learns stroke, curve, corner
 and junction detectors, which carry over to handwriting and to the outlines in photographs. No
-natural image, and nothing of any evaluation set, is involved. Fractals were measured first and
-transferred less to the demo's digits (README, "What the demo shows").
+natural image, and nothing of any evaluation set, is involved (docs/demo.md, "Why the
+pretraining transfers").
 
 The glyphs follow the WordNet tree (``class_glyphs``): the classes' common ancestor draws a
 stroke, and every branching below it bends its parent's strokes by a seeded step and adds a stroke

@@ -46,7 +46,7 @@ class ClassInfo(BaseModel):
 
 
 class Manifest(BaseModel):
-    """What a prepared dataset holds; see docs in README ("Datasets")."""
+    """What a prepared dataset holds; see docs/datasets.md ("Output")."""
 
     model_config = ConfigDict(extra="forbid")
 
