@@ -34,8 +34,8 @@ from PIL import Image, ImageDraw
 
 from hypernym.errors import HypernymError
 
-__all__ = ["DEMO_CLASSES", "DEMO_GROUPS", "DEMO_SYNSETS", "class_glyphs", "make_digits_folder",
-           "make_winter21", "render"]
+__all__ = ["DEMO_CLASSES", "DEMO_GROUPS", "DEMO_SYNSETS", "class_glyphs", "glyph_shape",
+           "make_digits_folder", "make_winter21", "render"]
 
 # WordNet group -> four of its ImageNet-21K (and 1K) leaves; a test checks every relation.
 DEMO_GROUPS = {
@@ -138,6 +138,23 @@ def render(glyph: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -
     stays at about a millisecond).
     """
     w, h = size
+    shape = glyph_shape(glyph, rng)
+    side = max(int(rng.uniform(0.45, 0.9) * min(w, h)), 2)
+    canvas = Image.new("L", (w, h), 0)
+    canvas.paste(shape.resize((side, side), Image.BILINEAR),
+                 (int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))))
+    ground, ink = rng.uniform(0, 40), rng.uniform(170, 255)
+    alpha = np.asarray(canvas, np.float32) / 255.0
+    pixels = ground + (ink - ground) * alpha
+    pixels += rng.standard_normal((h, w), dtype=np.float32) * np.float32(rng.uniform(0, 6))
+    rgb = pixels[..., None] + rng.normal(0, 4, 3).astype(np.float32)  # a faint tint
+    return Image.fromarray(rgb.clip(0, 255).astype(np.uint8))
+
+
+def glyph_shape(glyph: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """One draw of ``glyph``: white strokes on black, on a ``CANVAS`` square (greyscale), the
+    strokes filling its middle 80%. The first steps of `render`, shared with the scenes of
+    data/scenes.py."""
     strokes = glyph + rng.normal(0, JITTER, glyph.shape)
     turn = rng.normal(0, 0.3)
     rotate = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
@@ -156,16 +173,7 @@ def render(glyph: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -
     for curve in curves:
         draw.line([tuple(q) for q in (curve - lo) * scale + offset], fill=255, width=width,
                   joint="curve")
-    side = max(int(rng.uniform(0.45, 0.9) * min(w, h)), 2)
-    canvas = Image.new("L", (w, h), 0)
-    canvas.paste(shape.resize((side, side), Image.BILINEAR),
-                 (int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))))
-    ground, ink = rng.uniform(0, 40), rng.uniform(170, 255)
-    alpha = np.asarray(canvas, np.float32) / 255.0
-    pixels = ground + (ink - ground) * alpha
-    pixels += rng.standard_normal((h, w), dtype=np.float32) * np.float32(rng.uniform(0, 6))
-    rgb = pixels[..., None] + rng.normal(0, 4, 3).astype(np.float32)  # a faint tint
-    return Image.fromarray(rgb.clip(0, 255).astype(np.uint8))
+    return shape
 
 
 def _rng(seed: int, name: str) -> np.random.Generator:
