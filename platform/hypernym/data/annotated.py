@@ -18,12 +18,12 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-from hypernym.data.boxes import ImageAnnotation, parse_voc_xml
+from hypernym.data.boxes import AnnotationStats, ImageAnnotation, parse_voc_xml
 from hypernym.data.listing import Item, Listing
 from hypernym.data.storage import open_fs
 from hypernym.errors import HypernymError
 
-__all__ = ["join_boxes", "vocabulary_listing"]
+__all__ = ["annotation_summary", "is_multi_label", "join_boxes", "vocabulary_listing"]
 
 _ARCHIVES = (".tar.gz", ".tgz", ".tar")
 
@@ -73,12 +73,42 @@ def join_boxes(listing: Listing, uris: list[str], *, threads: int = 8) -> Counte
                                          threads=threads):
             item = by_name[stem]
             if item.key in listing.annotations:
-                listing.annotation_skipped["annotation_duplicate"] += 1  # the first read wins
+                listing.annotation_skipped["duplicate"] += 1  # the first read wins
                 continue
             listing.annotations[item.key] = ImageAnnotation((item.class_id,), ann.boxes,
                                                             ann.size)
     listing.annotated = True
     return counts
+
+
+def is_multi_label(listing: Listing, plan: dict[str, list[list[Item]]]) -> bool:
+    """Whether some planned image of an annotated listing has other than one label (its
+    samples then have no ``cls``: every sample of a dataset has one, or none has)."""
+    if not listing.annotated:
+        return False
+    for shards in plan.values():
+        for items in shards:
+            for item in items:
+                found = listing.annotations.get(item.key)
+                if len(found.labels if found else (item.class_id,)) != 1:
+                    return True
+    return False
+
+
+def annotation_summary(listing: Listing, results: dict, jobs, class_ids: list[str], *,
+                       multi_label: bool) -> dict:
+    """The manifest's ``stats.annotations``: per split (``jobs``: (split, shard name, items)),
+    images with boxes, boxes and images per class, and the label cardinality, from the shard
+    tasks' ``results`` (by shard name)."""
+    splits = {}
+    for split in dict.fromkeys(s for s, _, _ in jobs):
+        total = AnnotationStats()
+        for s, name, _ in jobs:
+            if s == split and results[name].annotations is not None:
+                total.merge(results[name].annotations)
+        splits[split] = total.summary(class_ids)
+    return {"multi_label": multi_label, "box_format": "xyxy, stored image pixels",
+            **dict(listing.annotation_stats), "splits": splits}
 
 
 def _read_xml_files(uri: str, wanted: dict, counts: Counter, skipped: Counter, *,
@@ -113,9 +143,9 @@ def _read_xml_files(uri: str, wanted: dict, counts: Counter, skipped: Counter, *
                 try:
                     found.append((stem, parse_voc_xml(data, bad)))
                 except ValueError:
-                    bad["annotation_unreadable"] += 1
+                    bad["unreadable"] += 1
         except (OSError, EOFError, tarfile.TarError, zlib.error):
-            bad["annotation_unreadable"] += 1  # the rest of this archive or file
+            bad["unreadable"] += 1  # the rest of this archive or file
         return found, seen, bad
 
     with ThreadPoolExecutor(threads) as pool:  # I/O bound: many small reads on S3
@@ -140,7 +170,7 @@ def _archive_members(fh, skipped: Counter) -> Iterator[tuple[str, bytes]]:
                 try:
                     yield from list(_archive_members(io.BytesIO(data), skipped))
                 except (OSError, EOFError, tarfile.TarError, zlib.error):
-                    skipped["annotation_unreadable"] += 1
+                    skipped["unreadable"] += 1
 
 
 def _stem(name: str) -> str:

@@ -14,6 +14,7 @@ import re
 from collections import Counter
 
 from hypernym.config import PrepareRecipe
+from hypernym.data.annotated import annotation_summary, is_multi_label
 from hypernym.data.filters import drop_duplicates, exclude_subtrees
 from hypernym.data.manifest import (
     MANIFEST,
@@ -24,7 +25,6 @@ from hypernym.data.manifest import (
     write_manifest,
     write_timm_info,
 )
-from hypernym.data.boxes import AnnotationStats
 from hypernym.data.shards import PARTS_DIR, ShardAnnotations, ShardResult, write_shard
 from hypernym.data.sources import Item, Listing, list_source
 from hypernym.data.storage import join, open_fs
@@ -33,8 +33,7 @@ from hypernym.preflight import check_cluster, prepare_locations
 from hypernym.progress import ProgressBar
 from hypernym.settings import get_settings
 
-__all__ = ["RECIPE_NAME", "RECIPE_VERSION", "annotation_summary", "mixing", "plan_splits",
-           "prepare"]
+__all__ = ["RECIPE_NAME", "RECIPE_VERSION", "mixing", "plan_splits", "prepare", "shard_tasks"]
 
 RECIPE_NAME, RECIPE_VERSION = "hypernym-prepare", 1
 
@@ -137,9 +136,9 @@ def prepare(recipe: PrepareRecipe, *, show_progress: bool = True) -> Manifest:
 
     jobs = [(split, f"{split}-{i:06d}.tar", items)
             for split, shard_items in plan.items() for i, items in enumerate(shard_items)]
-    multi_label = _multi_label(listing, plan) if listing.annotated else False
-    results = _run_tasks(jobs, recipe, class_index, listing if listing.annotated else None,
-                         multi_label=multi_label, show_progress=show_progress)
+    multi_label = is_multi_label(listing, plan)
+    results = _run_tasks(shard_tasks(jobs, recipe, class_index, listing,
+                                     multi_label=multi_label), show_progress=show_progress)
 
     skipped = Counter(listing.skipped)
     bad_sources = Counter(listing.skipped_sources)
@@ -204,35 +203,24 @@ def mixing(shard_counts: list[Counter]) -> dict[str, float]:
             "classes_per_shard": round(sum(len(c) for c in shard_counts) / len(shard_counts), 2)}
 
 
-def _multi_label(listing: Listing, plan: dict[str, list[list[Item]]]) -> bool:
-    """Whether some planned image has other than one label (its samples then have no ``cls``:
-    every sample of a dataset has one, or none has)."""
-    for shards in plan.values():
-        for items in shards:
-            for item in items:
-                found = listing.annotations.get(item.key)
-                if len(found.labels if found else (item.class_id,)) != 1:
-                    return True
-    return False
+def shard_tasks(jobs, recipe: PrepareRecipe, class_index: dict[str, int], listing: Listing, *,
+                multi_label: bool) -> dict[str, dict]:
+    """`write_shard`'s keyword arguments for each shard of the plan, by shard name."""
+    tasks = {}
+    for _split, name, items in jobs:
+        annotations = None
+        if listing.annotated:
+            annotations = ShardAnnotations({i.key: listing.annotations[i.key] for i in items
+                                            if i.key in listing.annotations},
+                                           multi_label=multi_label)
+        tasks[name] = dict(items=items, name=name, output=recipe.output, source=recipe.source,
+                           class_index=class_index, size=recipe.image_size,
+                           resize=recipe.resize, quality=recipe.jpeg_quality,
+                           annotations=annotations)
+    return tasks
 
 
-def annotation_summary(listing: Listing, results: dict[str, ShardResult], jobs, class_ids,
-                       *, multi_label: bool) -> dict:
-    """The manifest's ``stats.annotations``: per split, images with boxes, boxes and images
-    per class, and the label cardinality."""
-    splits = {}
-    for split in dict.fromkeys(s for s, _, _ in jobs):
-        total = AnnotationStats()
-        for s, name, _ in jobs:
-            if s == split and results[name].annotations is not None:
-                total.merge(results[name].annotations)
-        splits[split] = total.summary(class_ids)
-    return {"multi_label": multi_label, "box_format": "xyxy, stored image pixels",
-            **dict(listing.annotation_stats), "splits": splits}
-
-
-def _run_tasks(jobs, recipe: PrepareRecipe, class_index, listing: Listing | None, *,
-               multi_label: bool, show_progress: bool):
+def _run_tasks(tasks: dict[str, dict], *, show_progress: bool) -> dict[str, ShardResult]:
     import ray
 
     from hypernym.runtime import ensure_ray
@@ -240,22 +228,10 @@ def _run_tasks(jobs, recipe: PrepareRecipe, class_index, listing: Listing | None
     ensure_ray()
     results: dict[str, ShardResult] = {}
     task = ray.remote(num_cpus=1)(write_shard)
-
-    def annotations(items: list[Item]) -> ShardAnnotations | None:
-        if listing is None:
-            return None
-        return ShardAnnotations({i.key: listing.annotations[i.key] for i in items
-                                 if i.key in listing.annotations}, multi_label=multi_label)
-
     # Every shard is a task, finished ones too: the task checks a previous run's shard (by
     # re-hashing it), so that check runs in parallel on the cluster, not serially here.
-    pending = {
-        task.remote(items=items, name=name, output=recipe.output, source=recipe.source,
-                    class_index=class_index, size=recipe.image_size, resize=recipe.resize,
-                    quality=recipe.jpeg_quality, annotations=annotations(items)): name
-        for _split, name, items in jobs
-    }
-    with ProgressBar("prepare", total=len(jobs), unit="shards", enabled=show_progress) as bar:
+    pending = {task.remote(**kwargs): name for name, kwargs in tasks.items()}
+    with ProgressBar("prepare", total=len(tasks), unit="shards", enabled=show_progress) as bar:
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:

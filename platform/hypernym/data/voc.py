@@ -62,14 +62,14 @@ def list_voc(uri: str, *, threads: int = 8) -> Listing:
         try:
             data = fs.cat_file(join(root, "Annotations", f"{image_id}.xml"))
         except FileNotFoundError:
-            return "annotation_missing", None
+            return "missing", None
         except OSError:
-            return "annotation_unreadable", None
+            return "unreadable", None
         bad = Counter()
         try:
             return bad, parse_voc_xml(data, bad)
         except ValueError:
-            return "annotation_unreadable", None
+            return "unreadable", None
 
     parts: dict[str, list] = {"train": [], "val": []}
     with ThreadPoolExecutor(threads) as pool:  # I/O bound: one small read per image on S3
