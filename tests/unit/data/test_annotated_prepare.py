@@ -187,3 +187,26 @@ def test_recipe_keys_are_checked(tmp_path, in_process):
     (tmp_path / "voc" / "ImageSets" / "Main" / "train.txt").unlink()
     with pytest.raises(HypernymError, match="has no ImageSets/Main/train.txt"):
         prepared(tmp_path / "voc", tmp_path / "o5")
+
+
+def test_rerun_after_a_crash_keeps_shards_and_their_annotation_counts(tmp_path, in_process,
+                                                                      monkeypatch):
+    expected = make_coco(tmp_path / "coco")
+    out = tmp_path / "out"
+
+    def crash(*_):
+        raise RuntimeError("killed")
+
+    with monkeypatch.context() as patch:  # dies after every shard, before the manifest
+        patch.setattr(prepare_module, "write_manifest", crash)
+        with pytest.raises(RuntimeError, match="killed"):
+            prepared(tmp_path / "coco", out)
+    stamp = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tar")}
+    again, samples = prepared(tmp_path / "coco", out)
+    assert all(p.stat().st_mtime_ns == stamp[p.name] for p in out.glob("*.tar"))  # reused
+    clean, _ = prepared(tmp_path / "coco", tmp_path / "clean")
+    assert again.stats == clean.stats and again.dropped == clean.dropped
+    assert again.fingerprint == clean.fingerprint
+    assert again.stats["annotations"]["splits"]["train"]["boxes"] == sum(
+        len(json.loads(s["json"])["boxes"]) for s in samples["train"]) > 0
+    assert len(expected) == 9
