@@ -127,7 +127,8 @@ class PrepareRecipe(Section):
                                  f"{self.source_format}")
             if not self.label_separator:
                 raise ValueError("label_separator is empty: give the string between labels, "
-                                 "e.g. '|' or ';'")
+                                 "e.g. ';' (on the command line quote a |, which YAML reads "
+                                 "as a block marker: --set \"label_separator='|'\")")
         return self
 
 

@@ -41,7 +41,7 @@ def inspect(
         for split, s in annotations["splits"].items():
             cardinality = s["label_cardinality"]
             out.print(f"  {split}: {s['images_with_boxes']} of {s['images']} images with boxes, "
-                      f"{s['boxes']} boxes; labels per image {cardinality['mean']} "
+                      f"{s['boxes']} boxes; labels per image {cardinality['mean']:.2f} "
                       f"(max {cardinality['max']})")
     path = contact_sheet(uri, sheet or Path(f"{info['name']}-contact.png"), classes=classes)
     out.print(f"contact sheet: {path}")
