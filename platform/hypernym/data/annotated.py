@@ -38,19 +38,19 @@ def vocabulary_listing(train: list[tuple[Item, ImageAnnotation]],
     so that rare labels reach the validation split too.
     """
     pairs = train + val
+    if not pairs:
+        raise HypernymError("the source lists no images")
     counts = Counter(label for _, ann in pairs for label in ann.labels)
     classes = sorted(counts) if classes is None else classes
     unknown = sorted(set(counts) - set(classes))
     if unknown:
         raise HypernymError(f"labels {unknown[:5]} are not among the source's classes")
-    listing = Listing(annotated=True, classes=classes, annotation_skipped=skipped or Counter())
+    listing = Listing(annotated=True, classes=classes, annotation_skipped=Counter(skipped))
     for target, part in ((listing.items, train), (listing.val, val)):
         for item, ann in part:
             group = min(ann.labels, key=lambda c: (counts[c], c)) if ann.labels else ""
             target.setdefault(group, []).append(dataclasses.replace(item, class_id=group))
             listing.annotations[item.key] = ann
-    if not pairs:
-        raise HypernymError("the source lists no images")
     return listing
 
 

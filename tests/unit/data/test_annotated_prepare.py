@@ -4,7 +4,7 @@ multi-label CSV/JSONL. Each is prepared in every resize mode, read back with pla
 and its boxes compared with the originals (tests/annotated.py draws every box as a rectangle, so
 the stored image says where the box must be). Planted corrupt annotations are counted.
 
-The shard tasks run in this process here; tests/integration/data/test_annotated.py runs them
+The shard tasks run in this process here; tests/integration/data/test_readers.py runs them
 as Ray tasks, and from S3.
 """
 
