@@ -178,8 +178,8 @@ class DetectionSpec(BaseModel):
     trainable_stages: int | None = Field(
         None, ge=1, description="backbone_mode partial: the backbone's last stages that train")
     backbone_lr_scale: float = Field(
-        0.1, gt=0, le=1, description="the backbone's LR as a fraction of optim.lr (the FPN and "
-        "the heads train at optim.lr)")
+        0.1, gt=0, le=1, description="a pretrained backbone's LR as a fraction of optim.lr "
+        "(the FPN and the heads train at optim.lr; from random init, everything does)")
     frozen_bn: bool = Field(
         True, description="the backbone's BatchNorm with fixed statistics and affine "
         "(FrozenBatchNorm2d), as torchvision's references fine-tune detectors")

@@ -10,8 +10,9 @@ trains is the ``detection`` section's:
   stages are frozen (torchvision's ``trainable_backbone_layers``).
 - ``full``: every layer trains.
 
-In ``partial`` and ``full`` the backbone's LR is ``backbone_lr_scale`` times the recipe's: a
-pretrained backbone needs smaller steps than the freshly initialised FPN and heads.
+In ``partial`` and ``full`` a pretrained backbone's LR is ``backbone_lr_scale`` times the
+recipe's: it needs smaller steps than the freshly initialised FPN and heads. From random init
+the whole detector trains at the recipe's LR.
 """
 
 from __future__ import annotations
@@ -82,11 +83,13 @@ def build_detection_model(recipe, *, num_classes: int, backbone: str | None = No
                                     f"is {recipe.model.arch!r}: set model.arch: {card.arch}")
             model = build_detector(config, weights=str(local / WEIGHTS_FILE),
                                    weights_classes=card.num_classes)
-    return BuiltModel(model, plan_detection(model, recipe.detection))
+    return BuiltModel(model, plan_detection(model, recipe.detection,
+                                            pretrained=backbone is not None))
 
 
-def plan_detection(model: torch.nn.Module, spec) -> FinetunePlan:
-    """Freeze what ``spec.backbone_mode`` does not train; scale the backbone's LR."""
+def plan_detection(model: torch.nn.Module, spec, *, pretrained: bool = True) -> FinetunePlan:
+    """Freeze what ``spec.backbone_mode`` does not train; scale a ``pretrained`` backbone's LR
+    (from random init nothing is pretrained: the whole detector trains at the recipe's LR)."""
     body = model.backbone.body
     names = [n for n, _ in model.named_parameters()]
     body_names = [n for n in names if n.startswith(BODY)]
@@ -105,6 +108,6 @@ def plan_detection(model: torch.nn.Module, spec) -> FinetunePlan:
         trainable = set(names)
     if len(trainable) < len(names):
         plan.frozen = freeze_all_but(model, trainable)
-    if spec.backbone_mode != "frozen" and spec.backbone_lr_scale != 1.0:
+    if pretrained and spec.backbone_mode != "frozen" and spec.backbone_lr_scale != 1.0:
         plan.lr_scales = {BODY: spec.backbone_lr_scale}
     return plan

@@ -16,9 +16,10 @@ from hypernym.data.normalize import normalizer
 from hypernym.data.reader import Sample
 from hypernym.errors import HypernymError
 from hypernym.train.core import Trainer
-from hypernym.train.detector import BODY, build_detection_model
+from hypernym.train.detector import BODY, build_detection_model, plan_detection
 from hypernym.train.finetune import train_mode
 from hypernym.train.model import build_optimizer
+from hypernym.train.schedulers import build_scheduler
 from hypernym.train.tasks import DetectionTask
 
 SIZE = 64
@@ -110,26 +111,26 @@ def test_backbone_modes_and_the_backbone_learning_rate():
     body = {n.removeprefix(BODY).split(".")[0] for n, p in built.model.named_parameters()
             if p.requires_grad and n.startswith(BODY)}
     assert body == {"layer3", "layer4"}
-    assert built.plan.lr_scales == {BODY: 0.1}
+    assert built.plan.lr_scales == {}  # from random init nothing is pretrained
     with pytest.raises(HypernymError, match="trainable_stages is 6, but the backbone has 5"):
         build_detection_model(recipe({"backbone_mode": "partial", "trainable_stages": 6}),
                               num_classes=2)
 
+    # a pretrained backbone trains at backbone_lr_scale of the LR, from the first step on
     rec = recipe({"backbone_lr_scale": 0.25})
-    built = build_detection_model(rec, num_classes=2)
-    assert all(p.requires_grad for p in built.model.parameters())
-    optimizer = build_optimizer(built.model, rec.optim, built.plan)
-    names = {id(p): n for n, p in built.model.named_parameters()}
+    model = build_detection_model(rec, num_classes=2).model
+    plan = plan_detection(model, rec.detection, pretrained=True)
+    assert plan.lr_scales == {BODY: 0.25} and not plan.frozen
+    optimizer = build_optimizer(model, rec.optim, plan)
+    names = {id(p): n for n, p in model.named_parameters()}
     for group in optimizer.param_groups:
         in_body = {names[id(p)].startswith(BODY) for p in group["params"]}
         assert in_body == {group["lr_scale"] == 0.25}
         biases = {names[id(p)].endswith(".bias") for p in group["params"]}
         assert group["weight_decay"] == 0 or biases == {False}
-    assert sum(len(g["params"]) for g in optimizer.param_groups) == \
-        len(list(built.model.parameters()))
-    # the schedule applies the scale from the first step on
-    t = trainer(recipe({"backbone_lr_scale": 0.25}))
-    lrs = {g["lr_scale"]: g["lr"] for g in t.state.optimizer.param_groups}
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
+    build_scheduler(optimizer, rec.optim, epochs=1, steps=3)
+    lrs = {g["lr_scale"]: g["lr"] for g in optimizer.param_groups}
     assert lrs[0.25] == pytest.approx(0.25 * lrs[1.0]) and lrs[1.0] == pytest.approx(1e-3)
 
 
