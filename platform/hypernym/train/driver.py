@@ -213,6 +213,7 @@ def fit_in_process(plan: RunPlan, run_id: str, *, settings: Settings, logger) ->
     from hypernym.train.checkpoint import load_state
     from hypernym.train.checkpointing import LocalCheckpoints, latest_local_checkpoint
     from hypernym.train.core import Trainer
+    from hypernym.train.records import SampleTrace
 
     recipe = plan.recipe
     use_gpu = recipe.scaling.use_gpu and torch.cuda.is_available()
@@ -228,6 +229,10 @@ def fit_in_process(plan: RunPlan, run_id: str, *, settings: Settings, logger) ->
                              recipe=recipe.model_dump(mode="json"), registry=recipe.registry,
                              ema=recipe.train.ema_decay is not None)
     trainer.hooks = hooks
+    trace = SampleTrace.open(os.environ.get("HYPERNYM_SAMPLE_TRACE"), 0,
+                             trainer.state.global_step)
+    if trace is not None:
+        trainer.records.append(trace)
     if recipe.train.system_metrics_s:
         logger.start_system_metrics(interval_s=recipe.train.system_metrics_s)
     metrics = trainer.fit()
