@@ -172,3 +172,46 @@ def test_bad_inputs_fail_before_ray_work(workspace, tmp_path, monkeypatch):
     client = MlflowClient(get_settings().tracking_uri)
     assert not client.search_runs([e.experiment_id for e in client.search_experiments()],
                                   "attributes.run_name = 'bad-kwargs'")
+
+
+def test_a_failed_run_resumes_in_process_exactly_once(workspace, tmp_path, monkeypatch):
+    """A run that fails mid-epoch (its task raises at the 10th step) ends FAILED; resumed in
+    process, it continues from its last checkpoint on run storage, in the same MLflow run, and
+    the sample trace shows every sample of both epochs trained exactly once."""
+    from mlflow.tracking import MlflowClient
+
+    from hypernym.data.dataset import open_dataset
+    from hypernym.settings import get_settings
+    from hypernym.train import build_task, run_training
+    from tests.integration.train.trace import attempts, check_exactly_once, surviving_history
+
+    monkeypatch.setenv("HYPERNYM_SAMPLE_TRACE", str(tmp_path / "trace"))
+    recipe = parse_recipe(train_recipe(
+        "pretrain", workspace["root"] / "mini21k", name="resume-in-process",
+        data={"path": str(workspace["root"] / "mini21k"), "img_size": 32, "batch_size": 16},
+        train={"epochs": 2, "checkpoint_every": 4, "keep_checkpoints": 2,
+               "system_metrics_s": None}))
+    dataset = open_dataset(recipe.data.path)
+    task = build_task(recipe, dataset)
+    calls, loss = [0], task.loss
+
+    def failing(model, images, target):
+        calls[0] += 1
+        if calls[0] == 10:
+            raise RuntimeError("a lost device")
+        return loss(model, images, target)
+
+    task.loss = failing
+    with pytest.raises(RuntimeError, match="a lost device"):
+        run_training(recipe, task=task, show_progress=False, in_process=True)
+    client = MlflowClient(get_settings().tracking_uri)
+    [failed] = client.search_runs([client.get_experiment_by_name("tests").experiment_id],
+                                  "attributes.run_name = 'resume-in-process'")
+    assert failed.info.status == "FAILED"
+
+    result = run_training(recipe, resume=failed.info.run_id, show_progress=False,
+                          in_process=True)
+    assert result.run_id == failed.info.run_id
+    assert client.get_run(result.run_id).info.status == "FINISHED"
+    assert attempts(tmp_path / "trace") == {"00000000", "00000008"}  # from the step-8 checkpoint
+    check_exactly_once(surviving_history(tmp_path / "trace"), dataset.num_samples("train"), [1])
