@@ -4,7 +4,8 @@ The rules are data (`MAY_IMPORT`): for each part of the package (a subpackage, o
 module), the other parts its modules may import. The test walks every module's imports with
 `ast` (function-level imports included: they defer an import, they do not remove the
 dependency), and fails on an import the rules do not allow, on a part the rules do not name, on
-MLflow imported outside the tracking adapter, and on any import cycle between modules.
+MLflow imported outside its two adapters (tracking, registry) or their client handed to another
+part, and on any import cycle between modules.
 """
 
 from __future__ import annotations
@@ -47,10 +48,14 @@ MAY_IMPORT: dict[str, set[str]] = {
                          "transfer", "deploy", "serving", "recipes", "jobs", "demo"},
     "__main__": {"cli"},
 }
-# The tracking adapter, and the pyfunc file MLflow itself loads from a registered model.
-MLFLOW_ALLOWED = ("hypernym.tracking", "hypernym.registry.pyfunc_model",
-                  # the signature and input example: types of MLflow's model format itself
-                  "hypernym.registry.serving_schema")
+# The two MLflow adapters: tracking (runs, metrics, lineage) and registry (the model registry).
+MLFLOW_ALLOWED = ("hypernym.tracking", "hypernym.registry")
+# The MLflow client they share; everything else calls their public functions.
+MLFLOW_CLIENT = "hypernym.tracking._backend"
+# Names outside `hypernym.tracking.__all__` that train/ still calls; empty once trainer.py calls
+# `tracking.log_inputs` and registration.py `hypernym.registry.models.set_version_tags`.
+NOT_YET_PUBLIC = {"hypernym.train.trainer": {"log_lineage"},
+                  "hypernym.train.registration": {"client"}}
 
 
 def module_names(root: Path, package: str) -> dict[str, Path]:
@@ -158,12 +163,58 @@ def test_the_package_has_no_import_cycle():
     assert cycles(import_graph(PACKAGE, "hypernym")) == []
 
 
-def test_mlflow_is_imported_only_by_the_tracking_adapter():
+def test_mlflow_is_imported_only_by_the_mlflow_adapters():
     offenders = [name for name, path in module_names(PACKAGE, "hypernym").items()
                  if not name.startswith(MLFLOW_ALLOWED)
                  and any(m == "mlflow" or m.startswith("mlflow.")
                          for m in imports(path, name, path.name == "__init__.py"))]
     assert offenders == []
+
+
+def test_only_the_mlflow_adapters_hold_an_mlflow_client():
+    graph = import_graph(PACKAGE, "hypernym")
+    holders = sorted(m for m, targets in graph.items() if MLFLOW_CLIENT in targets
+                     and not m.startswith(MLFLOW_ALLOWED))
+    assert holders == []
+
+
+def tracking_names(path: Path, module: str, is_package: bool) -> set[str]:
+    """The names ``path`` takes from `hypernym.tracking`: ``from hypernym.tracking import X``
+    and ``tracking.X`` after ``from hypernym import tracking``."""
+    tree = ast.parse(path.read_text(), str(path))
+    names, aliases = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = module.split(".")[: len(module.split(".")) - node.level + is_package]
+                base = ".".join([*anchor, base] if base else anchor)
+            if base == "hypernym.tracking":
+                names.update(alias.name for alias in node.names)
+            elif base == "hypernym":
+                aliases.update(a.asname or a.name for a in node.names if a.name == "tracking")
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                and node.value.id in aliases):
+            names.add(node.attr)
+    return names
+
+
+def test_other_parts_call_only_the_public_tracking_api():
+    """No raw client or module handed out: outside the adapters, only `__all__` is used."""
+    import hypernym.tracking
+
+    public = set(hypernym.tracking.__all__)
+    assert not public & {"client", "mlflow_module"}
+    used = {}
+    for name, path in module_names(PACKAGE, "hypernym").items():
+        if name.startswith(MLFLOW_ALLOWED):
+            continue
+        extra = tracking_names(path, name, path.name == "__init__.py") - public
+        extra -= NOT_YET_PUBLIC.get(name, set())
+        if extra:
+            used[name] = sorted(extra)
+    assert used == {}
 
 
 def test_the_checker_catches_a_cycle_and_a_layer_breach(tmp_path):
