@@ -25,8 +25,8 @@ import requests
 
 from infra.stack.procs import free_port, stop_group
 
-__all__ = ["Server", "free_port", "launch", "moto_s3", "routed", "start_mlflow_server",
-           "start_ray_head", "start_server", "wait_ready"]
+__all__ = ["Server", "free_port", "launch", "local_ray", "moto_s3", "routed",
+           "start_mlflow_server", "start_ray_head", "start_server", "wait_ready"]
 
 BIN = Path(sys.executable).parent  # the venv's console scripts (mlflow, ray)
 
@@ -167,6 +167,24 @@ def start_ray_head(temp: Path, *, env: dict[str, str] | None = None, num_cpus: i
     return start_server(command, url=f"http://127.0.0.1:{dash}", ready_path="/api/jobs/",
                         log=temp / "head.log", env=env, timeout_s=timeout_s, headers=headers,
                         accept=lambda answer: answer.ok)
+
+
+@contextmanager
+def local_ray(*, fresh: bool = False) -> Iterator[None]:
+    """A local Ray instance in this process for the block, shut down after. ``address="local"``
+    starts a new one, never joining another Ray found running on the machine. ``fresh``: end
+    the one this process already runs first (Ray workers take the driver's environment, e.g.
+    moto's ``AWS_*`` variables, when Ray starts); otherwise one already running is used."""
+    import ray
+
+    if fresh:
+        ray.shutdown()
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, include_dashboard=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 @contextmanager

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from tests.servers import local_ray
+
 
 @pytest.fixture(scope="package")
 def ray_local():
-    import ray
-
-    if not ray.is_initialized():
-        # "local": a new instance, never another Ray found running on this machine
-        ray.init(address="local", num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
+    with local_ray():
+        yield
