@@ -130,11 +130,14 @@ def child_runs(parent_run_id: str, *, experiment: str, tags: dict[str, str] | No
     """The runs of ``experiment`` whose parent is ``parent_run_id`` (tag ``mlflow.parentRunId``),
     narrowed to those carrying every tag in ``tags``."""
     settings = settings or get_settings()
+    c = client(settings.tracking_uri)
+    found = c.get_experiment_by_name(experiment)
+    if found is None:
+        return []
     filters = [f"tags.mlflow.parentRunId = '{parent_run_id}'"]
     filters += [f"tags.`{key}` = '{value}'" for key, value in (tags or {}).items()]
-    runs = client(settings.tracking_uri).search_runs(
-        [ensure_experiment(experiment, settings=settings)], filter_string=" and ".join(filters),
-        max_results=10_000)
+    runs = c.search_runs([found.experiment_id], filter_string=" and ".join(filters),
+                         max_results=10_000)
     return [_summary(run) for run in runs]
 
 

@@ -112,7 +112,6 @@ def run_sweep(recipe_raw: dict[str, Any], space: dict[str, tuple[str, list]] | d
         raise HypernymError(f"--grace-period must be 1..{max_epochs} (the most epochs a trial "
                             f"runs), got {grace_period}")
 
-    tracking.ensure_experiment(recipe.experiment, settings=settings)
     sweep_id = tracking.start_run(experiment=recipe.experiment, run_name=f"{recipe.name}-sweep",
                                   settings=settings, tags={"hypernym.kind": "sweep"})
     logger = tracking.RunLogger(sweep_id, tracking_uri=settings.tracking_uri)

@@ -15,7 +15,14 @@ from mlflow import MlflowClient
 
 from hypernym.errors import HypernymError
 from hypernym.registry.card import ModelCard
-from hypernym.registry.models import load_backbone, load_card, pull, register_model, resolve
+from hypernym.registry.models import (
+    load_backbone,
+    load_card,
+    pull,
+    register_model,
+    resolve,
+    set_version_tags,
+)
 from hypernym.settings import get_settings
 from hypernym.tracking import RunLogger, start_run
 from tests.servers import start_mlflow_server
@@ -58,8 +65,12 @@ def test_register_pull_load_without_pickle(tmp_path, monkeypatch):
     c = MlflowClient(settings.tracking_uri)
     assert [(m.value, m.step) for m in c.get_metric_history(run_id, "loss")] == [(1.5, 3)]
 
+    set_version_tags("bb", 1, {"weights_choice": "ema weights of epoch 2", "sweep_run_id": ""},
+                     settings=settings)
     version = resolve("bb@candidate", settings=settings)
     assert version.tags["run_id"] == run_id and version.tags["dataset_fingerprint"] == "f" * 64
+    assert version.tags["weights_choice"] == "ema weights of epoch 2"
+    assert "sweep_run_id" not in version.tags  # empty values are left out
     assert resolve("bb", settings=settings).version == resolve("bb/1", settings=settings).version
 
     out = pull("bb@candidate", tmp_path / "w", settings=settings)
