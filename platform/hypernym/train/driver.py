@@ -183,9 +183,8 @@ def _record_inputs(plan: RunPlan, run_id: str, logger, settings: Settings) -> No
     recipe, dataset = plan.recipe, plan.dataset
     logger.log_params(recipe.model_dump(mode="json"))
     logger.log_dict(recipe.model_dump(mode="json"), "recipe.json")
-    tracking.log_lineage(run_id, dataset_name=dataset.name, fingerprint=dataset.fingerprint,
-                         uri=dataset.root, parent_model_id=plan.parent_model_id,
-                         settings=settings)
+    tracking.log_inputs(run_id, dataset_name=dataset.name, fingerprint=dataset.fingerprint,
+                        uri=dataset.root, model_id=plan.parent_model_id, settings=settings)
 
 
 def _reopen(run_id: str, recipe, dataset: Dataset, settings: Settings) -> str:
