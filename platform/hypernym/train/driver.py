@@ -44,6 +44,7 @@ class TrainResult:
     registered: Any = None  # hypernym.registry.models.RegisteredModel
     wall_s: float = 0.0
     checkpoint: Any = None  # the last ray.train.Checkpoint, readable from the run's storage
+    dataset: Dataset | None = None  # the run's dataset, opened once in the driver
 
 
 @dataclass
@@ -120,6 +121,7 @@ def run_training(recipe: PretrainRecipe | FinetuneRecipe, *, task: Task | None =
         status = "FINISHED"
         return TrainResult(
             run_id=run_id, metrics=metrics, registered=registered, checkpoint=result.checkpoint,
+            dataset=plan.dataset,
             checkpoint_path=(checkpoint_uri(result.checkpoint, settings.storage)
                              if result.checkpoint else None),
             wall_s=time.perf_counter() - started)

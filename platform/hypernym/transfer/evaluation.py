@@ -145,13 +145,14 @@ def _contamination(card, dataset: str, split: str, run_id: str, check: bool,
 
 
 def report_finetune(recipe, run_id: str, *, registered=None, checkpoint=None,
-                    metrics: dict[str, float] | None = None,
+                    metrics: dict[str, float] | None = None, dataset=None,
                     settings: Settings | None = None) -> Report | None:
     """The report of a finished fine-tune on its val split, logged into the fine-tune's run.
 
     Reads the registered weights, or, when nothing was registered, the weights registration
-    would have chosen from the final checkpoint (``metrics``: the run's last epoch metrics). A
-    failure is logged, not raised: the model is trained and registered by then.
+    would have chosen from the final checkpoint (``metrics``: the run's last epoch metrics).
+    ``dataset``: the run's dataset, already opened (`hypernym.data.dataset.Dataset`). A failure
+    is logged, not raised: the model is trained and registered by then.
     """
     settings = settings or get_settings()
     try:
@@ -162,7 +163,7 @@ def report_finetune(recipe, run_id: str, *, registered=None, checkpoint=None,
         from hypernym.train.checkpoint import load_state
         from hypernym.train.registration import choose_weights, load_weights
 
-        manifest = read_manifest(recipe.data.path)
+        manifest = dataset.manifest if dataset is not None else read_manifest(recipe.data.path)
         if manifest.num_samples("val") == 0:
             log.info("no val split: no evaluation report")
             return None
