@@ -79,7 +79,8 @@ def register_checkpoint(recipe, checkpoint_dir: str | Path, run_id: str, *,
     run = tracking.run_summary(run_id, settings=settings)
     metrics = {k: v for k, v in metrics.items() if not isinstance(v, bool)}
     card = training_card(recipe, manifest, arch=recipe.model.arch,
-                         num_classes=len(manifest.classes), weights=selected["weights"],
+                         num_classes=task.num_outputs or len(manifest.classes),
+                         weights=selected["weights"],
                          selected=selected, run_id=run_id,
                          parent=run.tags.get("hypernym.backbone") or None, metrics=metrics)
     why = _explain(selected)
