@@ -30,8 +30,8 @@ def eval_model(
         "result format to FILE, and the split's ground truth to FILE_gt.json")] = None,
 ) -> None:
     """Evaluation report of a registered model on a prepared dataset, in an MLflow run."""
+    from hypernym.transfer.eval_report import print_report
     from hypernym.transfer.evaluation import run_eval
-    from hypernym.transfer.report import print_report
 
     report, run_id = run_eval(model_ref, dataset, split=split, batch_size=batch_size,
                               experiment=experiment, contamination=check_contamination,

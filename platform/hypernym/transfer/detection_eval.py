@@ -42,7 +42,7 @@ def run_detection_eval(version, card, dataset: str, *, split: str = "val", batch
     from hypernym.registry.card import WEIGHTS_FILE
     from hypernym.registry.detector_model import build_detector
     from hypernym.registry.models import pull
-    from hypernym.transfer.report import check_classes
+    from hypernym.transfer.eval_report import check_classes
 
     settings = settings or get_settings()
     pinned = f"{version.name}/{version.version}"
@@ -60,9 +60,9 @@ def run_detection_eval(version, card, dataset: str, *, split: str = "val", batch
               "hypernym.dataset_fingerprint": manifest.fingerprint, "hypernym.eval_split": split})
     status = "FAILED"
     try:
-        tracking.log_eval_inputs(run_id, dataset_name=manifest.name,
-                                 fingerprint=manifest.fingerprint, uri=dataset,
-                                 model_id=getattr(version, "model_id", None), settings=settings)
+        tracking.log_inputs(run_id, dataset_name=manifest.name, fingerprint=manifest.fingerprint,
+                            uri=dataset, context="eval",
+                            model_id=getattr(version, "model_id", None), settings=settings)
         detections = detect_split(model, manifest, dataset, split=split,
                                   img_size=card.detection["img_size"], batch_size=batch_size)
         report = build_detection_report(detections, manifest, split=split)
@@ -87,18 +87,19 @@ def _json(path: Path):
 
 
 def report_detection_finetune(recipe, task, run_id: str, *, registered=None, checkpoint=None,
-                              metrics: dict[str, float] | None = None,
+                              metrics: dict[str, float] | None = None, dataset=None,
                               settings: Settings | None = None) -> DetectionReport | None:
     """The report of a finished detection fine-tune on its val split, into its run: the
     registered detector, or the weights registration would have chosen from the final
-    checkpoint. A failure is logged, not raised: the model is trained by then."""
+    checkpoint (``dataset``: the run's, already opened). A failure is logged, not raised: the
+    model is trained by then."""
     settings = settings or get_settings()
     try:
         from hypernym.data.manifest import read_manifest
         from hypernym.train.checkpoint import load_state
         from hypernym.train.registration import choose_weights, load_weights
 
-        manifest = read_manifest(recipe.data.path)
+        manifest = dataset.manifest if dataset is not None else read_manifest(recipe.data.path)
         if manifest.num_samples("val") == 0 or checkpoint is None:
             return None
         model = task.export_model(recipe)
