@@ -10,10 +10,11 @@ process and registers it (``--pretrain test``: the test suite's budget, tests/de
 ``demo``: the demo's pretraining recipe and data, 200 images per class, 4 epochs), then, per
 seed, fine-tunes the same FCOS recipe from the backbone and from random init (one process,
 `run_training(in_process=True)`, its own MLflow home) and prints each run's val mAP@.5 and
-mAP@[.5:.95], the pretrained start's lead, and the wall time of each stage. The baseline is the
-random init at the same budget, in the same run. ``--backbone REF --home DIR`` starts from a
-backbone already registered in that hypernym home instead (the demo's: ``hypernym demo`` with
-``HYPERNYM_HOME=DIR`` registers ``hypernym-demo-backbone@candidate``).
+mAP@[.5:.95], the pretrained start's lead and the ratio of the two means, and the wall time
+of each stage. The baseline is the random init at the same budget, in the same run.
+``--backbone REF --home DIR`` starts from a backbone already registered in that hypernym home
+instead (the demo's: ``hypernym demo`` with ``HYPERNYM_HOME=DIR`` registers
+``hypernym-demo-backbone@candidate``).
 """
 
 from __future__ import annotations
@@ -117,6 +118,9 @@ def main() -> None:
               f"mAP mean {statistics.mean(r[start][1] for r in rows):.3f}, fine-tune "
               f"{statistics.mean(r[start][2] for r in rows):.0f} s each")
     steps = budget["epochs"] * (args.scenes // budget["batch_size"])
+    means = {s: statistics.mean(r[s][0] for r in rows) for s in ("pretrained", "random")}
+    ratio = means["pretrained"] / means["random"] if means["random"] else float("inf")
+    print(f"ratio of mean mAP@.5, pretrained / random: {ratio:.2f}x")
     print(f"lead in mAP@.5: mean {statistics.mean(leads):+.3f}, per seed "
           + ", ".join(f"{v:+.3f}" for v in leads) + f"; weakest {min(leads):+.3f}")
     print(f"budget: {args.scenes} train scenes x {budget['epochs']} epochs = {steps} steps of "

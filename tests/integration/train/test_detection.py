@@ -27,8 +27,8 @@ from tests.detection import (
     prepare_scenes,
     pretrain_recipe,
 )
-from tests.integration.registry.helpers import free_port, settings_at
-from tests.servers import routed, wait_ready
+from tests.integration.registry.helpers import settings_at
+from tests.servers import free_port, routed, wait_ready
 
 pytestmark = pytest.mark.integration
 
