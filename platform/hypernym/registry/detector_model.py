@@ -138,7 +138,8 @@ def build_detector(config: dict[str, Any], *, weights: str | None = None,
     if detector == "fcos":  # one point per location: the anchor "size" is the stride
         anchors = AnchorGenerator(tuple((s,) for s in strides), ((1.0,),) * len(strides))
         model = FCOS(backbone, anchor_generator=anchors, score_thresh=MIN_SCORE,
-                     detections_per_img=per_image, **common)
+                     detections_per_img=per_image,
+                     head=_fcos_head(backbone.out_channels, common["num_classes"]), **common)
     elif detector == "retinanet":  # torchvision's: 4x the stride, three scales, three shapes
         anchors = AnchorGenerator(
             tuple((4 * s, round(4 * s * 2 ** (1 / 3)), round(4 * s * 2 ** (2 / 3)))
@@ -151,6 +152,27 @@ def build_detector(config: dict[str, Any], *, weights: str | None = None,
     # the background is never detected (Faster R-CNN's softmax treats label 0 as background).
     model.head.classification_head.register_forward_hook(_no_background)
     return model
+
+
+def _fcos_head(channels: int, num_classes: int) -> nn.Module:
+    """torchvision's FCOS head; below 64 channels its GroupNorm takes two channels per group
+    instead of its 32 groups: one channel per group normalises a 1x1 pyramid level (P7 of a
+    small image) to nothing, and torchvision refuses it for a single image."""
+    from functools import partial
+
+    from torchvision.models.detection.fcos import (
+        FCOSClassificationHead,
+        FCOSHead,
+        FCOSRegressionHead,
+    )
+
+    head = FCOSHead(channels, 1, num_classes)
+    if channels < 64:
+        norm = partial(nn.GroupNorm, channels // 2)
+        head.classification_head = FCOSClassificationHead(channels, 1, num_classes,
+                                                          norm_layer=norm)
+        head.regression_head = FCOSRegressionHead(channels, 1, norm_layer=norm)
+    return head
 
 
 def _no_background(module: nn.Module, inputs, logits: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ from tests.detection import (
     pretrain_recipe,
 )
 from tests.integration.registry.helpers import settings_at
-from tests.servers import free_port, routed, wait_ready
+from tests.servers import free_port, local_ray, routed, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -39,15 +39,11 @@ MARGIN = 0.05
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    import ray
-
     from hypernym.train import run_training
 
     root = tmp_path_factory.mktemp("detection")
     settings = settings_at(root / "home")
-    ray.shutdown()
-    ray.init(address="local", num_cpus=2, include_dashboard=False)  # prepare's tasks, Serve
-    try:
+    with local_ray():  # prepare's tasks, Ray Serve
         glyphs = prepare_glyphs(root, images_per_class=PRETRAIN["images_per_class"],
                                 img_size=PRETRAIN["img_size"])
         scenes = prepare_scenes(root, **SCENES)
@@ -55,8 +51,6 @@ def world(tmp_path_factory):
                                      img_size=PRETRAIN["img_size"]),
                      in_process=True, settings=settings, show_progress=False)
         yield SimpleNamespace(root=root, settings=settings, scenes=scenes, glyphs=glyphs)
-    finally:
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +65,9 @@ def finetunes(world):
                                   name=f"detect-{start}", **FINETUNE)
         result = run_training(recipe, in_process=True, settings=world.settings,
                               show_progress=False)
-        report = report_finetune(recipe, result.run_id, registered=result.registered,
-                                 checkpoint=result.checkpoint, metrics=result.metrics,
-                                 settings=world.settings)
+        report = None if register is None else report_finetune(
+            recipe, result.run_id, registered=result.registered, checkpoint=result.checkpoint,
+            metrics=result.metrics, settings=world.settings)
         out[start] = SimpleNamespace(recipe=recipe, result=result, report=report)
     return out
 

@@ -96,6 +96,8 @@ def test_each_detector_trains_through_the_core_and_predicts_boxes(detector, part
         out = t.task.predict(t.state.model, t.normalize(batch(1).image))
     assert len(out) == 4 and set(out[0]) == {"boxes", "labels", "scores"}
     assert all(((o["labels"] >= 1) & (o["labels"] <= 2)).all() for o in out)
+    with torch.no_grad():  # one image alone: its smallest pyramid level is 1x1
+        assert len(t.task.predict(t.state.model, t.normalize(batch(1).image[:1]))) == 1
 
 
 def test_backbone_modes_and_the_backbone_learning_rate():
