@@ -160,6 +160,8 @@ def _detector_text(card: ModelCard) -> dict[str, Any] | None:
 
 def _limitations(card: ModelCard, parent: ModelCard | None) -> list[str]:
     lines = ["## Known limitations", "",
+             "- It finds only its own classes, and may find them in images of anything else; "
+             "its scores are not calibrated confidence." if card.detection else
              "- It answers with one of its classes for any input, including images of "
              "nothing it knows; the probabilities are a softmax, not calibrated confidence.",
              f"- Measured only on the validation split of {card.dataset.get('name', '?')}; "
