@@ -194,3 +194,34 @@ def test_a_detector_is_not_a_backbone(world, finetunes):
 
     with pytest.raises(HypernymError, match="is a fcos detector, not a timm classifier"):
         load_backbone("glyph-detector@candidate", settings=world.settings)
+
+
+def test_evaluation_writes_coco_results_that_pycocotools_scores_alike(world, finetunes,
+                                                                        tmp_path):
+    import contextlib
+    import io
+
+    from mlflow.tracking import MlflowClient
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from hypernym.errors import HypernymError
+    from hypernym.transfer.evaluation import run_eval
+
+    results = tmp_path / "out" / "preds.json"
+    report, run_id = run_eval("glyph-detector@candidate", str(world.scenes),
+                              coco_results=str(results), settings=world.settings)
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth = COCO(str(tmp_path / "out" / "preds_gt.json"))
+        evaluation = COCOeval(truth, truth.loadRes(str(results)), "bbox")
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    logged = MlflowClient(world.settings.tracking_uri).get_run(run_id).data.metrics
+    assert evaluation.stats[0] == pytest.approx(logged["eval/map"], abs=1e-6)
+    assert evaluation.stats[1] == pytest.approx(report.figures["map_50"], abs=1e-6)
+    assert len(truth.getImgIds()) == SCENES["images"]["val"]
+    assert truth.loadCats(1)[0]["class_id"].startswith("n")  # the synset of class index 0
+    with pytest.raises(HypernymError, match="--contamination is for classifiers"):
+        run_eval("glyph-detector@candidate", str(world.scenes), contamination=True,
+                 settings=world.settings)
