@@ -32,8 +32,8 @@ from tests.servers import free_port, local_ray, routed, wait_ready
 
 pytestmark = pytest.mark.integration
 
-# mAP@.5 points the pretrained backbone's detector leads by at this budget; the measured leads
-# (docs/benchmarks.md, "Detection", 3 seeds) all lie above it.
+# mAP@.5 points the pretrained backbone's detector must lead by at this budget
+# (tests/benchmarks/detection.py measures the lead over seeds).
 MARGIN = 0.05
 
 
