@@ -188,6 +188,14 @@ def _haproxy_plan(binary: str, origin: str, port: int) -> IngressPlan:
     # interface: a second instance on the machine would fail to start. Free ports unless set.
     for key in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
         env[key] = os.environ.get(key) or str(_free_port())
+    # Unless set: per-request metrics off (HAProxy sends a log line per request that a Python
+    # actor parses, for Ray's Prometheus metrics, which a local Ray without its dashboard
+    # does not show), and no more HAProxy threads than half the CPUs (Ray's default is 4,
+    # which oversubscribes a small machine). Both measured in docs/registry.md.
+    env["RAY_SERVE_HAPROXY_METRICS_ENABLED"] = os.environ.get(
+        "RAY_SERVE_HAPROXY_METRICS_ENABLED", "0")
+    env["RAY_SERVE_HAPROXY_NBTHREAD"] = os.environ.get(
+        "RAY_SERVE_HAPROXY_NBTHREAD", str(max(1, min(4, (os.cpu_count() or 1) // 2))))
     return IngressPlan(ingress="haproxy", env=env, proxy_port=port, private_dir=private,
                        detail=origin)
 

@@ -63,15 +63,16 @@ def _clients(port: int, path: str, body: bytes, *, threads: int, requests: int,
              stop_at: float, start_at: float) -> tuple[list[float], int]:
     """``threads`` closed loops in this process; (latencies in s, errors)."""
     latencies: list[float] = []
-    errors = [0]
+    errors, issued = [0], [0]
     lock = threading.Lock()
 
     def client() -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         while time.time() < stop_at:
-            with lock:
-                if len(latencies) + errors[0] >= requests:
+            with lock:  # a request is counted when it is sent: exactly `requests` in all
+                if issued[0] >= requests:
                     return
+                issued[0] += 1
             began = time.perf_counter()
             try:
                 conn.request("POST", path, body, {"Content-Type": "application/json"})

@@ -43,8 +43,11 @@ MAY_IMPORT: dict[str, set[str]] = {
     "recipes": FOUNDATION | {"data", "train", "transfer"},
     "jobs": FOUNDATION | {"hypernym"},
     "demo": FOUNDATION | {"data", "recipes", "registry", "tracking", "transfer"},
+    # `hypernym gpu-check`: every stage once on this machine's GPU, through the library entries
+    "gpucheck": FOUNDATION | {"hypernym", "data", "recipes", "registry", "serving", "tracking",
+                              "train", "transfer"},
     "cli": FOUNDATION | {"hypernym", "taxonomy", "data", "tracking", "registry", "train",
-                         "transfer", "deploy", "serving", "recipes", "jobs", "demo"},
+                         "transfer", "deploy", "serving", "recipes", "jobs", "demo", "gpucheck"},
     "__main__": {"cli"},
 }
 # The tracking adapter, and the pyfunc file MLflow itself loads from a registered model.
