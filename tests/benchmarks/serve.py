@@ -6,14 +6,14 @@ timm model with random weights (the work per image does not depend on them) in a
 registry, then starts each server in turn on a free 127.0.0.1 port, alone on the machine, and
 drives it with closed loops (`hypernym.serving.loadtest`): for each client count, that many
 clients post one JPEG per request back to back (keep-alive) until ``--requests`` are answered
-or ``--seconds`` pass. `hypernym serve` runs once per ``--ingress`` (haproxy, direct, proxy).
+or ``--seconds`` pass. `hypernym serve` runs once per ``--ingress`` (haproxy, direct and proxy on
+the small model; ``--large-ingress``, haproxy, on resnet50).
 Prints every run (throughput, p50/p99, load average), then for each ingress the comparison at
 equal p99: at mlflow's best point (its highest throughput, and that run's p99), the best
 throughput `hypernym serve` reached within the same p99, and the ratio.
 
     PYTHONPATH=platform .venv/bin/python tests/benchmarks/serve.py
-    PYTHONPATH=platform .venv/bin/python tests/benchmarks/serve.py --ingress haproxy,direct,proxy
-    PYTHONPATH=platform .venv/bin/python tests/benchmarks/serve.py --no-large --clients 4,16
+    PYTHONPATH=platform .venv/bin/python tests/benchmarks/serve.py --ingress haproxy --no-large
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def _summary(label: str, base: list, rays: dict[str, list]) -> None:
 
 
 def _model(label: str, arch: str, size: int, image: tuple[int, int], clients: list[int],
-           args) -> None:
+           ingresses: list[str], args) -> None:
     from hypernym.serving.loadtest import free_port
 
     body, jpeg = _body(*image)
@@ -135,7 +135,7 @@ def _model(label: str, arch: str, size: int, image: tuple[int, int], clients: li
         base = _sweep("mlflow models serve", mlflow_cmd, port, "/invocations", body, env,
                       root / "mlflow.log", clients, args)
         rays = {}
-        for ingress in args.ingress:
+        for ingress in ingresses:
             port = free_port()
             cmd = [str(BIN / "python"), "-m", "hypernym", "serve", "bench@bench",
                    "--port", str(port), "--ingress", ingress, "--num-cpus", str(args.num_cpus),
@@ -157,23 +157,27 @@ def main() -> None:
     parser.add_argument("--no-large", dest="large", action="store_false",
                         help="skip the second model (resnet50 at 224 px, a 500x375 JPEG)")
     parser.add_argument("--large-clients", type=_ints, default=[2, 4, 8])
+    parser.add_argument("--large-ingress", type=lambda s: s.split(","), default=["haproxy"],
+                        help="hypernym serve's --ingress values for the second model")
     parser.add_argument("--requests", type=int, default=1500, help="per run, at most")
     parser.add_argument("--seconds", type=float, default=20, help="per run, at most")
     parser.add_argument("--warmup", type=int, default=40)
     parser.add_argument("--mlflow-workers", type=int, default=None,
                         help="uvicorn workers (default: mlflow's, the CPU count)")
-    parser.add_argument("--ingress", type=lambda s: s.split(","), default=["haproxy"],
-                        help="hypernym serve's --ingress values to measure, e.g. "
-                        "haproxy,direct,proxy")
+    parser.add_argument("--ingress", type=lambda s: s.split(","),
+                        default=["haproxy", "direct", "proxy"],
+                        help="hypernym serve's --ingress values to measure on the small model")
     parser.add_argument("--ray-args", default="", help="more `hypernym serve` flags, quoted")
     parser.add_argument("--num-cpus", type=float, default=float(os.cpu_count() or 1),
                         help="CPUs of the replica (torch threads)")
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--batch-wait-ms", type=float, default=5.0)
     args = parser.parse_args()
-    _model("small model", args.arch, args.img_size, tuple(args.image), args.clients, args)
+    _model("small model", args.arch, args.img_size, tuple(args.image), args.clients,
+           args.ingress, args)
     if args.large:
-        _model("resnet50", "resnet50", 224, (500, 375), args.large_clients, args)
+        _model("resnet50", "resnet50", 224, (500, 375), args.large_clients, args.large_ingress,
+               args)
 
 
 if __name__ == "__main__":

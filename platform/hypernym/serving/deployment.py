@@ -181,6 +181,7 @@ def serve_model(ref: str, config: ServeConfig, *, settings=None) -> Serving:
     try:
         plan.apply()
         ensure_ray(settings=settings)
+        _check_gpus(config, local=not settings.ray_address)
         try:
             serve.start(http_options={"host": config.host, "port": plan.proxy_port})
             serve.run(build_app(pinned, tracking_uri=settings.tracking_uri, config=config),
@@ -197,6 +198,21 @@ def serve_model(ref: str, config: ServeConfig, *, settings=None) -> Serving:
         plan.cleanup()
         raise
     return Serving(url=url, ingress=plan)
+
+
+def _check_gpus(config: ServeConfig, *, local: bool) -> None:
+    """A local Ray without the GPUs asked for would leave the replicas pending for ever (a
+    cluster's autoscaler may still add them)."""
+    if not (local and config.num_gpus):
+        return
+    import ray
+
+    have = ray.cluster_resources().get("GPU", 0)
+    replicas = config.max_replicas or config.replicas
+    if config.num_gpus * replicas > have:
+        raise HypernymError(f"--num-gpus {config.num_gpus:g} for {replicas} replica(s) needs "
+                            f"{config.num_gpus * replicas:g} GPUs; Ray sees {have:g} here: lower "
+                            "--num-gpus or --replicas (0: serve on the CPU)")
 
 
 def _explain_ingress_failure(exc: Exception, plan: IngressPlan) -> None:

