@@ -38,7 +38,7 @@ class GpuCheckConfig(BaseModel):
     warmup_steps: int = Field(10, ge=1)
     cpus: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     serve_clients: list[int] = Field(default_factory=lambda: [16, 64, 256])
-    serve_seconds: float = Field(8.0, gt=0, description="per load run")
+    serve_seconds: float = Field(6.0, gt=0, description="per load run")
     serve_requests: int = Field(20000, ge=1, description="per load run, at most")
     serve_max_batch_size: int = Field(64, ge=1)
     serve_batch_wait_ms: float = Field(5.0, ge=0)

@@ -54,8 +54,9 @@ def serve_comparison(ctx) -> dict[str, Any]:
         server = ServerProcess(cmd, env=env, log=ctx.work / "logs" / f"serve-{key}.log")
         try:
             server.wait_answering(f"http://127.0.0.1:{ports[key]}{path}", timeout_s=180)
+            # warm-up: every client's connection, cuDNN's algorithms for each batch size
             closed_loop(ports[key], path, body, server=name, clients=max(cfg.serve_clients),
-                        requests=max(cfg.serve_clients) * 4, seconds=30, processes=processes)
+                        requests=max(cfg.serve_clients) * 2, seconds=15, processes=processes)
             runs[name] = []
             for clients in cfg.serve_clients:
                 run = closed_loop(ports[key], path, body, server=name, clients=clients,

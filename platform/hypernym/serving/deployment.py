@@ -221,9 +221,11 @@ def _explain_ingress_failure(exc: Exception, plan: IngressPlan) -> None:
     text = str(exc)
     if plan.ingress != "haproxy" or "HAProxy" not in text:
         return
-    lines = [line.strip() for line in text.splitlines() if "HAProxy" in line]
+    # HAProxy's own reasons are its [ALERT] lines (a port in use, a bad config)
+    alerts = [line.split(":", 1)[-1].strip() for line in text.splitlines() if "[ALERT]" in line]
+    why = "; ".join(alerts) or [line for line in text.splitlines() if "HAProxy" in line][-1]
     raise HypernymError(
-        f"HAProxy ({plan.detail}) did not start inside Ray: {lines[-1]}. Serve with "
+        f"HAProxy ({plan.detail}) did not start inside Ray: {why}. Serve with "
         "--ingress proxy (or direct), or point RAY_SERVE_HAPROXY_BINARY_PATH at a working "
         "haproxy; Ray's logs: /tmp/ray/session_latest/logs/serve") from None
 

@@ -17,6 +17,7 @@ and the caveats.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -201,6 +202,23 @@ def _haproxy_plan(binary: str, origin: str, port: int) -> IngressPlan:
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
+    """A port free now on every interface, outside the kernel's ephemeral range: the port is
+    bound only when Ray starts HAProxy (or its proxy) seconds later, and meanwhile Ray's own
+    processes open connections whose local ports the kernel draws from that range (an
+    ephemeral port once collided here). Ray's worker ports (10002-19999) and direct-ingress
+    ports (30000-30999, 40000-40999) are left out too."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    pool = [p for p in range(20000, 30000) if not low <= p <= high]
+    for port in random.sample(pool, min(len(pool), 200)):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # a machine that uses all of them: any free port
         sock.bind(("", 0))
         return sock.getsockname()[1]
