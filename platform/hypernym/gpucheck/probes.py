@@ -47,9 +47,16 @@ def environment(ctx) -> dict[str, Any]:
             compute_capability=f"{props.major}.{props.minor}",
             bf16_supported=torch.cuda.is_bf16_supported(),
             cudnn=torch.backends.cudnn.version(),
-            nccl=".".join(map(str, torch.cuda.nccl.version())),
+            nccl=_nccl_version(),
             driver=_driver(), nvidia_ml_py=_version("nvidia-ml-py"))
     return info
+
+
+def _nccl_version() -> str:
+    import torch
+
+    version = torch.cuda.nccl.version()  # a tuple (2, 27, 3); an int in some older builds
+    return ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
 
 
 def _version(dist: str) -> str | None:
@@ -188,8 +195,7 @@ def _collectives(device) -> dict[str, Any]:
             assert tensor.sum().item() == 1024
         finally:
             dist.destroy_process_group()
-    version = ".".join(map(str, torch.cuda.nccl.version())) if backend == "nccl" else None
-    return {"backend": backend, "nccl": version}
+    return {"backend": backend, "nccl": _nccl_version() if backend == "nccl" else None}
 
 
 def fsdp_smoke(ctx) -> dict[str, Any]:
