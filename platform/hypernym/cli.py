@@ -44,10 +44,10 @@ def _global(
     configure_logging(verbose=verbose)
 
 
-def _run(recipe, *, resume: str | None = None) -> None:
+def _run(recipe, *, resume: str | None = None, in_process: bool = False) -> None:
     from hypernym.recipes import describe, run_recipe
 
-    result = run_recipe(recipe, resume=resume)
+    result = run_recipe(recipe, resume=resume, in_process=in_process)
     for line in describe(recipe, result):
         console.print(line)
 
@@ -91,16 +91,23 @@ ResumeOpt = Annotated[str | None, typer.Option(
     "(scaling may differ; the recipe's model and data must not)")]
 
 
+InProcessOpt = Annotated[bool, typer.Option(
+    "--in-process", help="train one worker in this process, without Ray (the same core, MLflow "
+    "run, checkpoints and registration): for a laptop, a notebook's data, a quick try")]
+
+
 @app.command()
-def pretrain(recipe: Path, set_: SetOpt = None, resume: ResumeOpt = None) -> None:
+def pretrain(recipe: Path, set_: SetOpt = None, resume: ResumeOpt = None,
+             in_process: InProcessOpt = False) -> None:
     """Pretrain a timm model on a prepared dataset with Ray Train."""
-    _run(_load(recipe, set_, kind="pretrain"), resume=resume)
+    _run(_load(recipe, set_, kind="pretrain"), resume=resume, in_process=in_process)
 
 
 @app.command()
-def finetune(recipe: Path, set_: SetOpt = None, resume: ResumeOpt = None) -> None:
+def finetune(recipe: Path, set_: SetOpt = None, resume: ResumeOpt = None,
+             in_process: InProcessOpt = False) -> None:
     """Fine-tune a registered backbone on domain data."""
-    _run(_load(recipe, set_, kind="finetune"), resume=resume)
+    _run(_load(recipe, set_, kind="finetune"), resume=resume, in_process=in_process)
 
 
 @app.command()

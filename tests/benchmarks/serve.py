@@ -69,20 +69,19 @@ def _body(width: int, height: int) -> tuple[bytes, int]:
 def _sweep(name: str, cmd: list[str], port: int, path: str, body: bytes, env: dict,
            log: Path, clients: list[int], args) -> list:
     """Start one server, warm it up, then one closed-loop run per client count."""
-    from hypernym.serving.loadtest import ServerProcess, closed_loop, format_run
+    from hypernym.serving.loadtest import closed_loop, format_run
+    from tests.servers import routed, start_server
 
-    server = ServerProcess(cmd, env=env, log=log)
     rows = []
-    try:
-        server.wait_answering(f"http://127.0.0.1:{port}{path}", timeout_s=300)
+    # raises with the server's log tail if it exits or is not routed in time
+    with start_server(cmd, url=f"http://127.0.0.1:{port}", ready_path=path, log=log, env=env,
+                      timeout_s=300, accept=routed):
         closed_loop(port, path, body, server=name, clients=max(clients),
                     requests=args.warmup, seconds=60)
         for n in clients:
             rows.append(closed_loop(port, path, body, server=name, clients=n,
                                     requests=args.requests, seconds=args.seconds))
             print(format_run(rows[-1]), flush=True)
-    finally:
-        server.stop()
     return rows
 
 
@@ -111,7 +110,7 @@ def _summary(label: str, base: list, rays: dict[str, list]) -> None:
 
 def _model(label: str, arch: str, size: int, image: tuple[int, int], clients: list[int],
            ingresses: list[str], args) -> None:
-    from hypernym.serving.loadtest import free_port
+    from tests.servers import free_port
 
     body, jpeg = _body(*image)
     print(f"\n### {label}: {arch} at {size}px, {image[0]}x{image[1]} JPEG ({jpeg} B), "

@@ -106,26 +106,25 @@ def pretrain(ctx, *, decode_on: str) -> dict[str, Any]:
 def _windows(ctx, run_id: str) -> dict[str, Any]:
     """Steady-state throughput and data wait from the run's metric history, and which
     system/* metrics MLflow's monitor logged (GPU ones need nvidia-ml-py)."""
-    from hypernym.tracking import client
+    from hypernym.tracking import metric_history, run_summary
 
-    mlflow = client(ctx.settings.tracking_uri)
-    history = {key: {m.step: m.value for m in mlflow.get_metric_history(run_id, key)}
-               for key in ("train/images_per_s_window", "train/data_wait_frac_window",
-                           "progress/epoch_float")}
-    steps = sorted(history["train/images_per_s_window"])
-    first_of_epoch, seen = set(), set()
-    for step in steps:
-        epoch = int(history["progress/epoch_float"].get(step, 0) - 1e-9)
-        if epoch not in seen:
-            seen.add(epoch)
-            first_of_epoch.add(step)
-    steady = [s for s in steps if s not in first_of_epoch] or steps
-    keys = sorted(mlflow.get_run(run_id).data.metrics)
+    # the three are logged together at every logging step, so their histories line up
+    rates, waits, epochs = (metric_history(run_id, key, settings=ctx.settings) for key in (
+        "train/images_per_s_window", "train/data_wait_frac_window", "progress/epoch_float"))
+    seen: set[int] = set()
+    steady = []  # windows after the first of each epoch (loader start-up, compilation)
+    for i, epoch_float in enumerate(epochs[:len(rates)]):
+        epoch = int(epoch_float - 1e-9)
+        if epoch in seen:
+            steady.append(i)
+        seen.add(epoch)
+    steady = steady or list(range(len(rates)))
+    keys = sorted(run_summary(run_id, settings=ctx.settings).metrics)
     return {
-        "images_per_s": round(statistics.median(
-            history["train/images_per_s_window"][s] for s in steady), 1) if steady else None,
-        "data_wait_frac": round(statistics.median(
-            history["train/data_wait_frac_window"][s] for s in steady), 3) if steady else None,
+        "images_per_s": round(statistics.median(rates[i] for i in steady), 1)
+        if steady else None,
+        "data_wait_frac": round(statistics.median(waits[i] for i in steady), 3)
+        if steady else None,
         "windows": len(steady),
         "system_metrics": [k for k in keys if k.startswith("system/")],
     }

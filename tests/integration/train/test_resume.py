@@ -72,7 +72,7 @@ def test_a_killed_run_resumes_from_s3_with_fewer_workers(dataset, tmp_path, monk
     from hypernym.data.storage import open_fs
     from hypernym.errors import HypernymError
     from hypernym.settings import get_settings
-    from hypernym.train.trainer import run_training
+    from hypernym.train import run_training
 
     root, manifest = dataset
     trace = tmp_path / "trace"
