@@ -26,11 +26,13 @@ $(DEMO_STAMP): pyproject.toml
 demo: $(DEMO_STAMP)
 	$(BIN)/hypernym demo
 
-# On a GPU machine: every GPU path once, in under 8 minutes (docs/gpu.md). Installs only where
-# there is no venv yet, so a machine without network access runs it on what is installed.
+# On a GPU machine: every GPU path once (docs/gpu.md); `make gpu-check ARGS=--cpu-dry-run` runs
+# it on the CPU at toy sizes. Installs only where there is no venv yet, so a machine without
+# network access runs it on what is installed.
+ARGS ?=
 gpu-check:
 	test -x $(BIN)/hypernym || $(MAKE) $(DEMO_STAMP)
-	$(BIN)/hypernym gpu-check --out gpu-check
+	$(BIN)/hypernym gpu-check --out gpu-check $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -ra --durations=15

@@ -29,6 +29,9 @@ class GpuCheckConfig(BaseModel):
                                        "height); 224x224 is the ImageNet-21K-P size")
     epochs: int = Field(2, ge=1, description="pretraining epochs per decode mode")
     log_every: int = Field(10, ge=1, description="steps per throughput window")
+    ray_train: bool = Field(True, description="train through Ray Train, as `hypernym "
+                            "pretrain` does; False trains in the part's process with the same "
+                            "core (`run_training(in_process=True)`), without Ray's start-up")
     compile: bool = Field(True, description="torch.compile in the pretraining runs (the "
                           "fine-tune runs eager: it measures nothing)")
     compile_backend: str = Field("inductor", description="the compiled ceiling's torch.compile "
@@ -44,6 +47,9 @@ class GpuCheckConfig(BaseModel):
     serve_batch_wait_ms: float = Field(5.0, ge=0)
     serve_replicas: int | None = Field(None, ge=1, description="hypernym serve replicas "
                                        "sharing the device (default: one per 4 CPUs)")
+    serve_ingress: Literal["haproxy", "direct", "proxy"] | None = Field(
+        None, description="hypernym serve's --ingress (default: its own, haproxy for several "
+        "replicas)")
     mlflow_workers: int | None = Field(None, ge=1, description="mlflow models serve's "
                                        "workers (default: its own, one per CPU)")
 
@@ -51,11 +57,14 @@ class GpuCheckConfig(BaseModel):
     def dry_run(cls, **overrides) -> GpuCheckConfig:
         """The same check on the CPU at toy sizes: every part's code runs, in minutes."""
         toy = dict(device="cpu", arch="resnet10t", img_size=32, batch_size=8, classes=4,
-                   images_per_class=18, val_per_class=2, jpeg_size=(40, 40), epochs=1,
-                   log_every=1, compile=False, compile_backend="eager", ceiling_steps=2,
+                   images_per_class=12, val_per_class=2, jpeg_size=(40, 40), epochs=1,
+                   log_every=1, ray_train=False, compile=False, compile_backend="eager",
+                   ceiling_steps=2,
                    warmup_steps=1, cpus=1,
-                   serve_clients=[1, 2], serve_seconds=2.0, serve_requests=40,
-                   serve_max_batch_size=4, serve_replicas=1, mlflow_workers=1)
+                   serve_clients=[1, 2], serve_seconds=1.5, serve_requests=40,
+                   serve_max_batch_size=4, serve_replicas=1, mlflow_workers=1,
+                   # the ingress the GPU check's several replicas get, on one replica
+                   serve_ingress="haproxy")
         return cls(**{**toy, **overrides})
 
     @property

@@ -82,7 +82,8 @@ def _train_recipe(ctx, *, kind: str, name: str, decode_on: str, epochs: int,
 
 
 def pretrain(ctx, *, decode_on: str) -> dict[str, Any]:
-    """`hypernym pretrain` on one worker; the loader-decode run registers the backbone.
+    """`hypernym pretrain` on one worker (Ray Train; in the part's process where
+    ``ray_train`` is off); the loader-decode run registers the backbone.
 
     Throughput is the median of the loop's own windows (``train/images_per_s_window``,
     ``train/data_wait_frac_window``) after the first window of each epoch (loader start-up,
@@ -91,7 +92,8 @@ def pretrain(ctx, *, decode_on: str) -> dict[str, Any]:
     registry = BACKBONE if decode_on == "loader" else None
     raw = _train_recipe(ctx, kind="pretrain", name=f"gpucheck-pretrain-{decode_on}",
                         decode_on=decode_on, epochs=ctx.config.epochs, registry=registry)
-    result = run_recipe(parse_recipe(raw, source="gpu-check"), show_progress=False)
+    result = run_recipe(parse_recipe(raw, source="gpu-check"), show_progress=False,
+                        in_process=not ctx.config.ray_train)
     out = {"run_id": result.run_id, "wall_s": round(result.wall_s, 1),
            "val_top1": result.metrics.get("val/top1"), **_windows(ctx, result.run_id)}
     ceiling = ctx.results.get("ceiling", {})
@@ -135,7 +137,8 @@ def finetune(ctx) -> dict[str, Any]:
     backbone = ctx.results["pretrain_loader"]["registered"]
     raw = _train_recipe(ctx, kind="finetune", name="gpucheck-finetune", decode_on="loader",
                         epochs=1, registry=FINETUNED, backbone=backbone, compile_model=False)
-    result = run_recipe(parse_recipe(raw, source="gpu-check"), show_progress=False)
+    result = run_recipe(parse_recipe(raw, source="gpu-check"), show_progress=False,
+                        in_process=not ctx.config.ray_train)
     out = {"run_id": result.run_id, "wall_s": round(result.wall_s, 1),
            "backbone": backbone, "val_top1": result.metrics.get("val/top1")}
     if result.registered is not None:

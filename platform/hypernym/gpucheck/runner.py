@@ -1,22 +1,23 @@
 """Runs the check's parts in order, each in its own process under a deadline, and writes the
 results after every part.
 
-A part runs as ``python -m hypernym.gpucheck.part NAME MODULE:FUNCTION WORK`` in its own
-process group, so a
-part that hangs (a collective waiting forever, Ray waiting for a GPU it cannot see) is killed
+Each part runs in its own process and process group (`hypernym.gpucheck.part`), so a part
+that hangs (a collective waiting forever, Ray waiting for a GPU it cannot see) is killed
 at its deadline with everything it started, and one that crashes (a CUDA error) takes nothing
 else with it. A part whose inputs failed is skipped; so is one that would not fit in what is
-left of the budget. ``gpu-check.json`` is rewritten after each part with ``"complete": false``
-until the last one has run.
+left of the budget. The part processes are forked from one server process that imported
+torch, timm, MLflow and Ray once (multiprocessing's forkserver, which has not touched CUDA), so
+a part starts in a moment instead of importing them again. ``gpu-check.json`` is rewritten
+after each part with ``"complete": false`` until the last one has run.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from typing import Any
 from hypernym.gpucheck.config import GpuCheckConfig
 from hypernym.gpucheck.report import cuda_paths, render_markdown
 
-__all__ = ["PARTS", "Part", "run_gpu_check"]
+__all__ = ["PARTS", "PRELOAD", "Part", "run_gpu_check"]
 
 _RESERVE_S = 5.0  # kept back from the budget to write the results
 # Settings that would send a part to a shared cluster, tracking server or storage: the check
@@ -72,13 +73,18 @@ PARTS: tuple[Part, ...] = (
          min_s=45, max_s=300),
 )
 
+# Imported once, in the forkserver every part is forked from (importing does not start CUDA).
+PRELOAD = ("torch", "torchvision", "timm", "mlflow", "ray", "hypernym.gpucheck.part")
+
 
 def run_gpu_check(config: GpuCheckConfig, out: Path, *, dry_run: bool,
                   only: list[str] | None = None, log=print,
-                  parts: tuple[Part, ...] = PARTS) -> dict[str, Any]:
+                  parts: tuple[Part, ...] = PARTS,
+                  preload: tuple[str, ...] = PRELOAD) -> dict[str, Any]:
     """Run every part (or ``only`` these and the parts they need) within
     ``config.budget_s``; write ``out/gpu-check.json`` and ``out/gpu-check.md``; return the
-    results."""
+    results. ``preload``: modules the part processes' forkserver imports first (once per
+    process that runs checks: the first call's list holds)."""
     if only:
         only = _with_needs(set(only), parts)
     started = time.monotonic()
@@ -105,7 +111,7 @@ def run_gpu_check(config: GpuCheckConfig, out: Path, *, dry_run: bool,
                      f"{part.min_s:.0f} s or more"}
         else:
             log(f"{part.title} ...")
-            entry = _run_part(part, work, timeout_s=min(part.max_s, left))
+            entry = _run_part(part, work, timeout_s=min(part.max_s, left), preload=preload)
         results["parts"][part.name] = entry
         log(f"{part.title}: {entry['status']}" + (f" ({entry['seconds']:.0f} s)"
                                                    if "seconds" in entry else "")
@@ -128,23 +134,21 @@ def _with_needs(names: set[str], parts: tuple[Part, ...]) -> set[str]:
     return out
 
 
-def _run_part(part: Part, work: Path, *, timeout_s: float) -> dict[str, Any]:
+def _run_part(part: Part, work: Path, *, timeout_s: float,
+              preload: tuple[str, ...]) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if k not in _AMBIENT}
     env["HYPERNYM_HOME"] = str(work / "home")
     log_path = work / "logs" / f"{part.name}.log"
     result_path = work / "parts" / f"{part.name}.json"
     began = time.monotonic()
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "hypernym.gpucheck.part", part.name, part.function,
-             str(work)],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            proc.wait(timeout_s)
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            timed_out = True
-        _end_group(proc)
+    forks = multiprocessing.get_context("forkserver")
+    forks.set_forkserver_preload(list(preload))  # takes effect when the forkserver starts
+    proc = forks.Process(target=_part_process, name=f"gpu-check {part.name}",
+                         args=(part.name, part.function, str(work), str(log_path), env))
+    proc.start()
+    proc.join(timeout_s)
+    timed_out = proc.exitcode is None
+    _end_group(proc)
     seconds = round(time.monotonic() - began, 1)
     if timed_out:
         return {"status": "failed", "seconds": seconds, "log": str(log_path),
@@ -154,20 +158,53 @@ def _run_part(part: Part, work: Path, *, timeout_s: float) -> dict[str, Any]:
         return {**entry, "seconds": seconds, "log": str(log_path)}
     tail = log_path.read_text(errors="replace").strip().splitlines()[-15:]
     return {"status": "failed", "seconds": seconds, "log": str(log_path),
-            "error": f"exited with {proc.returncode} without a result:\n" + "\n".join(tail)}
+            "error": f"exited with {proc.exitcode} without a result:\n" + "\n".join(tail)}
 
 
-def _end_group(proc: subprocess.Popen) -> None:
+def _part_process(name: str, function: str, work: str, log_path: str,
+                  env: dict[str, str]) -> None:
+    """The part's process: a process group of its own, output to its log, the part's
+    environment, then `hypernym.gpucheck.part.main`."""
+    os.setsid()
+    # as if started on its own: its own pools fork (a forkserver child would default to the
+    # forkserver, which pickles what a DataLoader's workers get)
+    multiprocessing.set_start_method(None, force=True)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    for target in (1, 2):
+        os.dup2(fd, target)
+    os.close(fd)
+    os.environ.clear()
+    os.environ.update(env)
+    sys.path[:0] = [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
+                    if p and p not in sys.path]
+    from hypernym.gpucheck.part import main
+
+    main([name, function, work])
+    sys.stdout.flush()
+    sys.stderr.flush()
+
+
+def _end_group(proc) -> None:
     """SIGTERM the part's process group (Ray, servers), SIGKILL what is left."""
     for sig, grace in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
-            return
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            continue
+            break
+        deadline = time.monotonic() + grace
+        while _group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    proc.join(5)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _write(results: dict[str, Any], out: Path, started: float) -> None:

@@ -30,14 +30,16 @@ def _commands(ctx, ref: str, ports: dict[str, int]) -> dict[str, list[str]]:
                 "--max-batch-size", str(cfg.serve_max_batch_size),
                 "--batch-wait-ms", str(cfg.serve_batch_wait_ms),
                 "--max-ongoing-requests", str(max(64, cfg.serve_max_batch_size * 2))]
+    if cfg.serve_ingress:
+        hypernym += ["--ingress", cfg.serve_ingress]
     if ctx.device == "cuda":
         hypernym += ["--num-gpus", f"{1 / replicas:.4f}"]
     return {"mlflow models serve": mlflow, "hypernym serve": hypernym}
 
 
 def serve_comparison(ctx) -> dict[str, Any]:
-    """Both servers in turn, alone on the machine: throughput, p50/p99, and the ratio at equal
-    p99 (at mlflow's best point: its highest throughput and that run's p99)."""
+    """Both servers, measured in turn: throughput, p50/p99, and the ratio at equal p99 (at
+    mlflow's best point: its highest throughput and that run's p99)."""
     cfg = ctx.config
     ref = ctx.results["pretrain_loader"]["registered"]
     body = json.dumps({"dataframe_split": {"columns": ["image"], "data": [[
@@ -48,12 +50,19 @@ def serve_comparison(ctx) -> dict[str, Any]:
     env = {**os.environ, "MLFLOW_TRACKING_URI": ctx.settings.tracking_uri,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     processes = max(1, min(8, cfg.cpus // 4))  # one Python client process posts ~2-3k req/s
+    commands = _commands(ctx, ref, ports)
+    # Both start at once (their start-ups overlap) and are measured one at a time, while the
+    # other sits idle.
+    servers = {name: ServerProcess(cmd, env=env, log=ctx.work / "logs" /
+                                   f"serve-{paths[name][0]}.log")
+               for name, cmd in commands.items()}
     runs: dict[str, list] = {}
-    for name, cmd in _commands(ctx, ref, ports).items():
-        key, path = paths[name]
-        server = ServerProcess(cmd, env=env, log=ctx.work / "logs" / f"serve-{key}.log")
-        try:
+    try:
+        for name, server in servers.items():
+            key, path = paths[name]
             server.wait_answering(f"http://127.0.0.1:{ports[key]}{path}", timeout_s=180)
+        for name in servers:
+            key, path = paths[name]
             # warm-up: every client's connection, cuDNN's algorithms for each batch size
             closed_loop(ports[key], path, body, server=name, clients=max(cfg.serve_clients),
                         requests=max(cfg.serve_clients) * 2, seconds=15, processes=processes)
@@ -64,7 +73,8 @@ def serve_comparison(ctx) -> dict[str, Any]:
                                   processes=processes)
                 print(format_run(run), flush=True)
                 runs[name].append(run)
-        finally:
+    finally:
+        for server in servers.values():
             server.stop()
     result = compare(runs["mlflow models serve"], runs["hypernym serve"])
     at = result["at_base_best"] or {}

@@ -26,8 +26,9 @@ def serve(
     num_gpus: Annotated[float, typer.Option(
         help="GPUs per replica (0.25: four replicas share one); 0: the CPU")] = 0.0,
     ingress: Annotated[str | None, typer.Option(
-        help="haproxy (default: HAProxy in front of the replicas), direct (one replica's own "
-        "port) or proxy (Ray Serve's Python proxy); on RAY_ADDRESS the cluster's setting")]
+        help="direct (one replica's own port; the default for one replica), haproxy (HAProxy "
+        "in front of the replicas; the default for several) or proxy (Ray Serve's Python "
+        "proxy); on RAY_ADDRESS the cluster's setting")]
     = None,
     decode_threads: Annotated[int | None, typer.Option(
         help="threads per replica decoding images (default: one per CPU)")] = None,

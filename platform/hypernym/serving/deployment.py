@@ -46,8 +46,9 @@ class ServeConfig(BaseModel):
     num_gpus: float = Field(0.0, ge=0, description="GPUs per replica (a fraction shares one); "
                             "0: the model runs on the CPU")
     ingress: Ingress | None = Field(None, description="how requests reach the replicas "
-                                    "(serving/ingress.py); None: haproxy locally, the "
-                                    "cluster's own setting on RAY_ADDRESS")
+                                    "(serving/ingress.py); None: direct for one local "
+                                    "replica, haproxy for several, the cluster's own "
+                                    "setting on RAY_ADDRESS")
     default_top_k: int = Field(5, ge=1)
     decode_threads: int | None = Field(None, ge=1, description="threads decoding images "
                                        "(default: one per CPU of the replica)")

@@ -1,10 +1,11 @@
 """How HTTP requests reach `hypernym serve`'s replicas: Ray Serve 2.60's three ingress options.
 
-- ``haproxy`` (the default): HAProxy, a C load balancer, listens on ``--host:--port`` and
-  forwards each request to a replica's own HTTP server (Ray's ``RAY_SERVE_ENABLE_HA_PROXY=1``,
-  which turns on direct ingress too). Several replicas and autoscaling work as with the proxy.
-- ``direct``: the one replica listens on ``--port`` itself (Ray's
-  ``RAY_SERVE_ENABLE_DIRECT_INGRESS=1``): no hop at all, but one replica only.
+- ``direct`` (the default for one replica): the one replica listens on ``--port`` itself
+  (Ray's ``RAY_SERVE_ENABLE_DIRECT_INGRESS=1``): no hop at all, but one replica only.
+- ``haproxy`` (the default for several replicas or autoscaling): HAProxy, a C load balancer,
+  listens on ``--host:--port`` and forwards each request to a replica's own HTTP server (Ray's
+  ``RAY_SERVE_ENABLE_HA_PROXY=1``, which turns on direct ingress too). Several replicas and
+  autoscaling work as with the proxy.
 - ``proxy``: Serve's Python HTTP proxy actor (Ray's default), which parses every request in
   Python and forwards it to a replica as a Ray call: a second process's CPU per request.
 
@@ -28,11 +29,14 @@ from typing import Literal
 
 from hypernym.errors import HypernymError
 
-__all__ = ["DEFAULT_INGRESS", "INGRESS_FLAGS", "Ingress", "IngressPlan", "find_haproxy",
-           "plan_ingress"]
+__all__ = ["DEFAULT_INGRESS", "DEFAULT_INGRESS_MANY", "INGRESS_FLAGS", "Ingress", "IngressPlan",
+           "find_haproxy", "plan_ingress"]
 
 Ingress = Literal["haproxy", "direct", "proxy"]
-DEFAULT_INGRESS: Ingress = "haproxy"
+# What measured best on the 2-core machine (docs/benchmarks.md#serving): direct ingress, where
+# one replica serves; HAProxy where several do (direct cannot balance them).
+DEFAULT_INGRESS: Ingress = "direct"
+DEFAULT_INGRESS_MANY: Ingress = "haproxy"
 # Every flag a plan decides, so a value inherited from the shell cannot change the route.
 # THROUGHPUT_OPTIMIZED turns direct ingress on unless it is set explicitly.
 INGRESS_FLAGS = ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_ENABLE_DIRECT_INGRESS")
@@ -127,8 +131,9 @@ def plan_ingress(ingress: Ingress | None, *, port: int, replicas: int, autoscali
     """Decide how requests reach the replicas; nothing is changed until `IngressPlan.apply`.
 
     Args:
-        ingress: the user's choice; None: `DEFAULT_INGRESS` locally, the cluster's own setting
-            on a cluster.
+        ingress: the user's choice; None: locally `DEFAULT_INGRESS` for one replica,
+            `DEFAULT_INGRESS_MANY` for several or autoscaling; the cluster's own setting on a
+            cluster.
         port: the port users post to.
         replicas, autoscaling: ``direct`` needs exactly one replica.
         on_cluster: serving on ``RAY_ADDRESS``, whose processes already run with their flags.
@@ -144,7 +149,8 @@ def plan_ingress(ingress: Ingress | None, *, port: int, replicas: int, autoscali
                 "haproxy, docs/registry.md); drop --ingress")
         return IngressPlan(ingress="cluster", proxy_port=port,
                            detail="the cluster's own (set where its nodes start)")
-    ingress = ingress or DEFAULT_INGRESS
+    if ingress is None:
+        ingress = DEFAULT_INGRESS if replicas == 1 and not autoscaling else DEFAULT_INGRESS_MANY
     off = dict.fromkeys(INGRESS_FLAGS, "0")
     if ingress == "proxy":
         return IngressPlan(ingress="proxy", env=off, proxy_port=port,

