@@ -26,22 +26,30 @@ from pydantic import (
 )
 
 from hypernym.errors import HypernymError
-from hypernym.sections import OptimSpec, RegisterSpec
+from hypernym.sections import MultiLabelSpec, OptimSpec, RegisterSpec
 
 # timm's IMAGENET_DEFAULT_MEAN/STD, repeated so that validating a recipe does not import torch.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+# Each task's losses (the first is its default) and the validation metric that judges its runs
+# (``registry.metric: auto``, a plateau schedule's default metric).
+TASK_LOSSES = {"classification": ("ce", "semantic"), "multilabel": ("bce", "asl")}
+TASK_METRICS = {"classification": "top1", "multilabel": "map"}
+
 __all__ = [
     "DataSpec",
     "FinetuneRecipe",
     "ModelSpec",
+    "MultiLabelSpec",
     "OptimSpec",
     "PrepareRecipe",
     "PretrainRecipe",
     "Recipe",
     "RegisterSpec",
     "ScalingSpec",
+    "TASK_LOSSES",
+    "TASK_METRICS",
     "TrainSpec",
     "apply_overrides",
     "load_recipe",
@@ -192,9 +200,10 @@ class TrainSpec(Section):
     """The loop's budget, loss, regularisation and numerics (timm's implementations)."""
 
     epochs: int = Field(10, ge=1)
-    loss: Literal["ce", "semantic"] = Field(
-        "ce", description="ce: softmax cross-entropy; semantic: one softmax per level of the "
-        "dataset's class hierarchy (the 21K-P semantic softmax)")
+    loss: Literal["ce", "semantic", "bce", "asl"] = Field(
+        "ce", description="classification: ce, softmax cross-entropy; semantic, one softmax per "
+        "level of the dataset's class hierarchy (the 21K-P semantic softmax). multilabel "
+        "(default bce): bce, binary cross-entropy per class; asl, the asymmetric loss")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     mixup_alpha: float = Field(0.0, ge=0, description="timm Mixup alpha (0: off)")
     cutmix_alpha: float = Field(0.0, ge=0, description="timm CutMix alpha (0: off)")
@@ -234,15 +243,51 @@ class ScalingSpec(Section):
 class _TrainRecipe(Section):
     name: str = Field(description="run name; also the Ray Train run directory name")
     experiment: str = "hypernym"
-    task: Literal["classification"] = Field(
+    task: Literal["classification", "multilabel"] = Field(
         "classification", description="what the model learns (hypernym.train.tasks): "
-        "classification, one class per image (train.loss ce or semantic)")
+        "classification, one class per image (train.loss ce or semantic); multilabel, every "
+        "label of an annotated image (train.loss bce or asl, the multilabel section)")
     data: DataSpec
     model: ModelSpec
     optim: OptimSpec = Field(default_factory=OptimSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
     registry: RegisterSpec = Field(default_factory=RegisterSpec)
+    multilabel: MultiLabelSpec = Field(default_factory=MultiLabelSpec)
+
+    @model_validator(mode="after")
+    def _task_keys(self):
+        """The loss and the task's own keys fit the task; ``auto`` metrics become its own."""
+        losses, train = TASK_LOSSES[self.task], self.train
+        if "loss" not in train.model_fields_set and train.loss not in losses:
+            train.loss = losses[0]
+        if train.loss not in losses:
+            owner = next(t for t, names in TASK_LOSSES.items() if train.loss in names)
+            raise ValueError(f"train.loss {train.loss!r} is a loss of task {owner}; task "
+                             f"{self.task} takes {' or '.join(losses)}")
+        # Keys set to other than their defaults: a resolved recipe carries every key.
+        spec, fields = self.multilabel, MultiLabelSpec.model_fields
+        own = {k for k in spec.model_fields_set if getattr(spec, k) != fields[k].default}
+        if self.task != "multilabel" and own:
+            raise ValueError(f"multilabel.{sorted(own)[0]} is a key of task: multilabel, not "
+                             f"{self.task}: drop it or set task: multilabel")
+        stray = sorted(k for k in own if k.startswith("asl_"))
+        if stray and train.loss != "asl":
+            raise ValueError(f"multilabel.{stray[0]} tunes train.loss asl, not {train.loss}: "
+                             "drop it or set train.loss: asl")
+        if self.task == "multilabel":
+            if self.data.decode_on == "device":
+                raise ValueError("task multilabel decodes in the loader workers, where its crops "
+                                 "drop the labels of objects they cut away: set data.decode_on: "
+                                 "loader")
+        metric = TASK_METRICS[self.task]
+        if self.registry.metric == "auto" and self.task != "classification":
+            self.registry.metric = f"val{'_ema' if self.registry.weights == 'ema' else ''}/" \
+                                   f"{metric}"
+        if self.optim.sched == "plateau" and "plateau_metric" not in \
+                self.optim.model_fields_set and self.task != "classification":
+            self.optim.plateau_metric = f"val/{metric}"
+        return self
 
     @model_validator(mode="after")
     def _consistent(self):

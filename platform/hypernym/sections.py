@@ -9,6 +9,8 @@ error, so ``sched: step`` with ``decay_milestones`` is caught before anything st
 
 ``registry``: where the trained model goes, and which weights (model or EMA, which epoch).
 
+``multilabel``: the keys of ``task: multilabel`` (its threshold, its crops, the asymmetric loss).
+
 Kept apart from config.py so that each file stays small; ``hypernym.config`` re-exports both.
 """
 
@@ -18,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["SCHEDULES", "SCHEDULE_KEYS", "OptimSpec", "RegisterSpec"]
+__all__ = ["SCHEDULES", "SCHEDULE_KEYS", "MultiLabelSpec", "OptimSpec", "RegisterSpec"]
 
 # The schedules of timm.scheduler.create_scheduler_v2 (timm 1.0.31) a recipe may name.
 SCHEDULES = ("cosine", "tanh", "step", "multistep", "plateau", "poly", "wsd", "rsqrt",
@@ -157,3 +159,23 @@ class RegisterSpec(BaseModel):
         if value is not None and (value == "latest" or (value[:1] == "v" and value[1:].isdigit())):
             raise ValueError(f"alias {value!r} is reserved by MLflow; pick another")
         return value
+
+
+class MultiLabelSpec(BaseModel):
+    """The keys of ``task: multilabel`` (several labels per image, one sigmoid per class)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    threshold: float = Field(
+        0.5, gt=0, lt=1, description="the probability from which a label counts as predicted "
+        "(validation F1); the registered model answers with per-class thresholds tuned on "
+        "validation, this one for classes without a positive validation image")
+    min_visible: float = Field(
+        0.5, ge=0, le=1, description="training crops: a label whose boxes all keep less than "
+        "this share of their area inside the crop leaves the sample's target (labels without "
+        "boxes always stay); 0 keeps every label")
+    # timm's AsymmetricLossMultiLabel defaults (Ridnik et al., ICCV 2021)
+    asl_gamma_neg: float = Field(4.0, ge=0, description="loss asl: focusing of the negatives")
+    asl_gamma_pos: float = Field(1.0, ge=0, description="loss asl: focusing of the positives")
+    asl_clip: float = Field(0.05, ge=0, lt=1, description="loss asl: probability margin that "
+                            "discards easy negatives (0: off)")

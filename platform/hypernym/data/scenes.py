@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from hypernym.data.demo import DEMO_SYNSETS, named_rng, class_glyphs, glyph_shape
+from hypernym.data.demo import DEMO_SYNSETS, class_glyphs, glyph_shape, named_rng
 from hypernym.errors import HypernymError
 
 __all__ = ["make_glyph_scenes", "render_scene"]

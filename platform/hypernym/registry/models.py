@@ -100,7 +100,8 @@ def register_model(*, run_id: str, name: str, model: torch.nn.Module, card: Mode
                 python_model=str(Path(__file__).with_name("pyfunc_model.py")),
                 artifacts={"weights": str(weights), "card": str(card_path),
                            "readme": str(readme)},
-                pip_requirements=_PIP, signature=signature(),
+                pip_requirements=_PIP,
+                signature=signature(multi_label=card.objective == "multilabel"),
                 input_example=input_example(), metadata={"hypernym_card": "card.json"},
             )
         c = client(settings.tracking_uri)

@@ -2,7 +2,9 @@
 
 One column ``image`` of base64 JPEG/PNG strings (or uint8 arrays, hence MLflow's ``Any`` type:
 a ``string`` column would refuse arrays), a ``top_k`` parameter, and per image the top-k class
-ids, labels, names, probabilities and an ``error`` (null when the image was classified).
+ids, labels, names, probabilities and an ``error`` (null when the image was classified). A
+multi-label model answers with every label over its threshold: the same columns plus
+``thresholds`` (each returned label's threshold), and no ``top_k``.
 """
 
 from __future__ import annotations
@@ -13,15 +15,20 @@ import io
 __all__ = ["encode_image", "input_example", "signature"]
 
 
-def signature():
-    """The MLflow ModelSignature of the registered pyfunc."""
+def signature(*, multi_label: bool = False):
+    """The MLflow ModelSignature of the registered pyfunc (of a multi-label model's with
+    ``multi_label``)."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import AnyType, Array, ColSpec, ParamSchema, ParamSpec, Schema
 
     inputs = Schema([ColSpec(AnyType(), "image")])
-    outputs = Schema([ColSpec(Array("long"), "class_ids"), ColSpec(Array("string"), "labels"),
-                      ColSpec(Array("string"), "names"), ColSpec(Array("double"), "probs"),
-                      ColSpec("string", "error", required=False)])
+    columns = [ColSpec(Array("long"), "class_ids"), ColSpec(Array("string"), "labels"),
+               ColSpec(Array("string"), "names"), ColSpec(Array("double"), "probs"),
+               ColSpec("string", "error", required=False)]
+    if multi_label:  # every label over its threshold: no top_k
+        columns.insert(4, ColSpec(Array("double"), "thresholds"))
+        return ModelSignature(inputs=inputs, outputs=Schema(columns))
+    outputs = Schema(columns)
     params = ParamSchema([ParamSpec("top_k", "long", 5)])
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 

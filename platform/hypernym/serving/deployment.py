@@ -112,6 +112,8 @@ class ImageModelServer:
             return JSONResponse({"error_code": "BAD_REQUEST", "message": str(exc)},
                                 status_code=400)
         k = top_k or self.config.default_top_k
+        if self.classifier.multi_label:  # every label over its threshold, however many
+            k = len(self.classifier.labels)
         prepared = await asyncio.get_running_loop().run_in_executor(self.decoder,
                                                                     self._prepare, images)
         readable = [(tensor, k) for tensor, error in prepared if error is None]

@@ -47,8 +47,9 @@ class Task:
     num_outputs: int = 0
 
     # ---- data: what a sample yields
-    def codec(self) -> SampleCodec:
-        """The sample codec the reader's loader workers use (small and picklable)."""
+    def codec(self, *, train: bool = True) -> SampleCodec:
+        """The sample codec the reader's loader workers use (small and picklable), for the
+        training split or (``train=False``) for evaluation."""
         return LabelCodec()
 
     def batch_labels(self, target: Any) -> torch.Tensor | None:
@@ -73,6 +74,11 @@ class Task:
 
         return timm.create_model(recipe.model.arch, pretrained=False,
                                  num_classes=self.num_outputs, **recipe.model.kwargs)
+
+    def card_fields(self, model: torch.nn.Module, *, recipe, dataset) -> dict[str, Any]:
+        """Model card fields of this task's registered model (`hypernym.registry.card`),
+        given the weights to register loaded into ``model``; by default none."""
+        return {}
 
     def setup(self, device: torch.device) -> None:
         """Once per worker, before training: move or load what the task needs on ``device``."""
