@@ -83,6 +83,10 @@ class MultiLabelCodec:
             out = self.augment(out)
         return out, self.target(annotation, crop, (width, height))
 
+    def collate(self, targets: list[torch.Tensor]) -> torch.Tensor:
+        """float32 [B, num_classes]."""
+        return torch.stack(targets)
+
     def target(self, annotation: Annotation, crop: tuple[int, int, int, int, int],
                decoded: tuple[int, int]) -> torch.Tensor:
         """The multi-hot target of a training crop (top, left, height, width, flip) of the

@@ -201,3 +201,14 @@ def test_evaluation_resizes_the_whole_image_and_keeps_every_label():
 def test_a_label_outside_the_classes_is_a_bad_sample():
     with pytest.raises(ValueError, match="outside the dataset's 2"):
         MultiLabelCodec(2, img_size=16, train=False)(raw_sample([0, 2], []), None)
+
+
+def test_a_batch_of_targets_is_one_float_tensor():
+    from hypernym.data.collate import Collate
+    from hypernym.data.reader import Sample
+
+    codec = MultiLabelCodec(4, img_size=16, train=False)
+    samples = [Sample(*codec(raw_sample([i, 3], []), None), i, 0) for i in range(3)]
+    batch = Collate(codec)(samples)
+    assert batch.image.shape == (3, 3, 16, 16) and batch.id.tolist() == [0, 1, 2]
+    assert batch.target.tolist() == [[1, 0, 0, 1], [0, 1, 0, 1], [0, 0, 1, 1]]

@@ -25,7 +25,8 @@ def score_split(model: torch.nn.Module, manifest: Manifest, root: str, split: st
     """(targets bool [N, C], sigmoid scores float32 [N, C]) of ``model`` over ``split``.
 
     Raises:
-        HypernymError: the split is empty, or the model does not have one output per class.
+        HypernymError: the split is empty, the dataset has no annotations, or the model does
+            not have one output per class.
     """
     from hypernym.data.reader import make_loader
 
@@ -33,6 +34,10 @@ def score_split(model: torch.nn.Module, manifest: Manifest, root: str, split: st
     if manifest.num_samples(split) == 0:
         raise HypernymError(f"dataset {manifest.name!r} has no samples in split {split!r}; its "
                             f"splits: {', '.join(manifest.splits) or 'none'}")
+    if not (manifest.stats or {}).get("annotations"):
+        raise HypernymError(f"dataset {manifest.name!r} has one class per image and no "
+                            "annotations: a multi-label model is evaluated on a dataset "
+                            "prepared from an annotated source (docs/annotations.md)")
     outputs = getattr(model, "num_classes", classes)
     if outputs != classes:
         raise HypernymError(f"the model has {outputs} outputs but dataset {manifest.name!r} has "
