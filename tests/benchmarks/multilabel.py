@@ -33,8 +33,10 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-SCENES = {"train": 400, "val": 120}
-CANVAS = (96, 96)
+# The scenes of docs/multilabel.md: 1 to 3 glyphs per canvas, each 35-60% of its side (the
+# demo's pretraining images show one glyph at 45-90% of theirs).
+SCENES = {"images": {"train": 400, "val": 120}, "canvas": (96, 96), "objects": (1, 3),
+          "object_size": (0.35, 0.6)}
 
 
 def pretrain(home: Path) -> str:
@@ -75,7 +77,7 @@ def scenes() -> Path:
     recipe = load_recipe(REPO / "pipelines" / "prepare" / "scenes.yaml")
     out = Path(recipe.output)
     if not (out / "manifest.json").exists():
-        make_glyph_scenes(recipe.source, images=SCENES, canvas=CANVAS)
+        make_glyph_scenes(recipe.source, **SCENES)
         prepare(recipe, show_progress=False)
     return out
 

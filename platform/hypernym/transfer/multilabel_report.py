@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
+import hypernym.train.tasks.multilabel_metrics as M
 from hypernym.data.manifest import Manifest
-from hypernym.train.tasks import multilabel_metrics as M
 from hypernym.transfer.report import PREFIX
 
 __all__ = ["MultiLabelReport", "build_multilabel_report", "log_multilabel_report",

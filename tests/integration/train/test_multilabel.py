@@ -52,11 +52,10 @@ def recipe(kind: str, path, **extra):
 
 
 def scenes_recipe(path, backbone, *, seed=0, **extra):
+    extra.setdefault("train", {"epochs": 6, "system_metrics_s": None, "mixup_alpha": 0.2})
     return recipe("finetune", path, task="multilabel", backbone=backbone,
                   data={"path": str(path), "img_size": 32, "batch_size": 16,
-                        "crop_scale": [0.5, 1], "seed": seed},
-                  train={"epochs": 6, "system_metrics_s": None, "mixup_alpha": 0.2},
-                  **extra)
+                        "crop_scale": [0.5, 1], "seed": seed}, **extra)
 
 
 @pytest.mark.parametrize("mode, extra", [

@@ -20,8 +20,8 @@ from timm.loss import AsymmetricLossMultiLabel
 from hypernym.data.multilabel import MultiLabelCodec
 from hypernym.errors import HypernymError
 from hypernym.train.distributed import all_gather, all_reduce_sum
-from hypernym.train.tasks import multilabel_metrics as metrics
 from hypernym.train.tasks.base import Task
+from hypernym.train.tasks.multilabel_metrics import best_thresholds, summary
 
 __all__ = ["BinaryCrossEntropy", "MultiLabelMeter", "MultiLabelTask", "build_multilabel_loss"]
 
@@ -125,7 +125,7 @@ class MultiLabelTask(Task):
             targets, scores = score_split(model, dataset.manifest, dataset.root, "val",
                                           img_size=data.img_size, mean=data.mean, std=data.std,
                                           batch_size=data.batch_size)
-            tuned, _ = metrics.best_thresholds(targets, scores, self.threshold)
+            tuned, _ = best_thresholds(targets, scores, self.threshold)
             fields["thresholds"] = [round(float(t), 6) for t in tuned]
         return fields
 
@@ -163,6 +163,6 @@ class MultiLabelMeter:
             return {"loss": 0.0}
         scores = torch.cat([s for s, _ in parts]).numpy()
         targets = torch.cat([t for _, t in parts]).numpy()
-        figures = metrics.summary(targets, scores, self.threshold)
+        figures = summary(targets, scores, self.threshold)
         self.per_class = figures.pop("per_class")
         return {"loss": loss / max(count, 1.0), **figures}
