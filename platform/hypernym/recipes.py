@@ -44,7 +44,8 @@ def run_recipe(recipe: Recipe, *, show_progress: bool = True, resume: str | None
         from hypernym.transfer.evaluation import report_finetune
 
         report_finetune(recipe, result.run_id, registered=result.registered,
-                        checkpoint=result.checkpoint, metrics=result.metrics)
+                        checkpoint=result.checkpoint, metrics=result.metrics,
+                        dataset=result.dataset)
     return result
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 import hypernym.train.tasks.multilabel_metrics as M
 from hypernym.data.manifest import Manifest
-from hypernym.transfer.report import PREFIX
+from hypernym.transfer.eval_report import PREFIX
 
 __all__ = ["MultiLabelReport", "build_multilabel_report", "log_multilabel_report",
            "multilabel_report", "print_multilabel_report"]

@@ -10,7 +10,7 @@ from hypernym.data.manifest import read_manifest
 from hypernym.data.prepare import prepare
 from hypernym.data.reader import make_loader
 from hypernym.data.storage import open_fs
-from tests.servers import moto_s3
+from tests.servers import local_ray, moto_s3
 
 from .conftest import make_winter21
 
@@ -19,14 +19,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def s3():
-    import ray
-
-    with moto_s3("hyp"):
-        # Ray workers take the driver's environment when Ray starts: start a fresh one now.
-        ray.shutdown()
-        ray.init(address="local", num_cpus=2, include_dashboard=False)
+    # Ray workers take the driver's environment when Ray starts: a fresh one, inside moto's.
+    with moto_s3("hyp"), local_ray(fresh=True):
         yield "s3://hyp"
-        ray.shutdown()
 
 
 def test_prepare_from_and_to_s3_and_stream(s3, tmp_path):
