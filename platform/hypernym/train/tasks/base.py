@@ -47,10 +47,14 @@ class Task:
     num_outputs: int = 0
 
     # ---- data: what a sample yields
-    def codec(self, *, train: bool = True) -> SampleCodec:
-        """The sample codec the reader's loader workers use (small and picklable), for the
-        training split or (``train=False``) for evaluation."""
+    def codec(self) -> SampleCodec:
+        """The sample codec the reader's loader workers use (small and picklable)."""
         return LabelCodec()
+
+    def eval_codec(self) -> SampleCodec:
+        """The codec of evaluation passes (validation); by default the training one (the reader
+        still applies its eval transform)."""
+        return self.codec()
 
     def batch_labels(self, target: Any) -> torch.Tensor | None:
         """Class indices of a batch's targets for the batch statistics (class mixing), or None

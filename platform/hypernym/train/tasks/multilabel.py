@@ -97,8 +97,11 @@ class MultiLabelTask(Task):
                                "rand_augment": data.rand_augment,
                                "min_visible": recipe.multilabel.min_visible})
 
-    def codec(self, *, train: bool = True) -> MultiLabelCodec:
-        return MultiLabelCodec(self.num_outputs, train=train, **self.codec_args)
+    def codec(self) -> MultiLabelCodec:
+        return MultiLabelCodec(self.num_outputs, train=True, **self.codec_args)
+
+    def eval_codec(self) -> MultiLabelCodec:
+        return MultiLabelCodec(self.num_outputs, train=False, **self.codec_args)
 
     def mix(self, images: torch.Tensor, target: torch.Tensor):
         if self.mixup is None:
