@@ -2,8 +2,8 @@
 SQLite, real shards): a backbone pretrained on the demo's glyphs beats random init in
 validation mAP at the same budget; the registered model's card holds its task and per-class
 thresholds; its run holds the evaluation report; the served pyfunc answers with the labels over
-their thresholds; `hypernym eval` and the probes report mAP. Every fine-tuning mode trains
-the multi-label head."""
+their thresholds; `hypernym eval` reports mAP. Every fine-tuning mode trains the multi-label
+head. (The probes' mAP: tests/unit/transfer/test_probe_multilabel.py.)"""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from hypernym.config import parse_recipe
 
 pytestmark = pytest.mark.integration
 
-# The lead of the backbone at this test's budget: on 3 seeds of data.seed (head init, random
-# init, crops, order) it measured +X, +Y and +Z mAP points (tests/benchmarks/multilabel.py
-# measures the demo's own backbone: docs/benchmarks.md, "Multi-label"). The floor sits below
-# the weakest seed.
-MARGIN = 0.10
+# The lead of the backbone at this test's budget, measured on seeds 0, 1, 2 of data.seed (head
+# init, random init, crops, order): +3.6, +6.8 and +2.4 mAP points (the demo's own backbone
+# leads by 18 points at the shipped recipe's budget: docs/benchmarks.md, "Multi-label"). Runs
+# of one seed differ by about 1.5 points. The floor sits below the weakest measured seed.
+MARGIN = 0.01
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,8 @@ def data(tmp_path_factory, ray_local):
     root = tmp_path_factory.mktemp("multilabel")
     make_winter21(root / "raw-glyphs", images_per_class=40, image_size=(40, 40),
                   classes=DEMO_CLASSES)
-    make_glyph_scenes(root / "raw-scenes", images={"train": 160, "val": 60}, canvas=(64, 64))
+    make_glyph_scenes(root / "raw-scenes", images={"train": 160, "val": 60}, canvas=(64, 64),
+                      objects=(1, 3), object_size=(0.4, 0.65))
     common = {"kind": "prepare", "min_per_class": 0, "shard_samples": 128}
     prepare(parse_recipe({**common, "source": str(root / "raw-glyphs"),
                           "output": str(root / "glyphs"), "val_per_class": 4,
@@ -125,17 +126,12 @@ def test_backbone_beats_random_init_and_the_model_serves_its_labels(data, tmp_pa
     for row in rows:
         assert row["error"] is None and row["probs"] == sorted(row["probs"], reverse=True)
         assert all(p >= t for p, t in zip(row["probs"], row["thresholds"], strict=True))
-    assert sum(len(row["labels"]) for row in rows) >= 3  # scenes hold 1 to 4 glyphs
+    assert sum(len(row["labels"]) for row in rows) >= 3  # scenes hold 1 to 3 glyphs
 
     result = CliRunner().invoke(app, ["eval", "scenes@candidate", str(data / "scenes")])
     assert result.exit_code == 0, result.output + repr(result.exception)
     for text in ("map", "per class", "labels per image", "eval/pr_curve.png"):
         assert text in result.output, text
-
-    from hypernym.transfer.probe import compare_backbones
-
-    rows = compare_backbones(["glyphs"], str(data / "scenes"), ks=(10,))
-    assert rows[0]["linear"][0] > rows[1]["linear"][0], rows  # the backbone, random init
 
 
 def _val_images(path, count: int) -> list[str]:
