@@ -26,23 +26,39 @@ from pydantic import (
 )
 
 from hypernym.errors import HypernymError
-from hypernym.sections import DetectionSpec, OptimSpec, RegisterSpec, detection_refusals
+from hypernym.sections import (
+    DetectionSpec,
+    MultiLabelSpec,
+    OptimSpec,
+    RegisterSpec,
+    detection_refusals,
+)
 
 # timm's IMAGENET_DEFAULT_MEAN/STD, repeated so that validating a recipe does not import torch.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Each task's losses (the first is its default) and the validation metric that judges its runs
+# (``registry.metric: auto``, a plateau schedule's default metric).
+# A detector has its own losses: its recipe keeps train.loss at the default (detection_refusals).
+TASK_LOSSES = {"classification": ("ce", "semantic"), "detection": ("ce",),
+               "multilabel": ("bce", "asl")}
+TASK_METRICS = {"classification": "top1", "detection": "map", "multilabel": "map"}
 
 __all__ = [
     "DataSpec",
     "DetectionSpec",
     "FinetuneRecipe",
     "ModelSpec",
+    "MultiLabelSpec",
     "OptimSpec",
     "PrepareRecipe",
     "PretrainRecipe",
     "Recipe",
     "RegisterSpec",
     "ScalingSpec",
+    "TASK_LOSSES",
+    "TASK_METRICS",
     "TrainSpec",
     "apply_overrides",
     "load_recipe",
@@ -193,9 +209,10 @@ class TrainSpec(Section):
     """The loop's budget, loss, regularisation and numerics (timm's implementations)."""
 
     epochs: int = Field(10, ge=1)
-    loss: Literal["ce", "semantic"] = Field(
-        "ce", description="ce: softmax cross-entropy; semantic: one softmax per level of the "
-        "dataset's class hierarchy (the 21K-P semantic softmax)")
+    loss: Literal["ce", "semantic", "bce", "asl"] = Field(
+        "ce", description="classification: ce, softmax cross-entropy; semantic, one softmax per "
+        "level of the dataset's class hierarchy (the 21K-P semantic softmax). multilabel "
+        "(default bce): bce, binary cross-entropy per class; asl, the asymmetric loss")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     mixup_alpha: float = Field(0.0, ge=0, description="timm Mixup alpha (0: off)")
     cutmix_alpha: float = Field(0.0, ge=0, description="timm CutMix alpha (0: off)")
@@ -235,10 +252,12 @@ class ScalingSpec(Section):
 class _TrainRecipe(Section):
     name: str = Field(description="run name; also the Ray Train run directory name")
     experiment: str = "hypernym"
-    task: Literal["classification", "detection"] = Field(
+    task: Literal["classification", "detection", "multilabel"] = Field(
         "classification", description="what the model learns (hypernym.train.tasks): "
         "classification, one class per image (train.loss ce or semantic); detection, boxes "
-        "and their classes (a fine-tune with a detection section, docs/detection.md)")
+        "and their classes (a fine-tune with a detection section, docs/detection.md); "
+        "multilabel, every label of an annotated image (train.loss bce or asl, the multilabel "
+        "section)")
     data: DataSpec
     model: ModelSpec
     optim: OptimSpec = Field(default_factory=OptimSpec)
@@ -263,6 +282,41 @@ class _TrainRecipe(Section):
             self.registry.metric = "val_ema/map" if self.registry.weights == "ema" else "val/map"
         if self.optim.sched == "plateau" and "plateau_metric" not in self.optim.model_fields_set:
             self.optim.plateau_metric = "val/map"
+
+    multilabel: MultiLabelSpec = Field(default_factory=MultiLabelSpec)
+
+    @model_validator(mode="after")
+    def _task_keys(self):
+        """The loss and the task's own keys fit the task; ``auto`` metrics become its own."""
+        losses, train = TASK_LOSSES[self.task], self.train
+        if "loss" not in train.model_fields_set and train.loss not in losses:
+            train.loss = losses[0]
+        if train.loss not in losses:
+            owner = next(t for t, names in TASK_LOSSES.items() if train.loss in names)
+            raise ValueError(f"train.loss {train.loss!r} is a loss of task {owner}; task "
+                             f"{self.task} takes {' or '.join(losses)}")
+        # Keys set to other than their defaults: a resolved recipe carries every key.
+        spec, fields = self.multilabel, MultiLabelSpec.model_fields
+        own = {k for k in spec.model_fields_set if getattr(spec, k) != fields[k].default}
+        if self.task != "multilabel" and own:
+            raise ValueError(f"multilabel.{sorted(own)[0]} is a key of task: multilabel, not "
+                             f"{self.task}: drop it or set task: multilabel")
+        stray = sorted(k for k in own if k.startswith("asl_"))
+        if stray and train.loss != "asl":
+            raise ValueError(f"multilabel.{stray[0]} tunes train.loss asl, not {train.loss}: "
+                             "drop it or set train.loss: asl")
+        if self.task == "multilabel":
+            if self.data.decode_on == "device":
+                raise ValueError("task multilabel decodes in the loader workers, where its crops "
+                                 "drop the labels of objects they cut away: set data.decode_on: "
+                                 "loader")
+        metric = TASK_METRICS[self.task]
+        if self.registry.metric == "auto" and self.task != "classification":
+            self.registry.metric = f"val{'_ema' if self.registry.weights == 'ema' else ''}/" \
+                                   f"{metric}"
+        if self.optim.sched == "plateau" and "plateau_metric" not in \
+                self.optim.model_fields_set and self.task != "classification":
+            self.optim.plateau_metric = f"val/{metric}"
         return self
 
     @model_validator(mode="after")

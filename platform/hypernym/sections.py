@@ -1,4 +1,4 @@
-"""The ``optim``, ``registry`` and ``detection`` sections of a training recipe.
+"""The ``optim``, ``registry``, ``detection`` and ``multilabel`` sections of a training recipe.
 
 ``optim``: timm's optimizer and scheduler, with each scheduler's own keys.
 
@@ -10,6 +10,7 @@ error, so ``sched: step`` with ``decay_milestones`` is caught before anything st
 ``registry``: where the trained model goes, and which weights (model or EMA, which epoch).
 
 ``detection``: the detector of a ``task: detection`` fine-tune and how its backbone trains.
+``multilabel``: the keys of ``task: multilabel`` (its threshold, its crops, the asymmetric loss).
 
 Kept apart from config.py so that each file stays small; ``hypernym.config`` re-exports them.
 """
@@ -20,8 +21,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["SCHEDULES", "SCHEDULE_KEYS", "DetectionSpec", "OptimSpec", "RegisterSpec",
-           "detection_refusals"]
+__all__ = ["SCHEDULES", "SCHEDULE_KEYS", "DetectionSpec", "MultiLabelSpec", "OptimSpec",
+           "RegisterSpec", "detection_refusals"]
 
 # The schedules of timm.scheduler.create_scheduler_v2 (timm 1.0.31) a recipe may name.
 SCHEDULES = ("cosine", "tanh", "step", "multistep", "plateau", "poly", "wsd", "rsqrt",
@@ -235,3 +236,23 @@ def detection_refusals(recipe) -> list[str]:
         out.append("says what trains in detection.backbone_mode (frozen, partial, full): "
                    "drop mode, partial_blocks and head_warmup_epochs")
     return out
+
+
+class MultiLabelSpec(BaseModel):
+    """The keys of ``task: multilabel`` (several labels per image, one sigmoid per class)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    threshold: float = Field(
+        0.5, gt=0, lt=1, description="the probability from which a label counts as predicted "
+        "(validation F1); the registered model answers with per-class thresholds tuned on "
+        "validation, this one for classes without a positive validation image")
+    min_visible: float = Field(
+        0.5, ge=0, le=1, description="training crops: a label whose boxes all keep less than "
+        "this share of their area inside the crop leaves the sample's target (labels without "
+        "boxes always stay); 0 keeps every label")
+    # timm's AsymmetricLossMultiLabel defaults (Ridnik et al., ICCV 2021)
+    asl_gamma_neg: float = Field(4.0, ge=0, description="loss asl: focusing of the negatives")
+    asl_gamma_pos: float = Field(1.0, ge=0, description="loss asl: focusing of the positives")
+    asl_clip: float = Field(0.05, ge=0, lt=1, description="loss asl: probability margin that "
+                            "discards easy negatives (0: off)")

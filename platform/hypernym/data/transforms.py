@@ -106,7 +106,11 @@ class RandomResizedCropFlip:
         self.size, self.scale = size, scale
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        top, left, h, w, flip = draw_crop(*image.shape[-2:], self.scale)
+        return self.apply(image, draw_crop(*image.shape[-2:], self.scale))
+
+    def apply(self, image: torch.Tensor, params: tuple[int, int, int, int, int]) -> torch.Tensor:
+        """The crop `draw_crop` drew (top, left, height, width, flip), resized to the size."""
+        top, left, h, w, flip = params
         # Decoders give HWC pixels (a permuted CHW view); copying the crop out keeps that
         # layout, and torch's uint8 antialiased resize runs twice as fast on channels-last.
         crop = image[None, :, top : top + h, left : left + w].contiguous(

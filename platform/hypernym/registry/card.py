@@ -41,6 +41,10 @@ class ModelCard(BaseModel):
     crop_mode: str = "center"
     interpolation: str = "bilinear"
     task: str  # pretrain | finetune
+    # What the head was trained for (hypernym.train.tasks): classification (one softmax over
+    # the classes) or multilabel (a sigmoid per class: a label is predicted from its threshold).
+    objective: str = "classification"
+    thresholds: list[float] = Field(default_factory=list)  # multilabel: per class, by index
     # name, fingerprint, uri; images per split, the prepare recipe, excluded subtrees
     dataset: dict[str, Any] = Field(default_factory=dict)
     recipe: dict[str, Any] = Field(default_factory=dict)  # the training recipe, as run

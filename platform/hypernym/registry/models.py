@@ -104,7 +104,9 @@ def register_model(*, run_id: str, name: str, model: torch.nn.Module, card: Mode
                 python_model=str(Path(__file__).with_name("pyfunc_model.py")),
                 artifacts={"weights": str(weights), "card": str(card_path),
                            "readme": str(readme)},
-                pip_requirements=_PIP, signature=signature(card.detection or None),
+                pip_requirements=_PIP,
+                signature=signature(card.detection or None,
+                                    multi_label=card.objective == "multilabel"),
                 input_example=input_example(), metadata={"hypernym_card": "card.json"},
                 code_paths=code,
             )

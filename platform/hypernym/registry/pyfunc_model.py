@@ -12,7 +12,9 @@ or uint8 arrays ``[H, W, 3]`` / ``[H, W]`` (nested lists over JSON). A bare uint
 ``[N, H, W, 3]`` works from Python. Output, one row per image: ``class_ids``, ``labels`` (the
 class ids of the dataset, e.g. WordNet synsets), ``names``, ``probs`` (softmax over the classes,
 top ``top_k`` first) and ``error`` (null, or why this image was not classified: the other images
-of the batch are still answered).
+of the batch are still answered). A multi-label model (card ``objective: multilabel``) answers
+with every label whose probability (its own sigmoid) reaches its class's threshold from the card,
+most probable first, and that threshold per label in ``thresholds``; ``top_k`` does not apply.
 
 A registered detector (its card has ``detection``) answers per image ``boxes`` (x0 y0 x1 y1 in
 the image's pixels), ``class_ids``, ``labels``, ``names``, ``scores`` and ``error``; a
@@ -35,6 +37,7 @@ from mlflow.pyfunc import PythonModel
 DEFAULT_TOP_K = 5
 _OUTPUT_COLUMNS = ("class_ids", "labels", "names", "probs", "error")
 _DETECTION_COLUMNS = ("boxes", "class_ids", "labels", "names", "scores", "error")
+_MULTILABEL_COLUMNS = ("class_ids", "labels", "names", "probs", "thresholds", "error")
 
 
 class IntegrityError(ValueError):
@@ -127,6 +130,11 @@ class ImageClassifier:
                                           for i in range(card["num_classes"])]
         self.labels = [c["id"] for c in classes]
         self.names = [c.get("name", c["id"]) for c in classes]
+        self.multi_label = card.get("objective") == "multilabel"
+        self.thresholds = [float(t) for t in card.get("thresholds") or
+                           [0.5] * card["num_classes"]]
+        self.squash = card.get("crop_mode") == "squash"  # the whole image, resized
+        self.columns = _MULTILABEL_COLUMNS if self.multi_label else _OUTPUT_COLUMNS
 
     @classmethod
     def from_files(cls, card_path: str, weights_path: str, *,
@@ -148,6 +156,8 @@ class ImageClassifier:
     def _crop(self, tensor):
         from torchvision.transforms.v2 import functional as TF
 
+        if self.squash:
+            return TF.resize(tensor, [self.height, self.width], antialias=True)
         if self.height == self.width:
             tensor = TF.resize(tensor, [round(self.height / self.crop_pct)], antialias=True)
         else:
@@ -166,15 +176,27 @@ class ImageClassifier:
         except ValueError as exc:
             return None, str(exc)
 
-    @staticmethod
-    def error_row(index: int, error: str) -> dict[str, Any]:
-        """The answer for an image that could not be read: empty top-k, the reason numbered."""
-        return {"class_ids": [], "labels": [], "names": [], "probs": [],
+    def error_row(self, index: int, error: str) -> dict[str, Any]:
+        """The answer for an image that could not be read: no labels, the reason numbered."""
+        return {**{c: [] for c in self.columns if c != "error"},
                 "error": f"image {index}: {error}"}
+
+    def _over_thresholds(self, probs) -> list[dict[str, Any]]:
+        """A multi-label model's rows: every label from its threshold, most probable first."""
+        rows = []
+        for row in probs.tolist():
+            picked = sorted((j for j, p in enumerate(row) if p >= self.thresholds[j]),
+                            key=lambda j: -row[j])
+            rows.append({"class_ids": picked, "labels": [self.labels[j] for j in picked],
+                         "names": [self.names[j] for j in picked],
+                         "probs": [round(row[j], 6) for j in picked],
+                         "thresholds": [self.thresholds[j] for j in picked], "error": None})
+        return rows
 
     def classify(self, prepared: list[tuple[Any, str | None]],
                  top_k: int = DEFAULT_TOP_K) -> list[dict[str, Any]]:
-        """Top-k rows of `prepare`'d images: one forward pass for all that were readable."""
+        """Top-k rows of `prepare`'d images (a multi-label model: the labels over their
+        thresholds): one forward pass for all that were readable."""
         import torch
 
         k = max(1, min(int(top_k), len(self.labels)))
@@ -190,7 +212,12 @@ class ImageClassifier:
             x = torch.stack(batch).to(self.device, non_blocking=True)
             x = (x.float() / 255.0 - self.mean) / self.std
             with torch.inference_mode():
-                probs = self.model(x).float().softmax(dim=1)
+                logits = self.model(x).float()
+            if self.multi_label:
+                for i, row in zip(where, self._over_thresholds(logits.sigmoid()), strict=True):
+                    rows[i] = row
+                return rows
+            probs = logits.softmax(dim=1)
             top = probs.topk(k, dim=1)
             for i, values, indices in zip(where, top.values.tolist(), top.indices.tolist(),
                                           strict=True):
@@ -330,8 +357,8 @@ class HypernymImageModel(PythonModel):
                                            context.artifacts["weights"])
 
     def predict(self, context, model_input, params=None):
-        """Images -> one row per image: class_ids, labels, names, probs, error (a detector:
-        boxes, class_ids, labels, names, scores, error)."""
+        """Images -> one row per image: class_ids, labels, names, probs, (thresholds,) error (a
+        detector: boxes, class_ids, labels, names, scores, error)."""
         import pandas as pd
 
         params = params or {}
@@ -341,7 +368,7 @@ class HypernymImageModel(PythonModel):
             columns = _DETECTION_COLUMNS
         else:
             rows = self.classifier.predict(images, top_k=int(params.get("top_k", DEFAULT_TOP_K)))
-            columns = _OUTPUT_COLUMNS
+            columns = self.classifier.columns
         # object columns: a null error stays None (JSON null), never NaN
         return pd.DataFrame({c: pd.Series([r[c] for r in rows], dtype=object) for c in columns})
 

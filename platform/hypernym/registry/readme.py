@@ -59,17 +59,22 @@ def render_readme(card: ModelCard, *, name: str | None = None,
              f"{h}x{w} RGB input.", "",
              "## Model", "",
              detector["architecture"] if detector else
-             f"- architecture: timm `{card.arch}`, {card.num_classes}-way classifier "
-             f"(loss `{card.loss}`)",
+             f"- architecture: timm `{card.arch}`, " + (
+                 f"multi-label classifier, one sigmoid per class (loss `{card.loss}`); a label "
+                 "is predicted from its class's threshold (Classes)"
+                 if card.objective == "multilabel" else
+                 f"{card.num_classes}-way classifier (loss `{card.loss}`)"),
              f"- weights: the run's {card.weights} weights, "
              + (f"epoch {card.selected.get('epoch')} ({card.selected.get('select', 'last')}"
                 + (f" by {card.selected['metric']} = {card.selected['value']:.4f}"
                    if card.selected.get("metric") else "") + ")" if card.selected else
                 "as registered"),
              detector["preprocessing"] if detector else
-             f"- preprocessing: resize the shorter side to {round(h / card.crop_pct)} px "
-             f"({card.interpolation}, crop_pct {card.crop_pct}), {card.crop_mode} crop "
-             f"{h}x{w}, scale to 0-1, mean {card.mean}, std {card.std}",
+             (f"- preprocessing: resize the whole image to {h}x{w} ({card.interpolation}, "
+              f"crop_mode squash)" if card.crop_mode == "squash" else
+              f"- preprocessing: resize the shorter side to {round(h / card.crop_pct)} px "
+              f"({card.interpolation}, crop_pct {card.crop_pct}), {card.crop_mode} crop "
+              f"{h}x{w}") + f", scale to 0-1, mean {card.mean}, std {card.std}",
              f"- files: `model.safetensors` (sha256 `{card.weights_sha256 or 'not recorded'}`),"
              " `card.json`; no pickles", "",
              "## Data", ""]
@@ -125,9 +130,15 @@ def render_readme(card: ModelCard, *, name: str | None = None,
               "NAME@ALIAS`; POST `{\"dataframe_split\": {\"columns\": [\"image\"], \"data\": "
               "[[\"<base64 JPEG>\"]]}}` to `/invocations` (MLflow) or `/` (Ray Serve).", "",
               "## Classes", ""]
-    lines += ["| index | id | name |", "| --- | --- | --- |"]
-    lines += [f"| {i} | {c['id']} | {c.get('name', '')} |"
-              for i, c in enumerate(card.classes[:_SHOWN_CLASSES])]
+    if card.thresholds:  # a multi-label model: each class's threshold
+        lines += ["| index | id | name | threshold |", "| --- | --- | --- | --- |"]
+        lines += [f"| {i} | {c['id']} | {c.get('name', '')} | {t:.4f} |"
+                  for i, (c, t) in enumerate(zip(card.classes[:_SHOWN_CLASSES],
+                                                 card.thresholds, strict=False))]
+    else:
+        lines += ["| index | id | name |", "| --- | --- | --- |"]
+        lines += [f"| {i} | {c['id']} | {c.get('name', '')} |"
+                  for i, c in enumerate(card.classes[:_SHOWN_CLASSES])]
     if len(card.classes) > _SHOWN_CLASSES:
         lines.append(f"\n... and {len(card.classes) - _SHOWN_CLASSES} more (card.json has all).")
     return "\n".join(lines) + "\n"
@@ -159,11 +170,15 @@ def _detector_text(card: ModelCard) -> dict[str, Any] | None:
 
 
 def _limitations(card: ModelCard, parent: ModelCard | None) -> list[str]:
-    lines = ["## Known limitations", "",
-             "- It finds only its own classes, and may find them in images of anything else; "
-             "its scores are not calibrated confidence." if card.detection else
-             "- It answers with one of its classes for any input, including images of "
-             "nothing it knows; the probabilities are a softmax, not calibrated confidence.",
+    answers = ("- It finds only its own classes, and may find them in images of anything else; "
+               "its scores are not calibrated confidence." if card.detection else
+               "- It answers with every class whose probability reaches that class's "
+               "threshold (tuned for F1 on the validation split), so an image of nothing it "
+               "knows may still get labels; the probabilities are sigmoids, not calibrated "
+               "confidence." if card.objective == "multilabel" else
+               "- It answers with one of its classes for any input, including images of "
+               "nothing it knows; the probabilities are a softmax, not calibrated confidence.")
+    lines = ["## Known limitations", "", answers,
              f"- Measured only on the validation split of {card.dataset.get('name', '?')}; "
              "accuracy on other cameras, sites or populations is unknown."]
     if card.loss == "semantic":

@@ -4,7 +4,9 @@ One column ``image`` of base64 JPEG/PNG strings (or uint8 arrays, hence MLflow's
 a ``string`` column would refuse arrays), a ``top_k`` parameter, and per image the top-k class
 ids, labels, names, probabilities and an ``error`` (null when the image was classified). A
 detector answers per image its boxes, their class ids, labels, names and scores, with a
-``score_threshold`` parameter.
+``score_threshold`` parameter. A multi-label model answers with every label over its threshold:
+the same columns as a classifier plus ``thresholds`` (each returned label's threshold), and no
+``top_k``.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import io
 __all__ = ["encode_image", "input_example", "signature"]
 
 
-def signature(detection: dict | None = None):
+def signature(detection: dict | None = None, *, multi_label: bool = False):
     """The MLflow ModelSignature of the registered pyfunc; ``detection``: a detector's card
-    config (its answers are boxes, and its ``score_threshold`` is the parameter's default)."""
+    config (its answers are boxes, and its ``score_threshold`` is the parameter's default);
+    ``multi_label``: a multi-label model's."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import AnyType, Array, ColSpec, ParamSchema, ParamSpec, Schema
 
@@ -30,9 +33,13 @@ def signature(detection: dict | None = None):
         params = ParamSchema([ParamSpec("score_threshold", "double",
                                         float(detection["score_threshold"]))])
         return ModelSignature(inputs=inputs, outputs=outputs, params=params)
-    outputs = Schema([ColSpec(Array("long"), "class_ids"), ColSpec(Array("string"), "labels"),
-                      ColSpec(Array("string"), "names"), ColSpec(Array("double"), "probs"),
-                      ColSpec("string", "error", required=False)])
+    columns = [ColSpec(Array("long"), "class_ids"), ColSpec(Array("string"), "labels"),
+               ColSpec(Array("string"), "names"), ColSpec(Array("double"), "probs"),
+               ColSpec("string", "error", required=False)]
+    if multi_label:  # every label over its threshold: no top_k
+        columns.insert(4, ColSpec(Array("double"), "thresholds"))
+        return ModelSignature(inputs=inputs, outputs=Schema(columns))
+    outputs = Schema(columns)
     params = ParamSchema([ParamSpec("top_k", "long", 5)])
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 

@@ -133,6 +133,8 @@ class ImageModelServer:
         k = top_k or self.config.default_top_k
         if self.detector:  # what the batch carries per image: its score threshold
             k = self.classifier.score_threshold if threshold is None else threshold
+        elif self.classifier.multi_label:  # every label over its threshold, however many
+            k = len(self.classifier.labels)
         prepared = await asyncio.get_running_loop().run_in_executor(self.decoder,
                                                                     self._prepare, images)
         readable = [(tensor, k) for tensor, error in prepared if error is None]

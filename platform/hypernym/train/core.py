@@ -123,7 +123,7 @@ class Trainer:
         task = task or build_task(recipe, dataset)
         backbone = backbone or getattr(recipe, "backbone", None)
         loaders = loaders or ShardLoaders(recipe.data, dataset, task.codec(), rank=rank,
-                                          world=world)
+                                          world=world, eval_codec=task.eval_codec())
         seed_everything(recipe.data.seed)  # the same init on every rank (FSDP shards it)
         built = task.build_model(recipe, class_ids=dataset.class_ids, backbone=backbone,
                                  settings=settings)

@@ -32,11 +32,13 @@ class ShardLoaders:
         spec: the recipe's ``data`` section (batch size, image size, augmentation, workers).
         dataset: the opened dataset.
         codec: the task's sample codec.
+        eval_codec: the task's codec for evaluation passes (``codec`` when None).
     """
 
     def __init__(self, spec: DataSpec, dataset: Dataset, codec, *, rank: int = 0,
-                 world: int = 1) -> None:
+                 world: int = 1, eval_codec=None) -> None:
         self.spec, self.dataset, self.codec = spec, dataset, codec
+        self.eval_codec = eval_codec or codec
         self.rank, self.world = rank, world
 
     def split_sizes(self, split: str = "train") -> list[int]:
@@ -68,7 +70,8 @@ class ShardLoaders:
             img_size=spec.img_size, train=train, seed=spec.seed,
             num_workers=spec.loader_workers, progress=progress, crop_scale=spec.crop_scale,
             rand_augment=spec.rand_augment if train else None, recycle=train,
-            decode_on=spec.decode_on, shuffle_buffer=spec.shuffle_buffer, codec=self.codec)
+            decode_on=spec.decode_on, shuffle_buffer=spec.shuffle_buffer,
+            codec=self.codec if train else self.eval_codec)
 
 
 class TensorLoaders:

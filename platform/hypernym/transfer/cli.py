@@ -30,8 +30,7 @@ def eval_model(
         "result format to FILE, and the split's ground truth to FILE_gt.json")] = None,
 ) -> None:
     """Evaluation report of a registered model on a prepared dataset, in an MLflow run."""
-    from hypernym.transfer.eval_report import print_report
-    from hypernym.transfer.evaluation import run_eval
+    from hypernym.transfer.evaluation import print_any_report, run_eval
 
     report, run_id = run_eval(model_ref, dataset, split=split, batch_size=batch_size,
                               experiment=experiment, contamination=check_contamination,
@@ -46,9 +45,9 @@ def eval_model(
         out.print(f"logged to MLflow run {run_id} (metrics eval/*, images eval/predictions.png, "
                   "tables eval/per_class_ap.json)")
         return
-    print_report(report, out, title=f"{model_ref} on {dataset}")
-    out.print(f"logged to MLflow run {run_id} (metrics eval/*, images eval/confusion_matrix.png "
-              "and eval/reliability_diagram.png, tables eval/*.json)")
+    images = print_any_report(report, out, title=f"{model_ref} on {dataset}")
+    out.print(f"logged to MLflow run {run_id} (metrics eval/*, images {' and '.join(images)}, "
+              "tables eval/*.json)")
 
 
 def contamination(

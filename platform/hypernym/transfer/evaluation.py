@@ -1,7 +1,8 @@
 """Evaluating a classifier on a prepared split: `predict_split` runs it over the split,
 `run_eval` (``hypernym eval``: its own MLflow run, linked to the model) and `report_finetune`
 (the end of a fine-tune, into the fine-tune's run) turn its scores into the evaluation report
-(`hypernym.transfer.eval_report`)."""
+(`hypernym.transfer.eval_report`). A multi-label model (card ``objective: multilabel``) gets the
+multi-label report (`hypernym.transfer.multilabel_report`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from hypernym.errors import HypernymError
 from hypernym.settings import Settings, get_settings
 from hypernym.transfer.eval_report import Report, build_report, check_classes, log_report
 
-__all__ = ["predict_split", "report_finetune", "run_eval"]
+__all__ = ["predict_split", "print_any_report", "report_finetune", "run_eval"]
 
 log = logging.getLogger(__name__)
 
@@ -110,17 +111,57 @@ def run_eval(model_ref: str, dataset: str, *, split: str = "val", batch_size: in
         tracking.log_inputs(run_id, dataset_name=manifest.name, fingerprint=manifest.fingerprint,
                             uri=dataset, context="eval",
                             model_id=getattr(version, "model_id", None), settings=settings)
-        labels, probs = predict_split(model, manifest, dataset, split=split,
-                                      img_size=card.input_size[-1], mean=card.mean,
-                                      std=card.std, batch_size=batch_size)
-        report = build_report(labels, probs, manifest, split=split)
+        report = _report(model, manifest, dataset, split=split, img_size=card.input_size[-1],
+                         mean=card.mean, std=card.std, batch_size=batch_size,
+                         thresholds=((card.thresholds or 0.5)
+                                     if card.objective == "multilabel" else None))
         report.contamination = _contamination(card, dataset, split, run_id, contamination,
                                               settings)
-        log_report(report, run_id, settings=settings)
+        _log(report, run_id, settings)
         status = "FINISHED"
         return report, run_id
     finally:
         tracking.end_run(run_id, status, settings=settings)
+
+
+def _report(model, manifest, root: str, *, split: str, img_size: int, mean, std,
+            batch_size: int, thresholds=None):
+    """The single-label report, or with ``thresholds`` (one, or one per class) the
+    multi-label one."""
+    if thresholds is not None:
+        from hypernym.transfer.multilabel_report import multilabel_report
+
+        return multilabel_report(model, manifest, root, split=split, img_size=img_size,
+                                 mean=mean, std=std, batch_size=batch_size,
+                                 thresholds=thresholds)
+    labels, probs = predict_split(model, manifest, root, split=split, img_size=img_size,
+                                  mean=mean, std=std, batch_size=batch_size)
+    return build_report(labels, probs, manifest, split=split)
+
+
+def _log(report, run_id: str, settings: Settings) -> None:
+    from hypernym.transfer.multilabel_report import MultiLabelReport, log_multilabel_report
+
+    if isinstance(report, MultiLabelReport):
+        log_multilabel_report(report, run_id, settings=settings)
+    else:
+        log_report(report, run_id, settings=settings)
+
+
+def print_any_report(report, console, *, title: str) -> list[str]:
+    """Print either kind of report; returns the names of its images in the run."""
+    from hypernym.transfer.eval_report import print_report
+    from hypernym.transfer.multilabel_report import (
+        IMAGES,
+        MultiLabelReport,
+        print_multilabel_report,
+    )
+
+    if isinstance(report, MultiLabelReport):
+        print_multilabel_report(report, console, title=title)
+        return [f"eval/{name}.png" for name in IMAGES]
+    print_report(report, console, title=title)
+    return ["eval/confusion_matrix.png", "eval/reliability_diagram.png"]
 
 
 def _contamination(card, dataset: str, split: str, run_id: str, check: bool,
@@ -159,8 +200,10 @@ def report_finetune(recipe, run_id: str, *, registered=None, checkpoint=None,
 
     Reads the registered weights, or, when nothing was registered, the weights registration
     would have chosen from the final checkpoint (``metrics``: the run's last epoch metrics).
-    ``dataset``: the run's dataset, already opened (`hypernym.data.dataset.Dataset`). A failure
-    is logged, not raised: the model is trained and registered by then.
+    ``dataset``: the run's dataset, already opened (`hypernym.data.dataset.Dataset`). A
+    multi-label model is reported at its card's thresholds (tuned on this same split), or
+    unregistered at ``multilabel.threshold``. A failure is logged, not raised: the model is
+    trained and registered by then.
     """
     settings = settings or get_settings()
     if getattr(recipe, "task", "classification") == "detection":
@@ -195,11 +238,16 @@ def report_finetune(recipe, run_id: str, *, registered=None, checkpoint=None,
             load_weights(model, choose_weights(recipe, state, metrics or {})[0])
         else:
             return None
-        labels, probs = predict_split(model, manifest, recipe.data.path, split="val",
-                                      img_size=recipe.data.img_size, mean=recipe.data.mean,
-                                      std=recipe.data.std, batch_size=recipe.data.batch_size)
-        report = build_report(labels, probs, manifest, split="val")
-        log_report(report, run_id, settings=settings)
+        thresholds = None
+        if getattr(recipe, "task", "classification") == "multilabel":
+            card = getattr(model, "hypernym_card", None)
+            thresholds = (card.thresholds if card is not None and card.thresholds
+                          else recipe.multilabel.threshold)
+        data = recipe.data
+        report = _report(model, manifest, data.path, split="val", img_size=data.img_size,
+                         mean=data.mean, std=data.std, batch_size=data.batch_size,
+                         thresholds=thresholds)
+        _log(report, run_id, settings)
         return report
     except Exception as exc:  # noqa: BLE001 - the trained model must not be lost to a report
         log.warning("the evaluation report of run %s failed: %s", run_id, exc, exc_info=True)

@@ -4,7 +4,8 @@ Features are a model's pooled pre-logits (timm's ``forward_head(pre_logits=True)
 once per split. k-NN follows DINO (Caron et al., 2021): cosine similarity, the k nearest training
 features vote with weight exp(sim / T), T = 0.07. The linear probe is multinomial logistic
 regression with an L2 penalty, fitted by full-batch L-BFGS in torch (scikit-learn is not a
-dependency of the package).
+dependency of the package). On a multi-label dataset both probes report mAP instead
+(`hypernym.transfer.probe_multilabel`).
 """
 
 from __future__ import annotations
@@ -38,10 +39,21 @@ def load_split(path: str, split: str, *, img_size: int | None = None
     return stacked, torch.tensor(labels)
 
 
-def _read(url: str, img_size: int | None) -> tuple[list[torch.Tensor], list[int]]:
-    from hypernym.data.reader import read_shard
+def _read(url: str, img_size: int | None, classes: int | None = None
+          ) -> tuple[list[torch.Tensor], list]:
+    """A shard's images and labels (with ``classes``: multi-hot targets, images resized whole
+    as multi-label evaluation does)."""
+    from hypernym.data.reader import read_members, read_shard
     from hypernym.data.transforms import decode, eval_transform
 
+    if classes is not None:
+        from hypernym.data.codec import RawSample
+        from hypernym.data.multilabel import MultiLabelCodec
+
+        codec = MultiLabelCodec(classes, img_size=img_size, train=False)
+        pairs = [codec(RawSample(key, fields, 0, 0, url), None)
+                 for key, fields in read_members(url, members=codec.members)]
+        return [image for image, _ in pairs], [target for _, target in pairs]
     transform = eval_transform(img_size) if img_size is not None else None
     images, labels = [], []
     for data, label in read_shard(url):
@@ -51,9 +63,11 @@ def _read(url: str, img_size: int | None) -> tuple[list[torch.Tensor], list[int]
 
 
 def extract_features_ray(model: torch.nn.Module, path: str, split: str, *, img_size: int,
-                         mean, std, cpus_per_task: float = 1) -> tuple[torch.Tensor, torch.Tensor]:
+                         mean, std, cpus_per_task: float = 1,
+                         classes: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(features, labels) of a prepared split, one Ray task per shard (the model is put in
-    Ray's object store once). Same results as `extract_features` on `load_split`."""
+    Ray's object store once). Same results as `extract_features` on `load_split`. With
+    ``classes`` (a multi-label dataset), the labels are multi-hot rows [N, classes]."""
     import ray
 
     from hypernym.data.manifest import read_manifest
@@ -66,14 +80,16 @@ def extract_features_ray(model: torch.nn.Module, path: str, split: str, *, img_s
     task = ray.remote(num_cpus=cpus_per_task)(_shard_features)
     model_ref = ray.put(model.eval())
     parts = ray.get([task.remote(model_ref, url, img_size, tuple(mean), tuple(std),
-                                 max(int(cpus_per_task), 1)) for url in urls])
+                                 max(int(cpus_per_task), 1), classes) for url in urls])
     return torch.cat([f for f, _ in parts]), torch.cat([y for _, y in parts])
 
 
-def _shard_features(model, url: str, img_size: int, mean, std, threads: int):
+def _shard_features(model, url: str, img_size: int, mean, std, threads: int,
+                    classes: int | None = None):
     torch.set_num_threads(threads)  # a task has its CPUs; torch would take every core
-    images, labels = _read(url, img_size)
-    return extract_features(model, torch.stack(images), mean=mean, std=std), torch.tensor(labels)
+    images, labels = _read(url, img_size, classes)
+    features = extract_features(model, torch.stack(images), mean=mean, std=std)
+    return features, torch.stack(labels) if classes is not None else torch.tensor(labels)
 
 
 @torch.no_grad()
@@ -175,7 +191,8 @@ def compare_backbones(refs: list[str], dataset: str, *, shots: int | None = None
                       seeds: int = 3, ks: tuple[int, ...] = (10, 20), img_size: int | None = None,
                       settings=None) -> list[dict]:
     """k-NN and linear-probe top-1 on ``dataset``'s val split for each registered model and for
-    random init of each architecture among them (always a row, timm's init, torch seed 0).
+    random init of each architecture among them (always a row, timm's init, torch seed 0). On a
+    multi-label dataset: their mAP (`hypernym.transfer.probe_multilabel`).
 
     Features of every split are extracted once per model, on Ray (`extract_features_ray`).
     With ``shots``, the probes see ``shots`` training samples per class, drawn by seeds
@@ -189,7 +206,9 @@ def compare_backbones(refs: list[str], dataset: str, *, shots: int | None = None
 
     import timm
 
+    from hypernym.data.manifest import read_manifest
     from hypernym.registry.models import load_backbone
+    from hypernym.transfer import probe_multilabel as ml
 
     if not refs:
         raise ValueError("give at least one registered model to probe")
@@ -200,20 +219,24 @@ def compare_backbones(refs: list[str], dataset: str, *, shots: int | None = None
         name = f"random init ({arch})" if len(candidates) > 1 else "random init"
         candidates.append((name, timm.create_model(arch, pretrained=False, num_classes=0)))
     size = img_size or card.input_size[-1]
+    classes = ml.multi_label_classes(read_manifest(dataset))
+    draw = ml.few_shot_multilabel if classes else few_shot_indices
+    knn = ml.knn_map if classes else knn_accuracy
+    linear = ml.linear_probe_map if classes else linear_probe_accuracy
     rows = []
     for name, model in candidates:
         norm = getattr(model, "hypernym_card", card)
         started = time.perf_counter()
         train_x, train_y = extract_features_ray(model, dataset, "train", img_size=size,
-                                                mean=norm.mean, std=norm.std)
+                                                mean=norm.mean, std=norm.std, classes=classes)
         val_x, val_y = extract_features_ray(model, dataset, "val", img_size=size,
-                                            mean=norm.mean, std=norm.std)
+                                            mean=norm.mean, std=norm.std, classes=classes)
         row = {"model": name, "seconds": time.perf_counter() - started}
         for seed in range(seeds if shots else 1):
-            idx = few_shot_indices(train_y, shots, seed) if shots else slice(None)
+            idx = draw(train_y, shots, seed) if shots else slice(None)
             x, y = train_x[idx], train_y[idx]
             for k in ks:
-                row.setdefault(f"knn@{k}", []).append(knn_accuracy(x, y, val_x, val_y, k=k))
-            row.setdefault("linear", []).append(linear_probe_accuracy(x, y, val_x, val_y))
+                row.setdefault(f"knn@{k}", []).append(knn(x, y, val_x, val_y, k=k))
+            row.setdefault("linear", []).append(linear(x, y, val_x, val_y))
         rows.append(row)
     return rows

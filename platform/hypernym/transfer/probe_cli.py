@@ -32,7 +32,8 @@ def probe(
     img_size: Annotated[int | None, typer.Option(
         min=8, help="input size; default: the first model's card")] = None,
 ) -> None:
-    """k-NN (k=10, 20; cosine, DINO's weighting) and linear-probe top-1 of backbones on DATASET."""
+    """k-NN (k=10, 20; cosine, DINO's weighting) and linear-probe top-1 of backbones on DATASET
+    (mAP on a multi-label dataset: one-vs-rest logistic regression)."""
     from hypernym.transfer.probe import compare_backbones
 
     if len(args) < 2:
@@ -44,8 +45,12 @@ def probe(
         rows = compare_backbones(refs, dataset, shots=shots, seeds=seeds, img_size=img_size)
     except ValueError as exc:
         raise HypernymError(str(exc)) from None
+    from hypernym.data.manifest import read_manifest
+    from hypernym.transfer.probe_multilabel import multi_label_classes
+
     what = f"{shots} per class, mean ± std over {seeds} seeds" if shots else "all training data"
-    table = Table(title=f"val top-1 on {dataset} ({what})")
+    metric = "mAP" if multi_label_classes(read_manifest(dataset)) else "top-1"
+    table = Table(title=f"val {metric} on {dataset} ({what})")
     probes = [k for k in rows[0] if k not in ("model", "seconds")]
     for column in ("model", *probes, "features (s)"):
         table.add_column(column)

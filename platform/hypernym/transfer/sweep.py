@@ -29,7 +29,7 @@ import yaml
 from ray.tune import Callback
 
 from hypernym import tracking
-from hypernym.config import apply_overrides, parse_recipe
+from hypernym.config import TASK_METRICS, apply_overrides, parse_recipe
 from hypernym.errors import HypernymError
 from hypernym.settings import Settings, get_settings
 from hypernym.transfer.space import load_space, parse_space, to_tune, with_values
@@ -78,7 +78,7 @@ def sweep_file(recipe_path: str | Path, space_path: str | Path, overrides: list[
 
 
 def run_sweep(recipe_raw: dict[str, Any], space: dict[str, tuple[str, list]] | dict, *,
-              trials: int, max_concurrent: int | None = None, metric: str = "val/top1",
+              trials: int, max_concurrent: int | None = None, metric: str = "auto",
               mode: str = "max", grace_period: int = 1, reduction_factor: float = 2,
               settings: Settings | None = None) -> SweepResult:
     """Run ``trials`` samples of ``space`` (``grid`` values multiply them) over a pretrain or
@@ -88,7 +88,9 @@ def run_sweep(recipe_raw: dict[str, Any], space: dict[str, tuple[str, list]] | d
     Args:
         recipe_raw: the recipe as a mapping (validated here, and for every trial).
         space: a checked space (``hypernym.transfer.space``), or a raw one to check.
-        metric: an epoch metric every trial reports (a validation metric: ``val/...``).
+        metric: an epoch metric every trial reports (a validation metric: ``val/...``);
+            ``auto``: the task's own (``val/top1`` for classification, ``val/map`` for
+            multilabel).
         mode: ``max`` or ``min``.
         grace_period: epochs every trial runs before ASHA may stop it.
     """
@@ -104,6 +106,8 @@ def run_sweep(recipe_raw: dict[str, Any], space: dict[str, tuple[str, list]] | d
         raise HypernymError(f"a sweep runs training recipes, not {recipe.kind!r} ones")
     if not all(isinstance(v, tuple) for v in space.values()):
         space = parse_space(space, recipe_raw)
+    if metric == "auto":
+        metric = f"val/{TASK_METRICS[recipe.task]}"
     if mode not in ("max", "min"):
         raise HypernymError(f"--mode must be max or min, got {mode!r}")
     if not metric.startswith(("val/", "val_ema/")):

@@ -20,7 +20,8 @@ def sweep(
     trials: Annotated[int, typer.Option(help="samples of the space (grid values multiply)")] = 8,
     max_concurrent: Annotated[int | None, typer.Option(help="trials at once (default: as the "
                                                              "cluster's CPUs allow)")] = None,
-    metric: Annotated[str, typer.Option(help="epoch metric ASHA and the pick use")] = "val/top1",
+    metric: Annotated[str, typer.Option(
+        help="epoch metric ASHA and the pick use; auto: the task's (val/top1, val/map)")] = "auto",
     mode: Annotated[str, typer.Option(help="max or min")] = "max",
     grace_period: Annotated[int, typer.Option(help="epochs before ASHA may stop a trial")] = 1,
     set_: Annotated[list[str] | None, typer.Option(
@@ -32,6 +33,7 @@ def sweep(
     result = sweep_file(recipe, space, list(set_ or []), trials=trials,
                         max_concurrent=max_concurrent, metric=metric, mode=mode,
                         grace_period=grace_period)
+    metric = result.metric
     table = Table(title=f"sweep run {result.run_id}: {metric} ({mode})")
     for column in ("trial", *result.trials[0].values, "epochs", metric, "ended"):
         table.add_column(column)

@@ -9,13 +9,15 @@ from __future__ import annotations
 from hypernym.train.tasks.base import Meter, Task
 from hypernym.train.tasks.classification import ClassificationMeter, ClassificationTask
 from hypernym.train.tasks.detection import DetectionTask
+from hypernym.train.tasks.multilabel import MultiLabelMeter, MultiLabelTask
 
-__all__ = ["TASKS", "ClassificationMeter", "ClassificationTask", "DetectionTask", "Meter", "Task",
-           "build_task"]
+__all__ = ["TASKS", "ClassificationMeter", "ClassificationTask", "DetectionTask", "Meter",
+           "MultiLabelMeter", "MultiLabelTask", "Task", "build_task"]
 
 # recipe ``task`` -> the task class (each has ``from_recipe(recipe, dataset)``)
 TASKS: dict[str, type[Task]] = {"classification": ClassificationTask,
-                                "detection": DetectionTask}
+                                "detection": DetectionTask,
+                                "multilabel": MultiLabelTask}
 
 
 def build_task(recipe, dataset) -> Task:

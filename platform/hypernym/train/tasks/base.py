@@ -51,6 +51,11 @@ class Task:
         """The sample codec the reader's loader workers use (small and picklable)."""
         return LabelCodec()
 
+    def eval_codec(self) -> SampleCodec:
+        """The codec of evaluation passes (validation); by default the training one (the reader
+        still applies its eval transform)."""
+        return self.codec()
+
     def batch_labels(self, target: Any) -> torch.Tensor | None:
         """Class indices of a batch's targets for the batch statistics (class mixing), or None
         when the targets have none."""
@@ -74,9 +79,9 @@ class Task:
         return timm.create_model(recipe.model.arch, pretrained=False,
                                  num_classes=self.num_outputs, **recipe.model.kwargs)
 
-    def card_fields(self, recipe) -> dict[str, Any]:
-        """Fields of the registered model's card that describe the task's model beyond a timm
-        classifier (a detector's build config); none by default."""
+    def card_fields(self, model: torch.nn.Module, *, recipe, dataset) -> dict[str, Any]:
+        """Model card fields of this task's registered model (`hypernym.registry.card`),
+        given the weights to register loaded into ``model``; by default none."""
         return {}
 
     def setup(self, device: torch.device) -> None:

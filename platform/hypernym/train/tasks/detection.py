@@ -65,9 +65,9 @@ class DetectionTask(Task):
         """The plain detector, normalising 0-1 images itself (what is registered)."""
         from hypernym.registry.detector_model import build_detector
 
-        return build_detector(self.card_fields(recipe)["detection"])
+        return build_detector(self.card_fields(None, recipe=recipe, dataset=None)["detection"])
 
-    def card_fields(self, recipe) -> dict:
+    def card_fields(self, model, *, recipe, dataset) -> dict:
         """The card's ``detection``: the config the registered detector is rebuilt from."""
         from hypernym.train.detector import detector_config
 
