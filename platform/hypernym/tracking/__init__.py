@@ -4,6 +4,15 @@ MLflow is imported only inside this package (and by `hypernym.registry.pyfunc_mo
 MLflow itself loads); the rest of hypernym calls these functions. See docs/architecture.md.
 """
 
+from hypernym.tracking.liveness import (
+    RunRecord,
+    close_run,
+    heartbeat,
+    note_resume,
+    run_recipe,
+    run_record,
+    unfinished_runs,
+)
 from hypernym.tracking.logger import RunLogger, flatten
 from hypernym.tracking.reports import (
     end_run,
@@ -28,7 +37,9 @@ from hypernym.tracking.runs import (
     tracking_uri,
 )
 
-__all__ = ["RunLogger", "RunSummary", "client", "end_run", "ensure_experiment", "flatten",
-           "get_run_info", "latest_metrics", "log_eval_inputs", "log_lineage", "log_run_dict",
-           "log_run_figure", "log_run_metrics", "log_run_table", "mark_running", "mlflow_module",
-           "run_summary", "set_run_tags", "start_run", "tracking_uri"]
+__all__ = ["RunLogger", "RunRecord", "RunSummary", "client", "close_run", "end_run",
+           "ensure_experiment", "flatten", "get_run_info", "heartbeat", "latest_metrics",
+           "log_eval_inputs", "log_lineage", "log_run_dict", "log_run_figure", "log_run_metrics",
+           "log_run_table", "mark_running", "mlflow_module", "note_resume", "run_recipe",
+           "run_record", "run_summary", "set_run_tags", "start_run", "tracking_uri",
+           "unfinished_runs"]

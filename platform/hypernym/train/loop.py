@@ -28,13 +28,14 @@ from hypernym.data.normalize import normalizer
 from hypernym.data.reader import data_loader, steps_per_epoch
 from hypernym.data.schedule import EpochProgress
 from hypernym.train.build import TaskSpec, build_model, build_optimizer, build_scheduler
-from hypernym.train.checkpoint import TrainState, load_state, unwrap
+from hypernym.train.checkpoint import TrainState, unwrap
 from hypernym.train.distributed import is_sharded, wrap_model
 from hypernym.train.epoch import StepKit, evaluate, train_epoch
 from hypernym.train.losses import build_loss, level_accuracy
 from hypernym.train.metrics import BatchStats
 from hypernym.train.records import ConsumedSamples, SampleTrace
 from hypernym.train.report import Reporter
+from hypernym.train.restore import restore_newest_whole
 from hypernym.train.schedulers import step_epoch
 
 __all__ = ["LoopJob", "train_loop_per_worker"]
@@ -78,11 +79,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float]:
     state = TrainState(model=model, optimizer=optimizer, scheduler=scheduler, progress=progress,
                        ema=ema)
 
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        # Each rank reads its own copy (Ray issue 48726: shared downloads can race).
-        with checkpoint.as_directory() as ckpt_dir:
-            state.load_state_dict(load_state(ckpt_dir))
+    # The newest whole checkpoint: Ray's latest, or the one before a damaged one (restore.py).
+    restored = restore_newest_whole(ray.train.get_checkpoint())
+    if restored is not None:
+        state.load_state_dict(restored.state)
     plan = unwrap(model).hypernym_finetune  # the mode's frozen and held layers
 
     logger, node_logger = _loggers(job.run_id, job.tracking_uri, train, ctx)
@@ -91,9 +91,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float]:
         # Which reservation this worker group holds: a sweep releases it when Tune stops the
         # trial (Ray Train's own cleaner needs the state API, absent without a dashboard).
         logger.set_tags({"hypernym.placement_group": group.id.hex()})
+    if logger is not None and restored is not None and restored.skipped:
+        logger.set_tags(restored.tags())  # which checkpoints were skipped, and why
     kit = _step_kit(data, train, manifest, device)
     reporter = Reporter(rank=rank, recipe=job.recipe.model_dump(mode="json"),
-                        registry=job.recipe.registry, ema=train.ema_decay is not None)
+                        registry=job.recipe.registry, ema=train.ema_decay is not None,
+                        name_suffix=restored.name_suffix if restored else "")
     trace = SampleTrace.open(job.sample_trace, rank, state.global_step)
     metrics: dict[str, float] = {}
     done = False

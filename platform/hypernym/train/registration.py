@@ -49,7 +49,8 @@ def choose_weights(recipe, state: dict[str, Any], metrics: dict[str, float]):
 
 def register_checkpoint(recipe, checkpoint_dir: str | Path, run_id: str, *,
                         metrics: dict[str, float], settings: Settings,
-                        manifest: Manifest | None = None, sweep: dict | None = None):
+                        manifest: Manifest | None = None, sweep: dict | None = None,
+                        checkpoint_name: str | None = None):
     """Register the weights ``recipe.registry`` selects from a run's (last) checkpoint.
 
     Args:
@@ -58,6 +59,11 @@ def register_checkpoint(recipe, checkpoint_dir: str | Path, run_id: str, *,
         metrics: the run's last epoch metrics.
         sweep: for the best trial of a sweep: the sweep's run id, trial and score, recorded in
             the card's ``selected.sweep`` and the version tag ``sweep_run_id``.
+        checkpoint_name: how errors name the checkpoint (its URI on run storage).
+
+    Raises:
+        hypernym.train.verify.CheckpointDamaged: the checkpoint does not match its manifest;
+            nothing is registered.
     """
     import timm
 
@@ -66,7 +72,7 @@ def register_checkpoint(recipe, checkpoint_dir: str | Path, run_id: str, *,
     from hypernym.train.checkpoint import load_state
 
     manifest = manifest or read_manifest(recipe.data.path)
-    state = load_state(checkpoint_dir)
+    state = load_state(checkpoint_dir, name=checkpoint_name)  # verified against its manifest
     weights, selected = choose_weights(recipe, state, metrics)
     if sweep is not None:
         selected["sweep"] = sweep

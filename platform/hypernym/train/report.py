@@ -29,16 +29,19 @@ class Reporter:
         recipe: the resolved recipe, stored beside every checkpoint.
         registry: the recipe's ``registry`` section (which epoch is "best", and by what).
         ema: whether the run keeps an EMA of the weights.
+        name_suffix: appended to every checkpoint's directory name (after a restore that
+            skipped damaged checkpoints: `hypernym.train.restore.Restored.name_suffix`).
     """
 
     def __init__(self, *, rank: int, recipe: dict[str, Any], registry: RegisterSpec,
-                 ema: bool) -> None:
+                 ema: bool, name_suffix: str = "") -> None:
         self.rank, self.recipe, self.registry, self.ema = rank, recipe, registry, ema
+        self.name_suffix = name_suffix
 
     def mid_epoch(self, state: TrainState) -> None:
         """A checkpoint of the epoch so far (its progress must be synced first)."""
         self._report(state, {"progress/step": state.global_step},
-                     name=f"step-{state.global_step:08d}")
+                     name=f"step-{state.global_step:08d}{self.name_suffix}")
 
     def epoch_end(self, state: TrainState, metrics: dict[str, float]) -> None:
         """The epoch's checkpoint and metrics; with ``select: best``, the best epoch so far."""
@@ -47,7 +50,8 @@ class Reporter:
             self._track_best(state, metrics, payload if self.rank == 0 else None)
             if payload is not None:
                 payload["best"] = state.best
-        self._report(state, metrics, name=f"epoch-{state.epoch:04d}", payload=payload)
+        self._report(state, metrics, name=f"epoch-{state.epoch:04d}{self.name_suffix}",
+                     payload=payload)
 
     def _payload(self, state: TrainState) -> dict | None:
         return state.state_dict() if self.rank == 0 or is_sharded(state.model) else None

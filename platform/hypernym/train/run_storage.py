@@ -29,7 +29,8 @@ from s3fs import S3FileSystem
 
 from hypernym.data.storage import RETRY_S, open_fs, unreachable_errors
 
-__all__ = ["OUTAGE_S", "PatientS3FileSystem", "checkpoint_uri", "ray_storage"]
+__all__ = ["OUTAGE_S", "PatientS3FileSystem", "checkpoint_uri", "ray_storage", "run_dir",
+           "run_name"]
 
 log = logging.getLogger(__name__)
 
@@ -95,3 +96,15 @@ def checkpoint_uri(checkpoint, storage: str) -> str:
     if "://" in storage and "://" not in path:
         return f"{storage.split('://', 1)[0]}://{path.lstrip('/')}"
     return path
+
+
+def run_name(recipe_name: str, run_id: str) -> str:
+    """Ray Train's name for the run (its directory under run storage): the recipe's name and
+    the MLflow run id, so rerunning a recipe starts fresh and resuming names the run."""
+    return f"{recipe_name}-{run_id[:12]}"
+
+
+def run_dir(storage: str, recipe_name: str, run_id: str) -> str:
+    """The run's directory on run storage, as the user would write it (``s3://...`` or a
+    path)."""
+    return f"{storage.rstrip('/')}/{run_name(recipe_name, run_id)}"

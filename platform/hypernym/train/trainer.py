@@ -25,8 +25,9 @@ from hypernym.settings import Settings, get_settings
 from hypernym.train.budget import bit_hyperrule
 from hypernym.train.build import check_model_kwargs, task_spec
 from hypernym.train.losses import build_loss
+from hypernym.train.recovery import STORAGE_TAG, check_resume, failed_run
 from hypernym.train.registration import register_checkpoint
-from hypernym.train.run_storage import checkpoint_uri, ray_storage
+from hypernym.train.run_storage import checkpoint_uri, ray_storage, run_dir, run_name
 
 __all__ = ["TrainResult", "run_training"]
 
@@ -110,6 +111,7 @@ def run_training(
     status = "FAILED"
     try:
         if not resume:  # params are immutable in MLflow: a resumed run keeps the first ones
+            logger.set_tags({STORAGE_TAG: run_dir(settings.storage, recipe.name, run_id)})
             logger.log_params(recipe.model_dump(mode="json"))
             logger.log_dict(recipe.model_dump(mode="json"), "recipe.json")
             tracking.log_lineage(run_id, dataset_name=manifest.name,
@@ -124,7 +126,8 @@ def run_training(
         if recipe.registry.name and result.checkpoint is not None:
             with result.checkpoint.as_directory() as ckpt_dir:
                 registered = register_checkpoint(recipe, ckpt_dir, run_id, metrics=metrics,
-                                                 settings=settings, manifest=manifest)
+                                                 settings=settings, manifest=manifest,
+                                                 checkpoint_name=checkpoint_path)
         status = "FINISHED"
         return TrainResult(run_id=run_id, metrics=metrics, checkpoint_path=checkpoint_path,
                            registered=registered, wall_s=time.perf_counter() - started,
@@ -132,6 +135,8 @@ def run_training(
     except KeyboardInterrupt:
         status = "KILLED"
         raise
+    except Exception as exc:  # one line: what failed, and the command that resumes the run
+        raise failed_run(exc, recipe, run_id, settings) from exc
     finally:
         logger.finish(status)
 
@@ -149,7 +154,9 @@ def _reopen(run_id: str, recipe, manifest: Manifest, settings: Settings) -> str:
                             f"{manifest.fingerprint[:12]}): resume on the same dataset")
     if run.status == "FINISHED":
         raise HypernymError(f"run {run_id} already finished: start a new run instead")
+    check_resume(run_id, run_dir(settings.storage, recipe.name, run_id), settings)
     tracking.mark_running(run_id, settings=settings)
+    tracking.note_resume(run_id, settings=settings)  # its time marks the gap in the history
     return run_id
 
 
@@ -175,7 +182,7 @@ def _fit(recipe, task, run_id, settings, *, total_steps: int, show_progress: boo
         ),
         run_config=RunConfig(
             # Named by the MLflow run: rerunning a recipe starts fresh, resuming names the run.
-            name=f"{recipe.name}-{run_id[:12]}",
+            name=run_name(recipe.name, run_id),
             storage_path=storage_path, storage_filesystem=storage_filesystem,
             failure_config=FailureConfig(max_failures=scaling.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=recipe.train.keep_checkpoints),
@@ -183,7 +190,8 @@ def _fit(recipe, task, run_id, settings, *, total_steps: int, show_progress: boo
         ),
     )
     with _watch(run_id, settings, total_steps=total_steps, label=recipe.kind,
-                enabled=show_progress):
+                enabled=show_progress), tracking.heartbeat(run_id,
+                                                           tracking_uri=settings.tracking_uri):
         result = trainer.fit()
     if result.error is not None:
         raise result.error
