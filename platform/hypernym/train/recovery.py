@@ -22,8 +22,8 @@ from hypernym import tracking
 from hypernym.errors import HypernymError
 from hypernym.settings import Settings
 
-__all__ = ["STORAGE_TAG", "RunFailed", "check_resume", "describe_failure", "failed_run",
-           "resume_command"]
+__all__ = ["FAILURE_TAG", "STORAGE_TAG", "RunFailed", "check_resume", "describe_failure",
+           "failed_run", "resume_command"]
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ bytes loaded, and every rank reaches the same decision from the same storage.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
@@ -27,13 +26,11 @@ from typing import Any
 
 from hypernym.errors import HypernymError
 from hypernym.train.checkpoint import load_state
-from hypernym.train.verify import check_checkpoint
+from hypernym.train.verify import SNAPSHOT_FILE, check_checkpoint, recorded_names
 
-__all__ = ["SNAPSHOT_FILE", "Restored", "recorded_checkpoints", "restore_newest_whole"]
+__all__ = ["Restored", "recorded_checkpoints", "restore_newest_whole"]
 
 log = logging.getLogger(__name__)
-
-SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # Ray Train V2's record of a run's checkpoints
 
 
 @dataclass
@@ -62,13 +59,10 @@ def recorded_checkpoints(run_dir: str, filesystem) -> list[str]:
     the pyarrow ``filesystem``), oldest first; empty when its snapshot cannot be read."""
     try:
         with filesystem.open_input_stream(f"{run_dir}/{SNAPSHOT_FILE}") as stream:
-            snapshot = json.loads(stream.read().decode("utf-8"))
-        names = [r["checkpoint_dir_name"] for r in snapshot["checkpoint_results"]]
-        order = snapshot.get("checkpoint_report_indices") or list(range(len(names)))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+            return recorded_names(stream.read())
+    except (OSError, ValueError) as exc:
         log.warning("cannot read the checkpoint record %s/%s: %s", run_dir, SNAPSHOT_FILE, exc)
         return []
-    return [name for _, name in sorted(zip(order, names, strict=False))]
 
 
 def _candidates(checkpoint) -> Iterator[Any]:

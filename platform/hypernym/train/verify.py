@@ -24,10 +24,13 @@ from typing import Any
 
 from hypernym.errors import HypernymError
 
-__all__ = ["MANIFEST_FILE", "CheckpointDamaged", "ManifestInfo", "check_checkpoint",
-           "read_manifest", "verify_checkpoint", "write_manifest"]
+__all__ = ["MANIFEST_FILE", "SNAPSHOT_FILE", "CheckpointDamaged", "ManifestInfo",
+           "check_checkpoint", "read_manifest", "recorded_names", "verify_checkpoint",
+           "write_manifest"]
 
 MANIFEST_FILE = "checkpoint_manifest.json"
+# Ray Train V2's record of a run's checkpoints, in the run's directory beside them.
+SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"
 FORMAT = 1
 _CHUNK = 8 * 1024 * 1024
 
@@ -121,6 +124,22 @@ def check_checkpoint(path: str | Path, *, fs=None) -> str | None:
             return (f"{name} has sha256 {digest[:12]}..., its manifest says "
                     f"{want['sha256'][:12]}...")
     return None
+
+
+def recorded_names(snapshot: bytes | str) -> list[str]:
+    """The checkpoint directory names in a run's ``checkpoint_manager_snapshot.json``, in the
+    order they were reported (oldest first).
+
+    Raises:
+        ValueError: the snapshot cannot be parsed.
+    """
+    try:
+        body = json.loads(snapshot)
+        names = [r["checkpoint_dir_name"] for r in body["checkpoint_results"]]
+        order = body.get("checkpoint_report_indices") or list(range(len(names)))
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"not a checkpoint manager snapshot: {exc}") from None
+    return [name for _, name in sorted(zip(order, names, strict=False))]
 
 
 def verify_checkpoint(path: str | Path, *, name: str | None = None, fs=None) -> ManifestInfo:

@@ -41,10 +41,12 @@ MAY_IMPORT: dict[str, set[str]] = {
     # Ray Serve deployment of a registered model (`hypernym serve`).
     "serving": FOUNDATION | {"hypernym", "registry"},
     "recipes": FOUNDATION | {"data", "train", "transfer"},
-    "jobs": FOUNDATION | {"hypernym"},
+    # Unfinished training runs (`hypernym runs`): MLflow and run storage side by side.
+    "runs": FOUNDATION | {"hypernym", "data", "tracking", "train"},
+    "jobs": FOUNDATION | {"hypernym", "runs"},
     "demo": FOUNDATION | {"data", "recipes", "registry", "tracking", "transfer"},
     "cli": FOUNDATION | {"hypernym", "taxonomy", "data", "tracking", "registry", "train",
-                         "transfer", "deploy", "serving", "recipes", "jobs", "demo"},
+                         "transfer", "deploy", "serving", "recipes", "jobs", "demo", "runs"},
     "__main__": {"cli"},
 }
 # The tracking adapter, and the pyfunc file MLflow itself loads from a registered model.
