@@ -29,7 +29,6 @@ HEARTBEAT_S = 15.0  # how often a training driver stamps its run
 # A run stamped more recently than this still has a driver: resuming it would put two drivers
 # on one run, so a resume is refused (four missed beats: a slow tracking call is not a death).
 LIVE_S = 4 * HEARTBEAT_S
-UNFINISHED = ("RUNNING", "FAILED", "KILLED")
 
 
 @dataclass(frozen=True)
@@ -82,10 +81,10 @@ def unfinished_runs(*, settings: Settings, experiment: str | None = None,
                    if experiment is None or e.name == experiment}
     if not experiments:
         return []
-    statuses = ", ".join(f"'{s}'" for s in UNFINISHED)
+    # (MLflow compares a run's status with one value only: IN is for run ids.)
     runs = c.search_runs(
         list(experiments), max_results=limit, order_by=["attributes.start_time DESC"],
-        filter_string="" if include_finished else f"attributes.status IN ({statuses})")
+        filter_string="" if include_finished else "attributes.status != 'FINISHED'")
     return [_record(r, experiments[r.info.experiment_id]) for r in runs
             if r.data.tags.get("hypernym.kind") in ("pretrain", "finetune")]
 

@@ -80,3 +80,21 @@ def test_recorded_names_follow_the_report_order():
                                                     "step-00000024"]
     with pytest.raises(ValueError, match="not a checkpoint manager snapshot"):
         recorded_names("{}")
+
+
+def test_registration_refuses_a_checkpoint_that_is_not_whole(checkpoint, tmp_path):
+    """register_checkpoint verifies before it builds or logs anything: with a tracking URI
+    nobody serves, any MLflow call would fail otherwise."""
+    from hypernym.config import parse_recipe
+    from hypernym.settings import Settings
+    from hypernym.train.registration import register_checkpoint
+
+    (checkpoint / "recipe.json").unlink()
+    recipe = parse_recipe({"kind": "pretrain", "name": "t", "data": {"path": str(tmp_path)},
+                           "model": {"arch": "test_resnet"}, "registry": {"name": "t"}})
+    settings = Settings(home=tmp_path, tracking_uri="http://127.0.0.1:9", artifact_root=None,
+                        ray_address=None)
+    with pytest.raises(CheckpointDamaged, match="checkpoint s3://r/step-00000048 is not whole: "
+                       "recipe.json is missing"):
+        register_checkpoint(recipe, checkpoint, "run", metrics={}, settings=settings,
+                            manifest=object(), checkpoint_name="s3://r/step-00000048")
