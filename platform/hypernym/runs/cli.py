@@ -56,7 +56,7 @@ def _checkpoint(view, now: float) -> str:
             else "unreadable"
     if latest.step is None:
         return f"{latest.name} (no manifest)"
-    return f"step {latest.step}, epoch {latest.epoch}, {_ago(latest.written, now)}"
+    return f"step {latest.step}, {latest.epoch} epochs done, {_ago(latest.written, now)}"
 
 
 @runs_app.command("list")
@@ -122,7 +122,7 @@ def show(
     if view.checkpoints:
         out.print("checkpoints recorded by Ray Train, newest first:", markup=False)
         for c in reversed(view.checkpoints):
-            where = (f"step {c.step}, epoch {c.epoch}, written {_when(c.written, now)}"
+            where = (f"step {c.step}, {c.epoch} epochs done, written {_when(c.written, now)}"
                      if c.step is not None else "")
             health = (f"NOT WHOLE: {c.problem}" if c.problem
                       else "verified" if c.verified else "has its manifest")
@@ -140,7 +140,7 @@ def mark_failed(
     reason: Annotated[str, typer.Option(help="why, recorded in the run's hypernym.failure "
                                         "tag")] = "abandoned: its driver is gone",
     force: Annotated[bool, typer.Option(help="close it even if it was heard from in the "
-                                        "last minute")] = False,
+                                        "last 30 s")] = False,
 ) -> None:
     """Close an abandoned RUNNING run as FAILED, with a reason; it stays resumable."""
     from hypernym.runs.status import mark_failed as close

@@ -25,10 +25,10 @@ __all__ = ["HEARTBEAT_S", "HEARTBEAT_TAG", "LIVE_S", "RunRecord", "close_run", "
 log = logging.getLogger(__name__)
 
 HEARTBEAT_TAG = "hypernym.heartbeat"
-HEARTBEAT_S = 15.0  # how often a training driver stamps its run
+HEARTBEAT_S = 10.0  # how often a training driver stamps its run
 # A run stamped more recently than this still has a driver: resuming it would put two drivers
-# on one run, so a resume is refused (four missed beats: a slow tracking call is not a death).
-LIVE_S = 4 * HEARTBEAT_S
+# on one run, so a resume is refused (three missed beats: a slow tracking call is not a death).
+LIVE_S = 3 * HEARTBEAT_S
 
 
 @dataclass(frozen=True)

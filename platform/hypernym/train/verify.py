@@ -41,10 +41,11 @@ class CheckpointDamaged(HypernymError):
 
 @dataclass(frozen=True)
 class ManifestInfo:
-    """Where a checkpoint stood: its optimizer step, epoch, and when it was written."""
+    """Where a checkpoint stood: its optimizer step, the epochs done, and when it was
+    written."""
 
     step: int
-    epoch: int
+    epoch: int  # epochs completed (a mid-epoch checkpoint is inside epoch ``epoch + 1``)
     written: float  # seconds since the epoch (UTC)
     files: dict[str, dict[str, Any]]
 

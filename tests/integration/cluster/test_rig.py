@@ -7,10 +7,15 @@ start-up:
 2. the head's tracking password is wrong: the job fails with a clear error before any Ray work;
 3. `hypernym submit` a pretrain recipe, 2 workers on 2 worker nodes, checkpoints on S3: the node
    of rank 1 dies mid-epoch and a fresh node (empty home) joins; in the next epoch S3 stops for
-   20 s and the tracking server for 30 s; the run ends FINISHED in one MLflow run with every
-   sample trained exactly once and every metric of the surviving attempt logged; the backbone
-   is registered, its weights in the artifacts bucket through the tracking server;
-4. `hypernym submit` a fine-tune from ``NAME@alias``, then pull and load it on the client.
+   20 s and the tracking server for 30 s;
+4. in the third epoch the head dies (its GCS, the job's driver, Ray Train's controller) and the
+   worker nodes with it; a fresh head and one 2-CPU worker node start (another shape of
+   cluster); `hypernym runs list` shows the run abandoned, `hypernym runs show` prints the
+   command that resumes it, and that command (`hypernym submit --resume RUN_ID`, with the
+   recipe the run logged) finishes it: FINISHED in one MLflow run with every sample of the
+   three epochs trained exactly once over the whole history and every metric logged; the
+   backbone is registered once, its weights in the artifacts bucket through the tracking server;
+5. `hypernym submit` a fine-tune from ``NAME@alias``, then pull and load it on the client.
 
 Nothing a worker reads is on the client's disk: the nodes cannot see it (checked), and every
 location in the recipes is on S3 or the tracking server. The sample trace (HYPERNYM_SAMPLE_TRACE)
@@ -54,6 +59,9 @@ ARCH = "test_resnet"  # timm's 0.4 M-parameter test model: small checkpoints to 
 SYSTEM_METRICS_S = 2
 S3_OUTAGE_S, TRACKING_OUTAGE_S = 20, 30
 SNAPSHOTS = "runs/hypernym/*/checkpoint_manager_snapshot.json"  # Ray Train's, on S3
+EPOCHS = 3
+HEAD_LOSS_AT = 6 * EVERY  # step 48: a mid-epoch checkpoint of the third epoch (steps 41-60)
+STALE_S = 30  # `hypernym runs list --stale-after`: the run's silence that makes it abandoned
 
 
 def recipe(path: Path, body: dict) -> str:
@@ -95,7 +103,7 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
         "data": {"path": "s3://data/ds", "img_size": 32, "batch_size": BATCH,
                  "loader_workers": 0, "shuffle_buffer": 16},
         "model": {"arch": ARCH}, "optim": {"lr": 1e-3, "warmup_epochs": 0},
-        "train": {"epochs": 2, "log_every": LOG_EVERY, "checkpoint_every": EVERY,
+        "train": {"epochs": EPOCHS, "log_every": LOG_EVERY, "checkpoint_every": EVERY,
                   "system_metrics_s": SYSTEM_METRICS_S},
         "scaling": {"num_workers": 2, "cpus_per_worker": 1, "max_failures": 1},
         "registry": {"name": "rig-backbone", "alias": "candidate"}})
@@ -127,7 +135,6 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
     monkeypatch.setenv("HYPERNYM_SAMPLE_TRACE", str(trace))  # travels with the job
     out = hypernym("submit", pretrain)
     assert out.returncode == 0, out.stderr[-3000:]
-    job = out.stdout.strip().splitlines()[-1]
     steps = total // (2 * BATCH)
     wait_until(lambda: checkpoint_recorded(fs, SNAPSHOTS, EVERY), timeout_s=600,
                what=f"the checkpoint of step {EVERY} (node loss)")
@@ -166,7 +173,40 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
     assert during == mid < 2 * steps, \
         f"training went on without data (step {mid} -> {during}): the outage did not bite"
 
-    assert wait_job(job, timeout_s=600) == "SUCCEEDED", "".join(job_logs(job))[-5000:]
+    # 4. the head dies after a recorded mid-epoch checkpoint; a fresh cluster of another shape
+    wait_until(lambda: checkpoint_recorded(fs, SNAPSHOTS, HEAD_LOSS_AT), timeout_s=600,
+               what=f"the checkpoint of step {HEAD_LOSS_AT} (head loss)")
+    rig.kill_cluster()
+    killed_at, lost_at = time.monotonic(), trace_step(trace)
+    assert lost_at < EPOCHS * steps, f"the run ended (step {lost_at}) before the head loss"
+    print(f"[{clock()}] head lost (with its job, and the worker nodes) at step {lost_at}")
+    rig.start_cluster(workers=1, cpus=2)
+    print(f"[{clock()}] fresh head and one 2-CPU worker node up")
+    (run,) = client.search_runs([client.get_experiment_by_name("rig").experiment_id])
+    run_id = run.info.run_id
+    from hypernym.train.verify import SNAPSHOT_FILE, read_manifest, recorded_names
+
+    run_dir = f"runs/hypernym/rig-pretrain-{run_id[:12]}"
+    fs.invalidate_cache()
+    latest = recorded_names(fs.cat_file(f"{run_dir}/{SNAPSHOT_FILE}"))[-1]
+    resume_at = read_manifest(f"{run_dir}/{latest}", fs=fs).step
+    time.sleep(max(0.0, STALE_S + 2 - (time.monotonic() - killed_at)))
+    listed = hypernym("runs", "list", "--stale-after", f"{STALE_S}s")
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    print(f"[{clock()}] $ hypernym runs list --stale-after {STALE_S}s\n{listed.stdout}")
+    row = next(line for line in listed.stdout.splitlines() if line.startswith(run_id))
+    assert run.info.status == "RUNNING" and " abandoned " in row, row
+    assert f"step {resume_at}, 2 epochs done" in row, row
+    shown = hypernym("runs", "show", run_id)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    print(f"$ hypernym runs show {run_id}\n{shown.stdout}")
+    command = re.search(r"^resume:\s+hypernym (submit --resume \w+)$", shown.stdout, re.M)
+    out = hypernym(*command.group(1).split())
+    assert out.returncode == 0, out.stderr[-3000:]
+    resumed = out.stdout.strip().splitlines()[-1]
+    assert wait_job(resumed, timeout_s=600) == "SUCCEEDED", "".join(job_logs(resumed))[-5000:]
+    print(f"[{clock()}] resumed from {latest} (step {resume_at}) on the fresh cluster: done")
+
     # Workers log to their node's Ray logs (kept on the host: a log collector's view).
     retried = [p for p in Path(rig.state, "nodes").glob("*-ray/session_*/logs/worker-*")
                if "; retrying" in p.read_text(errors="replace")]
@@ -176,26 +216,33 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
     repeated = sum(len(ids) - len(set(ids)) for ids in history.values())
     lost = sum(total - len(set(ids)) for ids in history.values())
     print(f"[{clock()}] pretrain samples trained {trained}, repeated {repeated}, lost {lost} "
-          f"(2 epochs of {total}; each epoch may leave fewer than one step of "
+          f"({EPOCHS} epochs of {total}; each epoch may leave fewer than one step of "
           f"{2 * BATCH} untrained by design)")
-    assert len(attempts(trace)) == 2, "one restart, from the mid-epoch checkpoint on S3"
-    check_exactly_once(history, total, [2])
+    starts = sorted(map(int, attempts(trace)))
+    assert len(starts) == 3 and starts[-1] == resume_at, \
+        f"attempts from steps {starts}: one restart after the node loss, one resume"
+    check_exactly_once(history, total, [2], epochs=EPOCHS)
 
-    (run,) = client.search_runs([client.get_experiment_by_name("rig").experiment_id])
-    assert run.info.status == "FINISHED", "one MLflow run across node loss and outages"
+    runs = client.search_runs([client.get_experiment_by_name("rig").experiment_id])
+    assert [r.info.run_id for r in runs] == [run_id], "one MLflow run across every fault"
+    run = runs[0]
+    assert run.info.status == "FINISHED" and run.data.tags["hypernym.resumes"] == "1"
     system = {key for key in run.data.metrics if key.startswith("system/")}
     for node in ("node_0", "node_1"):  # each node's first rank samples its node
         assert f"system/{node}/cpu_utilization_percentage" in system, sorted(system)
-    second = [p for p in trace.glob("from-*-rank0-*.txt") if not p.name.startswith("from-0000"
-                                                                                      "0000")]
-    ran = {int(line.split()[1]) for p in second for line in p.read_text().splitlines()}
-    expected = {s for s in ran if s % LOG_EVERY == 0}
-    logged = {m.step for m in client.get_metric_history(run.info.run_id, "train/loss_step")}
-    print(f"[{clock()}] train/loss_step of the resumed attempt logged "
-          f"{len(expected & logged)} of {len(expected)} expected, across the "
-          f"{TRACKING_OUTAGE_S} s tracking outage")
+    # Every step from the node-loss restart on was logged (by the attempt that trained it or
+    # by the resumed one), across the tracking outage and the head loss.
+    last = max(step for p in trace.glob("from-*.txt")
+               for step in (int(line.split()[1]) for line in p.read_text().splitlines()))
+    expected = {s for s in range(starts[1] + 1, last + 1) if s % LOG_EVERY == 0}
+    logged = {m.step for m in client.get_metric_history(run_id, "train/loss_step")}
+    print(f"[{clock()}] train/loss_step logged for {len(expected & logged)} of "
+          f"{len(expected)} expected steps after the node loss, across the "
+          f"{TRACKING_OUTAGE_S} s tracking outage and the head loss")
     assert expected <= logged, sorted(expected - logged)
 
+    versions = client.search_model_versions("name='rig-backbone'")
+    assert [(v.version, v.run_id) for v in versions] == [("1", run_id)], "registered once"
     version = client.get_model_version_by_alias("rig-backbone", "candidate")
     fs.invalidate_cache()
     weights = fs.glob("mlflow/**/model.safetensors")
@@ -203,7 +250,7 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
     assert fs.glob("runs/hypernym/*/step-*") or fs.glob("runs/hypernym/*/epoch-*")
     print(f"[{clock()}] registered rig-backbone v{version.version}; weights on S3: {weights[0]}")
 
-    # 4. fine-tune from NAME@alias on the cluster, then pull and load it here
+    # 5. fine-tune from NAME@alias on the fresh cluster, then pull and load it here
     monkeypatch.setenv("HYPERNYM_SAMPLE_TRACE", str(Path(rig.info["shared"]) / "finetune"))
     out = hypernym("submit", recipe(tmp_path / "finetune.yaml", {
         "kind": "finetune", "name": "rig-finetune", "experiment": "rig",
