@@ -49,6 +49,10 @@ def _when(t: float | None, now: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t)) + f" ({_ago(t, now)})"
 
 
+def _done(epochs: int) -> str:
+    return f"{epochs} epoch{'' if epochs == 1 else 's'} done"
+
+
 def _checkpoint(view, now: float) -> str:
     latest = view.latest
     if latest is None:
@@ -56,7 +60,7 @@ def _checkpoint(view, now: float) -> str:
             else "unreadable"
     if latest.step is None:
         return f"{latest.name} (no manifest)"
-    return f"step {latest.step}, {latest.epoch} epochs done, {_ago(latest.written, now)}"
+    return f"step {latest.step}, {_done(latest.epoch)}, {_ago(latest.written, now)}"
 
 
 @runs_app.command("list")
@@ -104,7 +108,8 @@ def show(
     view = show_run(run_id, settings=get_settings(), verify=verify)
     r, now = view.record, time.time()
     lines = [("run", f"{r.run_id}  {r.kind} {r.name!r}, experiment {r.experiment!r}"),
-             ("state", f"{view.state(_seconds(stale_after), now)} (MLflow status {r.status})"),
+             ("state", f"{view.state(_seconds(stale_after), now)} (MLflow status {r.status}, "
+                       f"last heard from {_ago(r.last_seen, now)})"),
              ("started", _when(r.start_time, now)),
              ("heartbeat", _when(r.heartbeat, now)),
              ("last metric", _when(r.last_metric, now))]
@@ -122,7 +127,7 @@ def show(
     if view.checkpoints:
         out.print("checkpoints recorded by Ray Train, newest first:", markup=False)
         for c in reversed(view.checkpoints):
-            where = (f"step {c.step}, {c.epoch} epochs done, written {_when(c.written, now)}"
+            where = (f"step {c.step}, {_done(c.epoch)}, written {_when(c.written, now)}"
                      if c.step is not None else "")
             health = (f"NOT WHOLE: {c.problem}" if c.problem
                       else "verified" if c.verified else "has its manifest")
