@@ -67,6 +67,8 @@ def _load(recipe_path: Path | None, overrides: list[str] | None, kind: str | Non
         recipe = load_recipe(recipe_path, overrides or [])
     if kind is not None and recipe.kind != kind:
         raise HypernymError(f"{recipe_path} is a {recipe.kind!r} recipe; use `hypernym run` for it")
+    if resume and recipe.kind == "prepare":
+        raise HypernymError("--resume continues a training run; a prepare recipe starts over")
     return recipe
 
 
