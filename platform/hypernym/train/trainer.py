@@ -132,7 +132,7 @@ def run_training(
         return TrainResult(run_id=run_id, metrics=metrics, checkpoint_path=checkpoint_path,
                            registered=registered, wall_s=time.perf_counter() - started,
                            checkpoint=result.checkpoint)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # Ray Train's Ctrl-C handler ends with sys.exit
         status = "KILLED"
         raise
     except Exception as exc:  # one line: what failed, and the command that resumes the run
