@@ -136,6 +136,7 @@ def test_a_killed_run_resumes_from_s3_past_damaged_checkpoints(dataset, tmp_path
     run_id = run.info.run_id
     assert run.info.status == "FAILED"
     error = out["error"]
+    print(f"the failed run's line: {error}")
     assert isinstance(error, RunFailed) and "\n" not in str(error), error
     assert str(error).startswith(f"run {run_id} (pretrain 'resume-test') failed: the worker "
                                  "group failed (scaling.max_failures 0 spent): rank ")
