@@ -10,7 +10,8 @@ warning naming each checkpoint skipped and what failed; the steps after it are t
 
 Each rank verifies and loads its own copy (a per-rank download: several ranks of one node
 sharing a download can read a half-written file, Ray issue 48726), so the bytes checked are the
-bytes loaded, and every rank reaches the same decision from the same storage.
+bytes loaded. The ranks then agree on one checkpoint (an all-gather of each one's choice): a
+checkpoint that fails on any rank is used by none, and all continue from the same state.
 """
 
 from __future__ import annotations
