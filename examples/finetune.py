@@ -6,7 +6,7 @@
 import sys
 
 from hypernym.config import load_recipe
-from hypernym.train.trainer import run_training
+from hypernym.train import run_training
 
 mode = sys.argv[1] if len(sys.argv) > 1 else "full"
 recipe = load_recipe(

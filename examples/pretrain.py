@@ -4,7 +4,7 @@
 """
 
 from hypernym.config import load_recipe
-from hypernym.train.trainer import run_training
+from hypernym.train import run_training
 
 recipe = load_recipe(
     "pipelines/pretrain/demo.yaml",

@@ -44,10 +44,10 @@ def _global(
     configure_logging(verbose=verbose)
 
 
-def _run(recipe, *, resume: str | None = None) -> None:
+def _run(recipe, *, resume: str | None = None, in_process: bool = False) -> None:
     from hypernym.recipes import describe, run_recipe
 
-    result = run_recipe(recipe, resume=resume)
+    result = run_recipe(recipe, resume=resume, in_process=in_process)
     for line in describe(recipe, result):
         console.print(line)
 
@@ -104,16 +104,25 @@ def prepare(
         _run(parse_recipe(apply_overrides({}, overrides), source="--set", kind="prepare"))
 
 
+InProcessOpt = Annotated[bool, typer.Option(
+    "--in-process", help="train one worker in this process, without Ray (the same core, MLflow "
+    "run, checkpoints and registration): for a laptop, a notebook's data, a quick try")]
+
+
 @app.command()
-def pretrain(recipe: RecipeArg = None, set_: SetOpt = None, resume: ResumeOpt = None) -> None:
+def pretrain(recipe: RecipeArg = None, set_: SetOpt = None, resume: ResumeOpt = None,
+             in_process: InProcessOpt = False) -> None:
     """Pretrain a timm model on a prepared dataset with Ray Train."""
-    _run(_load(recipe, set_, kind="pretrain", resume=resume), resume=resume)
+    _run(_load(recipe, set_, kind="pretrain", resume=resume), resume=resume,
+         in_process=in_process)
 
 
 @app.command()
-def finetune(recipe: RecipeArg = None, set_: SetOpt = None, resume: ResumeOpt = None) -> None:
+def finetune(recipe: RecipeArg = None, set_: SetOpt = None, resume: ResumeOpt = None,
+             in_process: InProcessOpt = False) -> None:
     """Fine-tune a registered backbone on domain data."""
-    _run(_load(recipe, set_, kind="finetune", resume=resume), resume=resume)
+    _run(_load(recipe, set_, kind="finetune", resume=resume), resume=resume,
+         in_process=in_process)
 
 
 @app.command()

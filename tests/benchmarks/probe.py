@@ -41,12 +41,12 @@ from hypernym.config import parse_recipe  # noqa: E402
 from hypernym.data.demo import make_winter21  # noqa: E402
 from hypernym.data.prepare import prepare  # noqa: E402
 from hypernym.runtime import configure_logging, ensure_ray  # noqa: E402
+from hypernym.train import Trainer  # noqa: E402
 from hypernym.transfer.probe import (  # noqa: E402
     extract_features_ray,
     knn_accuracy,
     linear_probe_accuracy,
 )
-from tests.integration.transfer.inprocess import finetune_in_process  # noqa: E402
 
 CLASSES = 16  # the demo's miniature winter21
 
@@ -59,6 +59,15 @@ def finetune_recipe(args, dataset: Path, **extra) -> dict:
                      "crop_scale": [0.5, 1.0]},
             "optim": {"opt": "adamw", "lr": 2e-3, "weight_decay": 0.01, "warmup_epochs": 0},
             "train": {"epochs": 1}, "registry": {"name": None}, **extra}
+
+
+def finetune_epoch(args, dataset: Path) -> dict:
+    """One fine-tune epoch through the training core in this process (no Ray), then its
+    validation: the metrics, ``train_s`` and ``val_s``."""
+    trainer = Trainer.from_recipe(parse_recipe(finetune_recipe(args, dataset)))
+    epoch, train_s = timed(lambda: trainer.train_epoch(0))
+    validation, val_s = timed(trainer.validate)
+    return {**epoch, **validation, "train_s": train_s, "val_s": val_s}
 
 
 def timed(fn):
@@ -119,8 +128,7 @@ def main() -> None:
             "source_format": "winter21", "val_per_class": per_class // 5, "min_per_class": 0,
             "image_size": int(args.img_size * 1.15), "resize": "shorter", "shard_samples": 128,
         }), show_progress=False)
-        run = finetune_in_process(finetune_recipe(args, root / "ds"))
-        epoch = run.epochs[0]
+        epoch = finetune_epoch(args, root / "ds")
         probe = probes(args, root / "ds")
         ray_run = finetune_ray(args, root / "ds", root / "ray-home") if args.finetune_ray \
             else None

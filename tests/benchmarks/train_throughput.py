@@ -3,8 +3,9 @@
     .venv/bin/python tests/benchmarks/train_throughput.py --arch resnet50 --batch 256 \
         --loader-workers 14 [--data DATASET] [--compile]
 
-One process, one device (CUDA when there is one), hypernym's step (`train.epoch.train_epoch`: bf16
-autocast on GPU, channels_last, timm AdamW, per-step scheduler). "synthetic" feeds uint8 batches
+One process, one device (CUDA when there is one), hypernym's training core
+(`hypernym.train.Trainer.train_epoch`: bf16 autocast on GPU, channels_last, timm AdamW, per-step
+scheduler). "synthetic" feeds uint8 batches
 already on the device; "real" streams a prepared dataset through `make_loader` (decode, crop,
 flip in loader processes, pinned memory). Prints images/s for each, after warm-up steps, and the
 ratio real/synthetic (target on a GPU machine: >= 0.9). Without --data it prepares a small
@@ -17,20 +18,21 @@ import argparse
 import itertools
 import tempfile
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import timm
 import torch
 
-from hypernym.config import OptimSpec, TrainSpec, parse_recipe
+from hypernym.config import parse_recipe
 from hypernym.data.manifest import read_manifest
-from hypernym.data.normalize import normalizer
-from hypernym.data.reader import make_loader
-from hypernym.train.build import build_optimizer, build_scheduler
+from hypernym.data.reader import Sample, make_loader
+from hypernym.data.schedule import EpochProgress
+from hypernym.train import ClassificationTask, Trainer
 from hypernym.train.checkpoint import TrainState
-from hypernym.train.epoch import StepKit, train_epoch
+from hypernym.train.finetune import FinetunePlan
 from hypernym.train.losses import CrossEntropy
+from hypernym.train.model import build_optimizer
+from hypernym.train.schedulers import build_scheduler
 
 
 def prepared(work: Path, images_per_class: int) -> str:
@@ -46,28 +48,54 @@ def prepared(work: Path, images_per_class: int) -> str:
     return str(out)
 
 
-def measure(model, batches, kit, *, steps: int, warmup: int) -> float:
+class Stream:
+    """Loaders for the core that hand out the next ``n`` batches of one shared stream."""
+
+    def __init__(self, batches) -> None:
+        self.batches, self.n = iter(batches), 0
+
+    def split_sizes(self, split="train"):
+        return [1]
+
+    def steps_per_epoch(self):
+        return self.n
+
+    def has(self, split):
+        return False
+
+    def train(self, epoch, progress):
+        return _Take(self.batches, self.n)
+
+
+class _Take:
+    def __init__(self, batches, n: int) -> None:
+        self.batches, self.n = batches, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return itertools.islice(self.batches, self.n)
+
+
+def measure(model, batches, recipe, device, *, classes: int, steps: int, warmup: int) -> float:
     """images/s over ``steps`` optimizer steps after ``warmup`` ones."""
-    optim = OptimSpec(opt="adamw", lr=1e-4, weight_decay=0.05)
-    optimizer = build_optimizer(model, optim)
-    state = TrainState(model=model, optimizer=optimizer,
-                       scheduler=build_scheduler(optimizer, optim, epochs=1, steps=steps + warmup))
-    batches = iter(batches)
-    train_epoch(state, itertools.islice(batches, warmup), kit, logger=None, world=1, epoch=0,
-                steps=warmup)
-    sync(kit.device)
+    plan, stream = FinetunePlan(), Stream(batches)
+    optimizer = build_optimizer(model, recipe.optim, plan)
+    state = TrainState(model=model, optimizer=optimizer, progress=EpochProgress([1]),
+                       scheduler=build_scheduler(optimizer, recipe.optim, epochs=1,
+                                                 steps=steps + warmup))
+    trainer = Trainer(recipe=recipe, task=ClassificationTask(num_classes=classes,
+                                                             loss_fn=CrossEntropy()),
+                      state=state, plan=plan, loaders=stream, device=device)
+    stream.n = warmup
+    trainer.train_epoch(0)
+    sync(device)
     start = time.perf_counter()
-    seen = []
-    train_epoch(state, _counting(itertools.islice(batches, steps), seen), kit, logger=None,
-                world=1, epoch=0, steps=steps)
-    sync(kit.device)
-    return sum(seen) / (time.perf_counter() - start)
-
-
-def _counting(batches, seen: list[int]):
-    for batch in batches:
-        seen.append(len(batch[1]))
-        yield batch
+    stream.n = steps
+    seen = trainer.train_epoch(0)
+    sync(device)
+    return steps * recipe.data.batch_size / (time.perf_counter() - start) if seen else 0.0
 
 
 def sync(device: torch.device) -> None:
@@ -93,11 +121,11 @@ def main() -> None:
     path = args.data or prepared(work, args.images_per_class)
     manifest = read_manifest(path)
     classes, size = len(manifest.classes), 224
-    train = TrainSpec(epochs=1, channels_last=True, compile=args.compile, log_every=10**9)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else nullcontext())
-    kit = StepKit(normalize=normalizer(device), autocast=autocast, train=train,
-                  loss_fn=CrossEntropy(train.label_smoothing), device=device, img_size=size)
+    recipe = parse_recipe({
+        "kind": "pretrain", "name": "bench", "data": {"path": path, "batch_size": args.batch},
+        "model": {"arch": args.arch}, "optim": {"opt": "adamw", "lr": 1e-4},
+        "train": {"epochs": 1, "channels_last": True, "compile": args.compile,
+                  "log_every": 10**9}})
 
     def model():
         torch.manual_seed(0)
@@ -109,12 +137,14 @@ def main() -> None:
 
     total = args.steps + args.warmup
     gen = torch.Generator(device=device).manual_seed(0)
-    fake = [(torch.randint(0, 256, (args.batch, 3, size, size), dtype=torch.uint8, device=device,
-                           generator=gen),
-             torch.randint(0, classes, (args.batch,), device=device, generator=gen))
+    ids = torch.arange(args.batch)
+    fake = [Sample(torch.randint(0, 256, (args.batch, 3, size, size), dtype=torch.uint8,
+                                 device=device, generator=gen),
+                   torch.randint(0, classes, (args.batch,), device=device, generator=gen),
+                   ids, torch.zeros_like(ids))
             for _ in range(4)]
-    synthetic = measure(model(), itertools.islice(itertools.cycle(fake), total), kit,
-                        steps=args.steps, warmup=args.warmup)
+    synthetic = measure(model(), itertools.islice(itertools.cycle(fake), total), recipe, device,
+                        classes=classes, steps=args.steps, warmup=args.warmup)
 
     def real_batches():
         for epoch in itertools.count():
@@ -122,7 +152,8 @@ def main() -> None:
                                    batch_size=args.batch, img_size=size, train=True,
                                    num_workers=args.loader_workers)
 
-    real = measure(model(), real_batches(), kit, steps=args.steps, warmup=args.warmup)
+    real = measure(model(), real_batches(), recipe, device, classes=classes, steps=args.steps,
+                   warmup=args.warmup)
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
     print(f"{args.arch} batch {args.batch} on {name}, {'compiled' if args.compile else 'eager'},"
           f" {args.loader_workers} loader workers, {args.steps} steps after {args.warmup}")

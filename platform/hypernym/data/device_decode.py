@@ -1,7 +1,7 @@
 """JPEG decode on the training device (`data.decode_on: device`): nvJPEG on a GPU.
 
 Full-size JPEGs cost a CPU core about 2 ms each to decode; one H100 trains a compiled resnet50 at
-about 5,500 img/s, more than 16 cores decode (docs/architecture.md, "Reference figures").
+about 5,500 img/s, more than 16 cores decode (docs/benchmarks.md, "GPU reference figures").
 With this option the loader workers only read the tars, size each JPEG from its header and draw
 the crop box and flip; the training process decodes the whole batch at once
 (`torchvision.io.decode_jpeg` on a list, batched on CUDA), then crops and resizes each image on
@@ -24,10 +24,9 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from hypernym.data.collate import with_numbers
 from hypernym.data.transforms import draw_crop, jpeg_size
 
-__all__ = ["CropPlan", "Encoded", "EncodedBatch", "collate_encoded", "decode_batch"]
+__all__ = ["CropPlan", "Encoded", "EncodedBatch", "encoded_batch", "decode_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +84,11 @@ class CropPlan:
                 h, w)
 
 
-def collate_encoded(samples: list):
-    """DataLoader collate for `Sample`s whose image is `Encoded`."""
-    sizes = torch.tensor([0] + [len(s.image.data) for s in samples], dtype=torch.int64)
-    batch = EncodedBatch(torch.cat([s.image.data for s in samples]), sizes.cumsum(0),
-                         torch.tensor([s.image.box for s in samples], dtype=torch.int64))
-    return with_numbers(samples, batch)
+def encoded_batch(images: list[Encoded]) -> EncodedBatch:
+    """The `EncodedBatch` of a batch's `Encoded` images (`hypernym.data.collate`)."""
+    sizes = torch.tensor([0] + [len(e.data) for e in images], dtype=torch.int64)
+    return EncodedBatch(torch.cat([e.data for e in images]), sizes.cumsum(0),
+                        torch.tensor([e.box for e in images], dtype=torch.int64))
 
 
 def decode_batch(batch: EncodedBatch, *, size: int, device: torch.device) -> torch.Tensor:

@@ -20,14 +20,14 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from hypernym.config import DataSpec
-from hypernym.data.collate import RecycledBatches
-from hypernym.data.device_decode import CropPlan, collate_encoded
+from hypernym.data.codec import LabelCodec, RawSample, SampleCodec
+from hypernym.data.collate import Collate
+from hypernym.data.device_decode import CropPlan
 from hypernym.data.manifest import Manifest
 from hypernym.data.schedule import EpochProgress, Slot, plan_epoch
 from hypernym.data.storage import RETRY_S, is_remote, open_fs, unreachable_errors
@@ -35,7 +35,7 @@ from hypernym.data.tar import TarFormatError, iter_tar
 from hypernym.data.transforms import eval_transform, train_transform
 from hypernym.errors import HypernymError
 
-__all__ = ["Sample", "ShardStream", "data_loader", "make_loader", "read_shard",
+__all__ = ["EpochLoader", "Sample", "ShardStream", "make_loader", "read_members", "read_shard",
            "steps_per_epoch"]
 
 log = logging.getLogger(__name__)
@@ -48,10 +48,14 @@ _AHEAD = 2  # remote shards each loader worker downloads ahead
 
 
 class Sample(NamedTuple):
-    """One sample; a loader's batch is a Sample of stacked tensors (DataLoader collates it)."""
+    """One sample; a loader's batch is a Sample of stacked tensors (`hypernym.data.collate`).
+
+    ``target`` is what the task's codec made of the sample's members (a class index for
+    single-label classification; the batch holds what the codec's ``collate`` made of them).
+    """
 
     image: torch.Tensor  # uint8 [3, H, W]
-    label: int
+    target: Any
     id: int  # the sample's id in the split (see hypernym.data.schedule)
     skipped: int  # bad samples this loader worker skipped since its previous sample
 
@@ -69,6 +73,8 @@ class ShardStream(IterableDataset):
         sizes: samples per shard (from the manifest): they define the sample ids.
         progress: what training consumed of this epoch already (a resumed run); None: nothing.
         batch_size: samples per batch (quotas are whole batches per loader worker).
+        codec: what a sample's tar members become (image and target): the task's; the
+            default reads single-label samples (``jpg`` and ``cls``).
     """
 
     def __init__(self, *, urls: list[str], sizes: list[int], rank: int, world_size: int,
@@ -76,8 +82,9 @@ class ShardStream(IterableDataset):
                  progress: EpochProgress | None = None, buffer: int = 512,
                  crop_scale: tuple[float, float] = (0.08, 1.0),
                  rand_augment: tuple[int, int] | None = None,
-                 decode_on: str = "loader") -> None:
+                 decode_on: str = "loader", codec: SampleCodec | None = None) -> None:
         assert len(urls) == len(sizes)
+        self.codec = codec or LabelCodec()
         self.urls, self.rank, self.world_size = urls, rank, world_size
         self.epoch, self.seed, self.train = epoch, seed, train
         self.batch_size, self.buffer = batch_size, buffer
@@ -115,19 +122,19 @@ class ShardStream(IterableDataset):
             if self.train:
                 samples = _shuffled(samples, rng, self.buffer)
             read = good = 0
-            for data, label, sample_id in samples:
+            for raw in samples:
                 read += 1
                 try:
-                    image = self.transform(data)
-                except (OSError, ValueError) as exc:
+                    image, target = self.codec(raw, self.transform)
+                except (OSError, ValueError, KeyError) as exc:
                     self.bad_samples += 1
                     skipped += 1
                     if self.bad_samples <= _WARN_FIRST:
-                        log.warning("rank %d: skipped unreadable sample %d: %s", self.rank,
-                                    sample_id, exc)
+                        log.warning("rank %d: skipped unreadable sample %d (%s): %s", self.rank,
+                                    raw.id, raw.key, exc)
                     continue
                 good += 1
-                yield Sample(image, label, sample_id, skipped)
+                yield Sample(image, target, raw.id, skipped)
                 yielded, skipped = yielded + 1, 0
                 if quota is not None and yielded >= quota:
                     return
@@ -155,10 +162,12 @@ class ShardStream(IterableDataset):
             if not len(wanted):
                 continue
             wanted_set, last = set(wanted.tolist()), int(wanted[-1])
-            samples = read_shard(data, name=self.urls[piece.shard])
-            for position, (jpg, label) in enumerate(samples):
+            url = self.urls[piece.shard]
+            members = read_members(data, name=url, members=self.codec.members)
+            for position, (key, fields) in enumerate(members):
                 if position in wanted_set:
-                    yield jpg, label, int(offsets[piece.shard]) + position
+                    yield RawSample(key, fields, int(offsets[piece.shard]) + position,
+                                    self.epoch, url)
                 if position >= last:
                     break  # the rest of the shard belongs to another slot
 
@@ -222,7 +231,16 @@ def _fetch(url: str) -> bytes:
 
 
 def read_shard(source: str | bytes, *, name: str | None = None):
-    """(jpg bytes, label) per sample of a shard, in tar order; members of a sample are adjacent.
+    """(jpg bytes, class index) per single-label sample of a shard, in tar order."""
+    for _, fields in read_members(source, name=name, members=("jpg", "cls")):
+        yield fields["jpg"], int(fields["cls"])
+
+
+def read_members(source: str | bytes, *, name: str | None = None,
+                 members: tuple[str, ...] = ("jpg", "cls")):
+    """(key, {member: bytes}) per sample of a shard that has all of ``members``, in tar order
+    (the members of a sample are adjacent: webdataset's grouping by the key before the first
+    dot). Only ``members`` are kept.
 
     ``source`` is a shard's path or URL, or its bytes (then ``name`` names it in errors).
     Raises HypernymError when the shard is not a readable tar.
@@ -230,28 +248,46 @@ def read_shard(source: str | bytes, *, name: str | None = None):
     name = name or (source if isinstance(source, str) else "shard")
     try:
         if isinstance(source, bytes):
-            yield from _samples(iter_tar(io.BytesIO(source), name=name))
+            yield from _samples(iter_tar(io.BytesIO(source), name=name), members)
             return
         fs, path = open_fs(source)
         with fs.open(path, "rb", block_size=1 << 22) as fh:
-            yield from _samples(iter_tar(fh, name=name))
+            yield from _samples(iter_tar(fh, name=name), members)
     except TarFormatError as exc:
         raise HypernymError(f"shard {exc}; check it with `hypernym data inspect` or prepare "
                             "the dataset again") from None
 
 
-def _samples(members):
+def _samples(tar_members, wanted: tuple[str, ...]):
     key, fields = None, {}
-    for member, data in members:
+    for member, data in tar_members:
         base, _, ext = member.partition(".")
         if base != key:
-            if "jpg" in fields and "cls" in fields:
-                yield fields["jpg"], int(fields["cls"])
+            if key is not None and all(m in fields for m in wanted):
+                yield key, fields
             key, fields = base, {}
-        if ext in ("jpg", "cls"):
+        if ext in wanted:
             fields[ext] = data
-    if "jpg" in fields and "cls" in fields:
-        yield fields["jpg"], int(fields["cls"])
+    if key is not None and all(m in fields for m in wanted):
+        yield key, fields
+
+
+class EpochLoader:
+    """A rank's batches of one pass over a split; ``len()`` is how many it yields.
+
+    Training yields ``steps_per_epoch`` full batches on every rank for a fresh epoch (fewer for an
+    epoch resumed part-way); evaluation yields this rank's part once (the last batch may be
+    short), so its length is counted from the schedule too.
+    """
+
+    def __init__(self, loader: DataLoader, batches: int) -> None:
+        self.loader, self.batches = loader, batches
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def __iter__(self):
+        return iter(self.loader)
 
 
 def make_loader(manifest: Manifest, root: str, split: str, *, rank: int, world_size: int,
@@ -260,13 +296,9 @@ def make_loader(manifest: Manifest, root: str, split: str, *, rank: int, world_s
                 crop_scale: tuple[float, float] = (0.08, 1.0),
                 rand_augment: tuple[int, int] | None = None,
                 recycle: bool = False, decode_on: str = "loader",
-                shuffle_buffer: int = 512) -> DataLoader:
-    """A DataLoader of this rank's batches: `Sample` of uint8 images [B,3,H,W], labels, sample
-    ids and skipped bad samples (int64 [B] each).
-
-    Training yields ``loader.steps`` batches of ``batch_size`` on every rank: ``steps_per_epoch``
-    for a fresh epoch, fewer when ``progress`` says part of this epoch was consumed before a
-    restart. Evaluation reads this rank's part once (the last batch may be short).
+                shuffle_buffer: int = 512, codec: SampleCodec | None = None) -> EpochLoader:
+    """An `EpochLoader` of this rank's batches: `Sample` of uint8 images [B,3,H,W], the codec's
+    collated targets, sample ids and skipped bad samples (int64 [B] each).
 
     ``recycle=True`` has the loader workers reuse their batches' image memory (10% less CPU per
     image, see `hypernym.data.collate`): a batch's images stay intact while the consumer holds it
@@ -274,35 +306,24 @@ def make_loader(manifest: Manifest, root: str, split: str, *, rank: int, world_s
 
     ``decode_on="device"``: batches hold `EncodedBatch`es (JPEG bytes and crop boxes) for
     `hypernym.data.device_decode.decode_batch` to decode on the training device.
+
+    ``codec``: the task's (`hypernym.data.codec`); the default reads single-label samples.
     """
+    codec = codec or LabelCodec()
     sizes = [s.samples for s in manifest.splits.get(split, [])]
     stream = ShardStream(urls=manifest.shard_urls(root, split), sizes=sizes, rank=rank,
                          world_size=world_size, epoch=epoch, seed=seed, img_size=img_size,
                          train=train, batch_size=batch_size, progress=progress,
                          crop_scale=crop_scale, rand_augment=rand_augment,
-                         decode_on=decode_on, buffer=shuffle_buffer)
-    prefetch = _PREFETCH if num_workers else None
-    collate = None
-    if decode_on == "device":
-        collate = collate_encoded
-    elif recycle and num_workers:
-        collate = RecycledBatches(_PREFETCH + 3)
+                         decode_on=decode_on, buffer=shuffle_buffer, codec=codec)
+    collate = Collate(codec, encoded=decode_on == "device",
+                      slots=_PREFETCH + 3 if recycle and num_workers else 0)
     loader = DataLoader(stream, batch_size=batch_size, num_workers=num_workers, drop_last=train,
                         pin_memory=torch.cuda.is_available(), persistent_workers=False,
-                        prefetch_factor=prefetch, collate_fn=collate)
-    loader.steps = stream.plan(max(num_workers, 1))[1]
-    return loader
+                        prefetch_factor=_PREFETCH if num_workers else None, collate_fn=collate)
+    slots, steps = stream.plan(max(num_workers, 1))
+    if not train:  # every sample read once: this rank's slots, batched per loader worker
+        mine = slots[rank * max(num_workers, 1):(rank + 1) * max(num_workers, 1)]
+        steps = sum(-(-s.size // batch_size) for s in mine)
+    return EpochLoader(loader, steps)
 
-
-def data_loader(spec: DataSpec, manifest: Manifest, split: str, *, rank: int, world_size: int,
-                epoch: int = 0, progress: EpochProgress | None = None) -> DataLoader:
-    """`make_loader` for a recipe's ``data`` section: training batches of the ``train`` split
-    (augmented, recycled: the training loop copies each batch when it normalises it), or one
-    evaluation pass over another split."""
-    train = split == "train"
-    return make_loader(
-        manifest, spec.path, split, rank=rank, world_size=world_size, epoch=epoch,
-        batch_size=spec.batch_size, img_size=spec.img_size, train=train, seed=spec.seed,
-        num_workers=spec.loader_workers, progress=progress, crop_scale=spec.crop_scale,
-        rand_augment=spec.rand_augment, recycle=train, decode_on=spec.decode_on,
-        shuffle_buffer=spec.shuffle_buffer)

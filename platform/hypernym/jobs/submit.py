@@ -33,6 +33,7 @@ __all__ = [
     "ENTRYPOINT",
     "FORWARD_WARNING",
     "TERMINAL",
+    "job_env_vars",
     "job_info",
     "job_logs",
     "job_status",
@@ -58,7 +59,7 @@ FORWARD_WARNING = (
     "credentials (instance roles, Kubernetes Secrets, the nodes' environment).")
 
 
-def _env_vars(extra: dict[str, str] | None, *, forward_credentials: bool = False
+def job_env_vars(extra: dict[str, str] | None, *, forward_credentials: bool = False
               ) -> dict[str, str]:
     """The job's env_vars: non-secret settings of this shell, ``extra``, and only with
     ``forward_credentials`` the credentials (with a warning)."""
@@ -155,7 +156,7 @@ def submit_recipe(recipe_path: str | Path, *, address: str | None = None,
 
         check_resumable(resume, recipe)  # a wrong id fails here, not on the cluster
         entrypoint = f"{ENTRYPOINT} --resume {shlex.quote(resume)}"
-    env_vars = _env_vars(env, forward_credentials=forward_credentials)
+    env_vars = job_env_vars(env, forward_credentials=forward_credentials)
     client = make_client(address)
     runtime_env: dict = {"env_vars": env_vars}
     if upload_package:
@@ -182,7 +183,7 @@ def submit_command(entrypoint: str, *, address: str | None = None,
                    env: dict[str, str] | None = None, forward_credentials: bool = False) -> str:
     """Submit a raw shell entrypoint (tools and tests; recipes go through `submit_recipe`).
     Environment as in `submit_recipe`."""
-    env_vars = _env_vars(env, forward_credentials=forward_credentials)
+    env_vars = job_env_vars(env, forward_credentials=forward_credentials)
     return _submit(make_client(address), entrypoint=entrypoint,
                    runtime_env={"env_vars": env_vars})
 

@@ -15,7 +15,7 @@ from rich.console import Console
 
 from hypernym.errors import HypernymError
 
-__all__ = ["runs_app"]
+__all__ = ["ago", "parse_duration", "runs_app"]
 
 runs_app = typer.Typer(no_args_is_help=True)
 out = Console(soft_wrap=True, highlight=False)
@@ -25,14 +25,14 @@ StaleOpt = Annotated[str, typer.Option(
     "abandoned: 90s, 10m, 2h")]
 
 
-def _seconds(text: str) -> float:
+def parse_duration(text: str) -> float:
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
     if not match:
         raise HypernymError(f"--stale-after {text!r}: give a duration such as 90s, 10m or 2h")
     return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
 
 
-def _ago(t: float | None, now: float) -> str:
+def ago(t: float | None, now: float) -> str:
     if t is None:
         return "-"
     s = max(0.0, now - t)
@@ -46,7 +46,7 @@ def _ago(t: float | None, now: float) -> str:
 def _when(t: float | None, now: float) -> str:
     if t is None:
         return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t)) + f" ({_ago(t, now)})"
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t)) + f" ({ago(t, now)})"
 
 
 def _done(epochs: int) -> str:
@@ -60,7 +60,7 @@ def _checkpoint(view, now: float) -> str:
             else "unreadable"
     if latest.step is None:
         return f"{latest.name} (no manifest)"
-    return f"step {latest.step}, {_done(latest.epoch)}, {_ago(latest.written, now)}"
+    return f"step {latest.step}, {_done(latest.epoch)}, {ago(latest.written, now)}"
 
 
 @runs_app.command("list")
@@ -73,7 +73,7 @@ def list_(
     from hypernym.runs.status import list_runs
     from hypernym.settings import get_settings
 
-    stale = _seconds(stale_after)
+    stale = parse_duration(stale_after)
     views = list_runs(settings=get_settings(), experiment=experiment, include_finished=all_)
     if not views:
         out.print("no unfinished training runs" + ("" if all_ else " (--all: finished too)"))
@@ -83,7 +83,7 @@ def list_(
     for v in views:
         r = v.record
         rows.append((r.run_id, r.name, r.kind, v.state(stale, now), _checkpoint(v, now),
-                     _ago(r.last_metric, now)))
+                     ago(r.last_metric, now)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         out.print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip(),
@@ -108,8 +108,8 @@ def show(
     view = show_run(run_id, settings=get_settings(), verify=verify)
     r, now = view.record, time.time()
     lines = [("run", f"{r.run_id}  {r.kind} {r.name!r}, experiment {r.experiment!r}"),
-             ("state", f"{view.state(_seconds(stale_after), now)} (MLflow status {r.status}, "
-                       f"last heard from {_ago(r.last_seen, now)})"),
+             ("state", f"{view.state(parse_duration(stale_after), now)} (MLflow status {r.status}, "
+                       f"last heard from {ago(r.last_seen, now)})"),
              ("started", _when(r.start_time, now)),
              ("heartbeat", _when(r.heartbeat, now)),
              ("last metric", _when(r.last_metric, now))]

@@ -3,8 +3,9 @@ checkpoints Ray Train recorded, and their manifests).
 
 A run's checkpoints are in its directory on run storage: the ``hypernym.storage`` tag the run
 was started with, or ``<HYPERNYM_STORAGE>/<recipe name>-<run id[:12]>`` for runs that predate
-it. Ray Train's ``checkpoint_manager_snapshot.json`` there lists the checkpoints it recorded,
-in order; each checkpoint's manifest gives its step, epoch and time (`hypernym.train.verify`).
+it. Ray Train's ``checkpoint_manager_snapshot.json`` there (or a one-process run's
+``checkpoints.json``) lists the checkpoints recorded, in order; each checkpoint's manifest
+gives its step, epoch and time (`hypernym.train.verify`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from hypernym.settings import Settings
 from hypernym.tracking.liveness import LIVE_S, RunRecord
 from hypernym.train.recovery import FAILURE_TAG, STORAGE_TAG, resume_command
 from hypernym.train.run_storage import run_dir
-from hypernym.train.verify import SNAPSHOT_FILE, check_checkpoint, read_manifest, recorded_names
+from hypernym.train.verify import check_checkpoint, read_manifest, recorded_in
 
 __all__ = ["STALE_AFTER_S", "CheckpointInfo", "RunView", "list_runs", "mark_failed",
            "show_run"]
@@ -74,15 +75,13 @@ def _checkpoints(storage: str, *, verify: bool) -> tuple[list[CheckpointInfo], s
 
     try:
         fs, root = open_fs(storage)
-        raw = fs.cat_file(f"{root}/{SNAPSHOT_FILE}")
+        names = recorded_in(fs, root)
     except FileNotFoundError:
-        return [], f"no {SNAPSHOT_FILE} (no checkpoint recorded yet)"
+        return [], "no checkpoint recorded yet"
+    except ValueError as exc:
+        return [], f"the run's checkpoint record: {exc}"
     except Exception as exc:  # noqa: BLE001 - an unreachable store is reported, not raised
         return [], f"cannot read run storage: {type(exc).__name__}: {exc}"
-    try:
-        names = recorded_names(raw)
-    except ValueError as exc:
-        return [], f"{SNAPSHOT_FILE}: {exc}"
     out = []
     for name in names:
         manifest = read_manifest(f"{root}/{name}", fs=fs)

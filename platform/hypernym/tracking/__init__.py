@@ -1,7 +1,7 @@
-"""Run tracking: the one place hypernym talks to MLflow's tracking API.
+"""Run tracking: runs, their metrics and results, and their lineage, in MLflow.
 
-MLflow is imported only inside this package (and by `hypernym.registry.pyfunc_model`, the file
-MLflow itself loads); the rest of hypernym calls these functions. See docs/architecture.md.
+One of the two MLflow adapters (the other is `hypernym.registry`, the model registry): the rest
+of hypernym calls these functions and never holds an MLflow client. See docs/architecture.md.
 """
 
 from hypernym.tracking.liveness import (
@@ -14,10 +14,7 @@ from hypernym.tracking.liveness import (
     unfinished_runs,
 )
 from hypernym.tracking.logger import RunLogger, flatten
-from hypernym.tracking.reports import (
-    end_run,
-    get_run_info,
-    log_eval_inputs,
+from hypernym.tracking.results import (
     log_run_dict,
     log_run_figure,
     log_run_metrics,
@@ -25,21 +22,22 @@ from hypernym.tracking.reports import (
     set_run_tags,
 )
 from hypernym.tracking.runs import (
+    RunDataset,
     RunSummary,
-    client,
+    check_server,
+    child_runs,
+    end_run,
     ensure_experiment,
     latest_metrics,
-    log_lineage,
+    log_inputs,
     mark_running,
-    mlflow_module,
+    metric_history,
     run_summary,
     start_run,
-    tracking_uri,
 )
 
-__all__ = ["RunLogger", "RunRecord", "RunSummary", "client", "close_run", "end_run",
-           "ensure_experiment", "flatten", "get_run_info", "heartbeat", "latest_metrics",
-           "log_eval_inputs", "log_lineage", "log_run_dict", "log_run_figure", "log_run_metrics",
-           "log_run_table", "mark_running", "mlflow_module", "note_resume", "run_recipe",
-           "run_record", "run_summary", "set_run_tags", "start_run", "tracking_uri",
-           "unfinished_runs"]
+__all__ = ["RunDataset", "RunLogger", "RunRecord", "RunSummary", "check_server", "child_runs",
+           "close_run", "end_run", "ensure_experiment", "flatten", "heartbeat", "latest_metrics",
+           "log_inputs", "log_run_dict", "log_run_figure", "log_run_metrics", "log_run_table",
+           "mark_running", "metric_history", "note_resume", "run_recipe", "run_record",
+           "run_summary", "set_run_tags", "start_run", "unfinished_runs"]

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from hypernym.settings import Settings
-from hypernym.tracking.runs import client
+from hypernym.tracking._backend import client
 
 __all__ = ["HEARTBEAT_S", "HEARTBEAT_TAG", "LIVE_S", "RunRecord", "close_run", "heartbeat",
            "note_resume", "run_record", "run_recipe", "unfinished_runs"]

@@ -17,14 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["STATE_FILE", "TrainState", "load_state", "save_state", "unwrap"]
+__all__ = ["STATE_FILE", "TrainState", "load_state", "save_state"]
 
 STATE_FILE = "state.pt"
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The model inside DDP (its state dict keys carry no ``module.`` prefix)."""
-    return getattr(model, "module", model)
 
 
 class TrainState:

@@ -29,6 +29,7 @@ from timm.models import group_parameters
 from timm.utils.model import freeze
 
 from hypernym.errors import HypernymError
+from hypernym.train.distributed import unwrap
 
 __all__ = ["FinetunePlan", "init_head", "plan_finetune", "train_mode"]
 
@@ -47,6 +48,8 @@ class FinetunePlan:
         warmup_epochs: epochs of head-only training.
         holding: whether the current epoch is a warm-up epoch.
         head_init_rows: rows of the new head copied from the pretrained head.
+        held_groups: the optimizer's parameter groups the warm-up holds (index -> the group's
+            own ``lr_scale``), once `bind_optimizer` has seen the optimizer.
     """
 
     frozen: tuple[str, ...] = ()
@@ -55,30 +58,34 @@ class FinetunePlan:
     warmup_epochs: int = 0
     holding: bool = False
     head_init_rows: int = 0
+    held_groups: dict[int, float] = field(default_factory=dict)
 
-    def mark_groups(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        """Tag the optimizer's parameter groups that the warm-up holds (all or none of a
-        group's parameters must be held: groups are per layer of the group matcher)."""
+    def layer_decay(self, configured: float | None) -> float | None:
+        """The layer decay the optimizer is built with: a head warm-up needs per-layer groups
+        (decay 1 when the recipe sets none) so that it can hold all but the head's."""
+        return 1.0 if self.warmup_epochs and configured is None else configured
+
+    def bind_optimizer(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Find the parameter groups the warm-up holds (all or none of a group's parameters
+        must be held: groups are per layer of the group matcher)."""
         if not self.warmup_epochs:
             return
         names = {id(p): n for n, p in model.named_parameters()}
-        for group in optimizer.param_groups:
+        for index, group in enumerate(optimizer.param_groups):
             held = [names[id(p)] in self.held_params for p in group["params"]]
             if any(held) and not all(held):
                 raise AssertionError("a parameter group mixes held and head parameters")
-            group.setdefault("lr_scale", 1.0)
-            group["hypernym_held"] = all(held)
-            group["hypernym_lr_scale"] = group["lr_scale"]
+            if all(held):
+                self.held_groups[index] = group.setdefault("lr_scale", 1.0)
 
     def enter_epoch(self, epoch: int, optimizer, scheduler, *, global_step: int,
                     base_lr: float) -> None:
         """Hold or release the warm-up's layers for ``epoch`` (also right after a restore)."""
         self.holding = epoch < self.warmup_epochs
         changed = False
-        for group in optimizer.param_groups:
-            if not group.get("hypernym_held"):
-                continue
-            scale = 0.0 if self.holding else group["hypernym_lr_scale"]
+        for index, own_scale in self.held_groups.items():
+            group = optimizer.param_groups[index]
+            scale = 0.0 if self.holding else own_scale
             if group["lr_scale"] != scale:
                 group["lr_scale"], changed = scale, True
                 if not self.holding:  # released: no moments from the held phase
@@ -145,16 +152,15 @@ def plan_finetune(model: torch.nn.Module, *, mode: str, partial_blocks: int | No
         head_layer_params = {n for n in names if layers.get(n, head_layer) == head_layer} | head
         plan.held_params = frozenset(trainable - head_layer_params)
         plan.held = tuple(_maximal_modules(model, keep=head_layer_params))
-    model.hypernym_finetune = plan  # read by train_mode, wherever the model is wrapped
     return plan
 
 
-def train_mode(model: torch.nn.Module) -> torch.nn.Module:
-    """``model.train()``, with the frozen (and, during warm-up, held) modules in eval mode."""
+def train_mode(model: torch.nn.Module, plan: FinetunePlan | None) -> torch.nn.Module:
+    """``model.train()``, with the plan's frozen (and, during warm-up, held) modules in eval
+    mode. ``model`` may be wrapped (DDP): the plan's names are the inner model's."""
     model.train()
-    plan = getattr(getattr(model, "module", model), "hypernym_finetune", None)
     if plan is not None:
-        inner = getattr(model, "module", model)
+        inner = unwrap(model)
         for name in plan.frozen + (plan.held if plan.holding else ()):
             inner.get_submodule(name).eval()
     return model

@@ -7,7 +7,8 @@ buffer) gives batches as class-mixed as random draws; well below 1.0 says it doe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,10 +20,16 @@ __all__ = ["BatchStats", "batch_mixing"]
 
 class BatchStats:
     """Skipped bad samples, distinct classes per batch, and the label histogram, of every batch
-    an optimizer step trained on (a `hypernym.data.reader.Sample` batch)."""
+    an optimizer step trained on (a `hypernym.data.reader.Sample` batch).
 
-    def __init__(self, num_classes: int, *, batch_size: int) -> None:
-        self.batch_size = batch_size
+    Args:
+        labels_of: a batch's targets -> its class indices, or None for targets without
+            (the class figures are then left out).
+    """
+
+    def __init__(self, num_classes: int, *, batch_size: int,
+                 labels_of: Callable[[Any], torch.Tensor | None] = lambda target: target) -> None:
+        self.batch_size, self.labels_of = batch_size, labels_of
         self.skipped = 0
         self.classes = torch.zeros(num_classes, dtype=torch.float64)
         self.distinct, self.batches = 0.0, 0
@@ -31,7 +38,9 @@ class BatchStats:
         """Count the batches (one per accumulation step) of optimizer step ``step``."""
         for batch in batches:
             self.skipped += int(batch.skipped.sum())
-            labels = batch.label
+            labels = self.labels_of(batch.target)
+            if labels is None:
+                continue
             self.classes += torch.bincount(labels, minlength=len(self.classes)).double()
             self.distinct += len(torch.unique(labels))
             self.batches += 1
@@ -42,6 +51,8 @@ class BatchStats:
         sums = torch.cat([torch.tensor([self.skipped, self.distinct, self.batches],
                                        dtype=torch.float64), self.classes])
         skipped, distinct, batches, *counts = all_reduce_sum(sums.to(device)).cpu().tolist()
+        if not batches:  # targets without class indices
+            return {"data/skipped_samples": skipped}
         return {"data/skipped_samples": skipped,
                 "data/batch_mixing": batch_mixing(distinct / max(batches, 1), counts,
                                                   self.batch_size)}

@@ -61,22 +61,28 @@ def describe_failure(exc: BaseException, *, max_failures: int | None = None) -> 
     return _last_line(exc)
 
 
-def resume_command(kind: str, run_id: str, *, submitted: bool | None = None) -> str:
+def resume_command(kind: str, run_id: str, *, submitted: bool | None = None,
+                   in_process: bool = False) -> str:
     """The command that resumes ``run_id``: ``hypernym submit --resume`` from a submitted job
-    (its driver runs on a cluster), else ``hypernym <kind> --resume``."""
+    (its driver runs on a cluster), else ``hypernym <kind> --resume`` (with ``--in-process``
+    for a run trained in one process)."""
     if submitted is None:  # Ray's job supervisor sets this for every submitted job's driver
         submitted = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
-    return (f"hypernym submit --resume {run_id}" if submitted
-            else f"hypernym {kind} --resume {run_id}")
+    if submitted:
+        return f"hypernym submit --resume {run_id}"
+    return f"hypernym {kind} --resume {run_id}" + (" --in-process" if in_process else "")
 
 
-def failed_run(exc: BaseException, recipe, run_id: str, settings: Settings) -> RunFailed:
+def failed_run(exc: BaseException, recipe, run_id: str, settings: Settings, *,
+               in_process: bool = False) -> RunFailed:
     """The error a failed run ends with: logged (with the full traceback at debug level),
     recorded in the run's ``hypernym.failure`` tag, and returned for the caller to raise."""
-    what = describe_failure(exc, max_failures=getattr(getattr(recipe, "scaling", None),
-                                                      "max_failures", None))
+    what = describe_failure(exc, max_failures=None if in_process else getattr(
+        getattr(recipe, "scaling", None), "max_failures", None))
+    command = resume_command(recipe.kind, run_id, submitted=False if in_process else None,
+                             in_process=in_process)
     line = (f"run {run_id} ({recipe.kind} {recipe.name!r}) failed: {what}. Resume it from "
-            f"its last whole checkpoint: {resume_command(recipe.kind, run_id)}")
+            f"its last whole checkpoint: {command}")
     log.debug("run %s failed", run_id, exc_info=exc)
     try:
         tracking.set_run_tags(run_id, {FAILURE_TAG: line[:5000]}, settings=settings)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from hypernym import tracking
-from hypernym.data.manifest import Manifest, read_manifest
+from hypernym.data.dataset import Dataset, open_dataset
 from hypernym.settings import Settings
 
 __all__ = ["choose_weights", "load_weights", "register_checkpoint"]
@@ -49,7 +49,7 @@ def choose_weights(recipe, state: dict[str, Any], metrics: dict[str, float]):
 
 def register_checkpoint(recipe, checkpoint_dir: str | Path, run_id: str, *,
                         metrics: dict[str, float], settings: Settings,
-                        manifest: Manifest | None = None, sweep: dict | None = None,
+                        dataset: Dataset | None = None, task=None, sweep: dict | None = None,
                         checkpoint_name: str | None = None):
     """Register the weights ``recipe.registry`` selects from a run's (last) checkpoint.
 
@@ -57,6 +57,9 @@ def register_checkpoint(recipe, checkpoint_dir: str | Path, run_id: str, *,
         checkpoint_dir: a local checkpoint directory (``state.pt``).
         run_id: the MLflow run the model is logged with (its lineage).
         metrics: the run's last epoch metrics.
+        dataset: the run's dataset, opened (opened here when None).
+        task: the run's task (the recipe's when None): it builds the model the weights load
+            into.
         sweep: for the best trial of a sweep: the sweep's run id, trial and score, recorded in
             the card's ``selected.sweep`` and the version tag ``sweep_run_id``.
         checkpoint_name: how errors name the checkpoint (its URI on run storage).
@@ -65,35 +68,35 @@ def register_checkpoint(recipe, checkpoint_dir: str | Path, run_id: str, *,
         hypernym.train.verify.CheckpointDamaged: the checkpoint does not match its manifest;
             nothing is registered.
     """
-    import timm
-
     from hypernym.registry.card import training_card
-    from hypernym.registry.models import register_model
+    from hypernym.registry.models import register_model, set_version_tags
     from hypernym.train.checkpoint import load_state
+    from hypernym.train.tasks import build_task
 
-    manifest = manifest or read_manifest(recipe.data.path)
-    state = load_state(checkpoint_dir, name=checkpoint_name)  # verified against its manifest
+    # verified against its manifest first: a damaged checkpoint fails before anything is built
+    state = load_state(checkpoint_dir, name=checkpoint_name)
+    dataset = dataset or open_dataset(recipe.data.path)
+    manifest = dataset.manifest
+    task = task or build_task(recipe, dataset)
     weights, selected = choose_weights(recipe, state, metrics)
     if sweep is not None:
         selected["sweep"] = sweep
-    model = timm.create_model(recipe.model.arch, pretrained=False,
-                              num_classes=len(manifest.classes), **recipe.model.kwargs)
+    model = task.export_model(recipe)
     load_weights(model, weights)
     run = tracking.run_summary(run_id, settings=settings)
     metrics = {k: v for k, v in metrics.items() if not isinstance(v, bool)}
     card = training_card(recipe, manifest, arch=recipe.model.arch,
-                         num_classes=len(manifest.classes), weights=selected["weights"],
+                         num_classes=task.num_outputs or len(manifest.classes),
+                         weights=selected["weights"],
                          selected=selected, run_id=run_id,
                          parent=run.tags.get("hypernym.backbone") or None, metrics=metrics)
     why = _explain(selected)
     log.info("registering %s: %s", recipe.registry.name, why)
     registered = register_model(run_id=run_id, name=recipe.registry.name, model=model, card=card,
                                 alias=recipe.registry.alias, settings=settings)
-    mlflow = tracking.client(settings.tracking_uri)
-    mlflow.set_model_version_tag(registered.name, str(registered.version), "weights_choice", why)
-    if sweep is not None:
-        mlflow.set_model_version_tag(registered.name, str(registered.version), "sweep_run_id",
-                                     sweep["run_id"])
+    set_version_tags(registered.name, registered.version,
+                     {"weights_choice": why, "sweep_run_id": sweep["run_id"] if sweep else ""},
+                     settings=settings)
     return registered
 
 

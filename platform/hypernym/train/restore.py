@@ -12,6 +12,9 @@ Each rank verifies and loads its own copy (a per-rank download: several ranks of
 sharing a download can read a half-written file, Ray issue 48726), so the bytes checked are the
 bytes loaded. The ranks then agree on one checkpoint (an all-gather of each one's choice): a
 checkpoint that fails on any rank is used by none, and all continue from the same state.
+
+A run in one process (`restore_newest_local`) reads its own index of checkpoints
+(``checkpoints.json``) the same way: newest first, the first whole one restored.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from hypernym.errors import HypernymError
 from hypernym.train.checkpoint import load_state
 from hypernym.train.verify import SNAPSHOT_FILE, check_checkpoint, recorded_names
 
-__all__ = ["Restored", "recorded_checkpoints", "restore_newest_whole"]
+__all__ = ["Restored", "recorded_checkpoints", "restore_newest_local", "restore_newest_whole"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,7 @@ class Restored:
     # they never reuse the directory of a damaged one the controller still holds (deleting
     # that one later would delete them).
     name_suffix: str = ""
+    source: Any = None  # the checkpoint restored (a one-process run's: its LocalCheckpoint)
 
     def tags(self) -> dict[str, str]:
         """The MLflow run tags that record a fallback (empty when none happened)."""
@@ -145,11 +149,7 @@ def restore_newest_whole(checkpoint) -> Restored | None:
         log.warning("skipping checkpoint %s/%s: %s", checkpoint.path.rsplit("/", 1)[0], name,
                     problem)
     if index == len(candidates):
-        listed = "; ".join(f"{name}: {problem}" for name, problem in skipped.items())
-        raise HypernymError(
-            f"no whole checkpoint to resume from in {checkpoint.path.rsplit('/', 1)[0]} "
-            f"({listed}). Start a new run; keep more checkpoints to fall back on "
-            "(train.keep_checkpoints)")
+        raise _no_whole_checkpoint(checkpoint.path.rsplit("/", 1)[0], skipped)
     chosen = candidates[index]
     if skipped:
         log.warning("restoring from %s, the newest whole checkpoint; the steps after it are "
@@ -158,3 +158,43 @@ def restore_newest_whole(checkpoint) -> Restored | None:
                     skipped=list(skipped.items()),
                     name_suffix=time.strftime("-r%Y%m%dT%H%M%S", time.gmtime()) if skipped
                     else "")
+
+
+def _no_whole_checkpoint(where: str, skipped: dict[str, str]) -> HypernymError:
+    listed = "; ".join(f"{name}: {problem}" for name, problem in skipped.items())
+    return HypernymError(
+        f"no whole checkpoint to resume from in {where} ({listed}). Start a new run; keep more "
+        "checkpoints to fall back on (train.keep_checkpoints)")
+
+
+def restore_newest_local(run_dir: str) -> Restored | None:
+    """A one-process run's restore: the newest whole checkpoint it kept under ``run_dir`` (on
+    run storage; `hypernym.train.checkpointing.LocalCheckpoints`), skipping damaged ones with
+    a warning each.
+
+    Returns:
+        None when the run has no checkpoint yet.
+
+    Raises:
+        HypernymError: no checkpoint of the run is whole; the message lists each and why.
+    """
+    from hypernym.train.checkpointing import local_checkpoints
+
+    checkpoints = local_checkpoints(run_dir)
+    if not checkpoints:
+        return None
+    skipped: dict[str, str] = {}
+    for checkpoint in reversed(checkpoints):
+        name = checkpoint.path.rstrip("/").rsplit("/", 1)[-1]
+        with checkpoint.as_directory() as local:
+            problem = check_checkpoint(local)
+            if problem is None:
+                state = load_state(local, verify=False)  # verified just now
+                if skipped:
+                    log.warning("restoring from %s, the newest whole checkpoint; the steps "
+                                "after it are trained again", checkpoint.path)
+                return Restored(state=state, name=name, skipped=list(skipped.items()),
+                                source=checkpoint)
+        log.warning("skipping checkpoint %s: %s", checkpoint.path, problem)
+        skipped[name] = problem
+    raise _no_whole_checkpoint(run_dir, skipped)

@@ -27,7 +27,7 @@ from typing import Any
 from fsspec.asyn import sync_wrapper
 from s3fs import S3FileSystem
 
-from hypernym.data.storage import RETRY_S, open_fs, unreachable_errors
+from hypernym.data.storage import RETRY_S, join, open_fs, unreachable_errors
 
 __all__ = ["OUTAGE_S", "PatientS3FileSystem", "checkpoint_uri", "ray_storage", "run_dir",
            "run_name"]
@@ -99,12 +99,11 @@ def checkpoint_uri(checkpoint, storage: str) -> str:
 
 
 def run_name(recipe_name: str, run_id: str) -> str:
-    """Ray Train's name for the run (its directory under run storage): the recipe's name and
-    the MLflow run id, so rerunning a recipe starts fresh and resuming names the run."""
+    """A run's directory name on run storage (Ray Train's run name): the recipe's name and the
+    MLflow run id, so rerunning a recipe starts fresh and resuming names the run."""
     return f"{recipe_name}-{run_id[:12]}"
 
 
 def run_dir(storage: str, recipe_name: str, run_id: str) -> str:
-    """The run's directory on run storage, as the user would write it (``s3://...`` or a
-    path)."""
-    return f"{storage.rstrip('/')}/{run_name(recipe_name, run_id)}"
+    """Where a run's checkpoints are on run storage (a path or URI)."""
+    return join(storage, run_name(recipe_name, run_id))

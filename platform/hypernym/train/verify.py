@@ -24,13 +24,16 @@ from typing import Any
 
 from hypernym.errors import HypernymError
 
-__all__ = ["MANIFEST_FILE", "SNAPSHOT_FILE", "CheckpointDamaged", "ManifestInfo",
-           "check_checkpoint", "read_manifest", "recorded_names", "verify_checkpoint",
-           "write_manifest"]
+__all__ = ["INDEX_FILE", "MANIFEST_FILE", "SNAPSHOT_FILE", "CheckpointDamaged", "ManifestInfo",
+           "check_checkpoint", "read_manifest", "recorded_in", "recorded_names",
+           "verify_checkpoint", "write_manifest"]
 
 MANIFEST_FILE = "checkpoint_manifest.json"
 # Ray Train V2's record of a run's checkpoints, in the run's directory beside them.
 SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"
+# A one-process run's record of its checkpoints (`hypernym.train.checkpointing`): their names,
+# oldest first.
+INDEX_FILE = "checkpoints.json"
 FORMAT = 1
 _CHUNK = 8 * 1024 * 1024
 
@@ -141,6 +144,24 @@ def recorded_names(snapshot: bytes | str) -> list[str]:
     except (KeyError, TypeError) as exc:
         raise ValueError(f"not a checkpoint manager snapshot: {exc}") from None
     return [name for _, name in sorted(zip(order, names, strict=False))]
+
+
+def recorded_in(fs, root: str) -> list[str]:
+    """The checkpoint names recorded in the run directory ``root`` on ``fs``, oldest first:
+    Ray Train's snapshot, else a one-process run's index.
+
+    Raises:
+        FileNotFoundError: neither record exists (no checkpoint recorded yet).
+        ValueError: the record cannot be parsed.
+    """
+    root = root.rstrip("/")
+    try:
+        return recorded_names(fs.cat_file(f"{root}/{SNAPSHOT_FILE}"))
+    except FileNotFoundError:
+        names = json.loads(fs.cat_file(f"{root}/{INDEX_FILE}"))
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{INDEX_FILE} is not a list of checkpoint names")
+    return names
 
 
 def verify_checkpoint(path: str | Path, *, name: str | None = None, fs=None) -> ManifestInfo:

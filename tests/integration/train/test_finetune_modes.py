@@ -1,7 +1,8 @@
-"""EMA selection and head initialisation on real Ray Train (1 CPU worker), real MLflow (SQLite)
-and real shards: a short pretrain with an EMA registers whichever of model and EMA validates
-better, and a fine-tune on a subset of its synsets starts from the pretrained head's rows,
-classifying far above chance before its first step (epoch 0), decoding on the device."""
+"""EMA selection and head initialisation, in one process (the core, real MLflow on SQLite, real
+shards, checkpoints on run storage): a short pretrain with an EMA registers whichever of model
+and EMA validates better, and a fine-tune on a subset of its synsets starts from the pretrained
+head's rows, classifying far above chance before its first step (epoch 0), decoding on the
+device."""
 
 from __future__ import annotations
 
@@ -55,9 +56,9 @@ def test_ema_and_head_init(datasets, tmp_path, monkeypatch):
 
     from hypernym.registry.models import load_backbone, load_card, resolve
     from hypernym.settings import get_settings
-    from hypernym.train.build import TaskSpec, build_model
+    from hypernym.train import run_training
     from hypernym.train.checkpoint import load_state
-    from hypernym.train.trainer import run_training
+    from hypernym.train.model import build_classifier
 
     monkeypatch.setenv("HYPERNYM_HOME", str(datasets / "home"))
     settings = get_settings()
@@ -68,7 +69,7 @@ def test_ema_and_head_init(datasets, tmp_path, monkeypatch):
     pre = run_training(parse_recipe(recipe(
         "pretrain", datasets / "pre",
         train={"epochs": 3, "ema_decay": 0.99, "keep_checkpoints": 5, "system_metrics_s": None},
-        registry={"name": "syn", "select": "best"})), show_progress=False)
+        registry={"name": "syn", "select": "best"})), show_progress=False, in_process=True)
     card = load_card("syn", settings=settings)
     history = {name: [m.value for m in client.get_metric_history(pre.run_id, name)]
                for name in ("val/top1", "val_ema/top1")}
@@ -89,14 +90,16 @@ def test_ema_and_head_init(datasets, tmp_path, monkeypatch):
     # 2. The new head starts from the pretrained rows of the same synsets.
     pretrained_head = load_backbone("syn", settings=settings).get_classifier()
     ref = f"syn/{version.version}"
-    model = build_model(TaskSpec(arch="resnet10t", num_classes=3, backbone_ref=ref,
-                                 settings=settings, class_ids=tuple(SUBSET), mode="linear"))
+    built = build_classifier(parse_recipe(recipe("finetune", datasets / "sub", backbone="syn",
+                                                 mode="linear")),
+                             num_outputs=3, class_ids=SUBSET, backbone=ref, settings=settings)
+    model = built.model
     pretrained_ids = [c["id"] for c in card.classes]  # the manifest's (sorted) order
     rows = [pretrained_ids.index(s) for s in SUBSET]
     head = model.get_classifier()
     assert torch.equal(head.weight, pretrained_head.weight[rows])
     assert torch.equal(head.bias, pretrained_head.bias[rows])
-    assert model.hypernym_finetune.head_init_rows == 3
+    assert built.plan.head_init_rows == 3
 
     # 3. ... so the fine-tune classifies before its first step: epoch 0 at step 0. It decodes
     # on the training device (the CPU here), with a loader process.
@@ -104,7 +107,7 @@ def test_ema_and_head_init(datasets, tmp_path, monkeypatch):
             "loader_workers": 1}
     fine = run_training(parse_recipe(recipe(
         "finetune", datasets / "sub", backbone="syn", mode="linear", data=data,
-        train={"epochs": 1, "system_metrics_s": None})), show_progress=False)
+        train={"epochs": 1, "system_metrics_s": None})), show_progress=False, in_process=True)
     start = [m for m in client.get_metric_history(fine.run_id, "val/top1") if m.step == 0]
     pre_top1 = max(history["val/top1"] + history["val_ema/top1"])
     assert start and start[0].value >= min(0.6, pre_top1), (start, pre_top1)  # chance: 1/3

@@ -1,7 +1,9 @@
-"""Pretraining on real Ray Train (2 CPU workers, gloo), real MLflow (SQLite) and real shards
-prepared from a generated winter21 miniature: the 21K-P loss with EMA and accumulation, FSDP, and
-bad inputs refused before any Ray work. The whole path pretrain -> register -> fine-tune -> eval
--> pull -> load is the e2e demo test's (tests/e2e/test_cli.py), as a user runs it."""
+"""Pretraining on real MLflow (SQLite) and real shards prepared from a generated winter21
+miniature, through the in-process core (the whole run: MLflow, checkpoints on run storage,
+registration): the 21K-P loss with Mixup/CutMix, EMA and accumulation; and bad inputs refused
+before any Ray work. FSDP2 on real Ray Train is test_custom_task.py's; the whole path pretrain ->
+register -> fine-tune -> eval -> pull -> load on Ray Train is the e2e demo test's
+(tests/e2e/test_cli.py)."""
 
 from __future__ import annotations
 
@@ -67,13 +69,14 @@ def train_recipe(kind: str, path, **extra) -> dict:
 
 
 def test_semantic_softmax_with_ema_and_accumulation(workspace, monkeypatch):
-    """The 21K-P loss on a two-level hierarchy, with model EMA, gradient accumulation and
-    system metrics; the registered version carries the EMA weights, the hierarchy and lineage."""
+    """The 21K-P loss on a two-level hierarchy, with Mixup/CutMix, model EMA, gradient
+    accumulation and system metrics, in one process; the registered version carries the EMA
+    weights of the best epoch, the hierarchy and lineage."""
     from mlflow.tracking import MlflowClient
 
     from hypernym.registry.models import load_backbone, load_card, resolve
     from hypernym.settings import get_settings
-    from hypernym.train.trainer import run_training
+    from hypernym.train import run_training
 
     monkeypatch.setenv("HYPERNYM_HOME", str(workspace["root"] / "home"))
     settings = get_settings()
@@ -81,10 +84,10 @@ def test_semantic_softmax_with_ema_and_accumulation(workspace, monkeypatch):
         "pretrain", workspace["root"] / "semantic", name="test-semantic",
         train={"epochs": 3, "log_every": 2, "loss": "semantic", "label_smoothing": 0.1,
                "ema_decay": 0.9, "accum_steps": 2, "system_metrics_s": 1,
-               "keep_checkpoints": 10},
+               "keep_checkpoints": 10, "mixup_alpha": 0.8, "cutmix_alpha": 1.0},
         registry={"name": "bb-semantic", "alias": "candidate", "select": "best",
                   "weights": "ema"},
-    )), show_progress=False)
+    )), show_progress=False, in_process=True)
 
     client = MlflowClient(settings.tracking_uri)
     run = client.get_run(result.run_id)
@@ -98,10 +101,10 @@ def test_semantic_softmax_with_ema_and_accumulation(workspace, monkeypatch):
     for key in ("val/semantic_top1", "val/semantic_top1_level0", "val/semantic_top1_level1",
                 "val_ema/top1", "val_ema/semantic_top1", "train/images_per_s_window"):
         assert 0.0 <= metrics[key], key
-    # 20 classes, 2 ranks x batch 16 x 2 batches per optimizer step.
+    # 20 classes, one worker x batch 16 x 2 batches per optimizer step.
     train_samples = sum(s.samples for s in workspace_manifest(workspace, "semantic")
                         .splits["train"])
-    assert metrics["progress/step"] == 3 * -(-(train_samples // 32) // 2)  # ceil
+    assert metrics["progress/step"] == 3 * -(-(train_samples // 16) // 2)  # ceil
     assert any(key.startswith("system/") for key in metrics), sorted(metrics)
     # prepare mixes classes across shards, the reader's buffer within them: batches hold about
     # as many classes as random draws would
@@ -133,35 +136,6 @@ def test_semantic_softmax_with_ema_and_accumulation(workspace, monkeypatch):
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 20)
 
 
-def test_fsdp_with_mixup_and_cutmix(workspace, monkeypatch):
-    """FSDP2 over 2 CPU workers (gloo): sharded training with timm's Mixup/CutMix, mid-epoch
-    checkpoints gathered from the shards, and a registered model equal to the last checkpoint."""
-    from mlflow.tracking import MlflowClient
-
-    from hypernym.registry.models import load_backbone
-    from hypernym.settings import get_settings
-    from hypernym.train.checkpoint import load_state
-    from hypernym.train.trainer import run_training
-
-    monkeypatch.setenv("HYPERNYM_HOME", str(workspace["root"] / "home"))
-    result = run_training(parse_recipe(train_recipe(
-        "pretrain", workspace["root"] / "mini21k", name="test-fsdp",
-        train={"epochs": 2, "log_every": 2, "mixup_alpha": 0.8, "cutmix_alpha": 1.0,
-               "label_smoothing": 0.1, "checkpoint_every": 3, "system_metrics_s": None},
-        scaling={"num_workers": 2, "strategy": "fsdp"},
-        registry={"name": "bb-fsdp", "alias": "candidate"},
-    )), show_progress=False)
-    client = MlflowClient(get_settings().tracking_uri)
-    assert client.get_run(result.run_id).info.status == "FINISHED"
-    assert 0.0 <= result.metrics["val/top1"] <= 1.0
-    state = load_state(result.checkpoint_path)
-    model = load_backbone("bb-fsdp@candidate")
-    assert state["model"].keys() == model.state_dict().keys()
-    for key, value in model.state_dict().items():
-        assert torch.equal(value, state["model"][key]), key
-    assert state["optimizer"]["state"], "the optimizer state was gathered from the shards"
-
-
 def workspace_manifest(workspace, name):
     from hypernym.data.manifest import read_manifest
 
@@ -169,7 +143,7 @@ def workspace_manifest(workspace, name):
 
 
 def test_bad_inputs_fail_before_ray_work(workspace, tmp_path, monkeypatch):
-    from hypernym.train.trainer import run_training
+    from hypernym.train import run_training
 
     with pytest.raises(HypernymError, match="manifest"):
         run_training(parse_recipe(train_recipe("pretrain", tmp_path / "nothing")))
@@ -198,3 +172,70 @@ def test_bad_inputs_fail_before_ray_work(workspace, tmp_path, monkeypatch):
     client = MlflowClient(get_settings().tracking_uri)
     assert not client.search_runs([e.experiment_id for e in client.search_experiments()],
                                   "attributes.run_name = 'bad-kwargs'")
+
+
+def test_a_failed_run_resumes_in_process_past_a_damaged_checkpoint(workspace, tmp_path,
+                                                                     monkeypatch, caplog):
+    """A run that fails mid-epoch (its task raises at the 10th step) ends FAILED with one line
+    and the command that resumes it; its checkpoints are on S3 (moto), and the latest one loses
+    a file there. Resumed in process, it warns that the latest is not whole, continues from the
+    one before it, in the same MLflow run, and the sample trace shows every sample of both
+    epochs trained exactly once (the steps after the fallback trained again, once)."""
+    from mlflow.tracking import MlflowClient
+
+    from hypernym.data.dataset import open_dataset
+    from hypernym.data.storage import open_fs
+    from hypernym.settings import get_settings
+    from hypernym.train import build_task, run_training
+    from hypernym.train.recovery import RunFailed
+    from tests.integration.train.trace import attempts, check_exactly_once, surviving_history
+    from tests.servers import moto_s3
+
+    monkeypatch.setenv("HYPERNYM_SAMPLE_TRACE", str(tmp_path / "trace"))
+    monkeypatch.setenv("HYPERNYM_STORAGE", "s3://runs/team")
+    recipe = parse_recipe(train_recipe(
+        "pretrain", workspace["root"] / "mini21k", name="resume-in-process",
+        data={"path": str(workspace["root"] / "mini21k"), "img_size": 32, "batch_size": 16},
+        train={"epochs": 2, "checkpoint_every": 4, "keep_checkpoints": 2,
+               "system_metrics_s": None}))
+    dataset = open_dataset(recipe.data.path)
+    task = build_task(recipe, dataset)
+    calls, loss = [0], task.loss
+
+    def failing(model, images, target):
+        calls[0] += 1
+        if calls[0] == 10:
+            raise RuntimeError("a lost device")
+        return loss(model, images, target)
+
+    task.loss = failing
+    with moto_s3("runs"):
+        with pytest.raises(RunFailed) as failure:
+            run_training(recipe, task=task, show_progress=False, in_process=True)
+        client = MlflowClient(get_settings().tracking_uri)
+        [failed] = client.search_runs([client.get_experiment_by_name("tests").experiment_id],
+                                      "attributes.run_name = 'resume-in-process'")
+        run_id = failed.info.run_id
+        assert failed.info.status == "FAILED"
+        assert str(failure.value) == (
+            f"run {run_id} (pretrain 'resume-in-process') failed: RuntimeError: a lost device. "
+            f"Resume it from its last whole checkpoint: hypernym pretrain --resume {run_id} "
+            "--in-process")
+        run_dir = f"runs/team/resume-in-process-{run_id[:12]}"
+        assert failed.data.tags["hypernym.storage"] == f"s3://{run_dir}"
+        fs, _ = open_fs("s3://runs")
+        assert fs.ls(run_dir, detail=False)  # the checkpoints are on S3
+        fs.rm_file(f"{run_dir}/step-00000008/recipe.json")
+
+        caplog.set_level("WARNING", logger="hypernym.train.restore")
+        result = run_training(recipe, resume=run_id, show_progress=False, in_process=True)
+    assert result.run_id == run_id
+    finished = client.get_run(run_id)
+    assert finished.info.status == "FINISHED"
+    assert finished.data.tags["hypernym.restored_from"] == "step-00000004"
+    assert finished.data.tags["hypernym.checkpoints_skipped"] == (
+        "step-00000008: recipe.json is missing")
+    assert f"skipping checkpoint s3://{run_dir}/step-00000008: recipe.json is missing" in (
+        caplog.text)
+    assert attempts(tmp_path / "trace") == {"00000000", "00000004"}  # the step-4 checkpoint
+    check_exactly_once(surviving_history(tmp_path / "trace"), dataset.num_samples("train"), [1])

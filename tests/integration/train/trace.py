@@ -112,7 +112,7 @@ def check_exactly_once(history, total: int, world_sizes: list[int], epochs: int 
 
 
 def fit_in_thread(rec, **kwargs):
-    from hypernym.train.trainer import run_training
+    from hypernym.train import run_training
 
     out = {}
 

@@ -4,7 +4,8 @@ The rules are data (`MAY_IMPORT`): for each part of the package (a subpackage, o
 module), the other parts its modules may import. The test walks every module's imports with
 `ast` (function-level imports included: they defer an import, they do not remove the
 dependency), and fails on an import the rules do not allow, on a part the rules do not name, on
-MLflow imported outside the tracking adapter, and on any import cycle between modules.
+MLflow imported outside its two adapters (tracking, registry) or their client handed to another
+part, and on any import cycle between modules.
 """
 
 from __future__ import annotations
@@ -44,15 +45,16 @@ MAY_IMPORT: dict[str, set[str]] = {
     # Unfinished training runs (`hypernym runs`): MLflow and run storage side by side.
     "runs": FOUNDATION | {"hypernym", "data", "tracking", "train"},
     "jobs": FOUNDATION | {"hypernym", "runs"},
-    "demo": FOUNDATION | {"data", "recipes", "registry", "tracking", "transfer"},
+    # the few-shot rows train through the core (hypernym.train.Trainer)
+    "demo": FOUNDATION | {"data", "recipes", "registry", "tracking", "transfer", "train"},
     "cli": FOUNDATION | {"hypernym", "taxonomy", "data", "tracking", "registry", "train",
                          "transfer", "deploy", "serving", "recipes", "jobs", "demo", "runs"},
     "__main__": {"cli"},
 }
-# The tracking adapter, and the pyfunc file MLflow itself loads from a registered model.
-MLFLOW_ALLOWED = ("hypernym.tracking", "hypernym.registry.pyfunc_model",
-                  # the signature and input example: types of MLflow's model format itself
-                  "hypernym.registry.serving_schema")
+# The two MLflow adapters: tracking (runs, metrics, lineage) and registry (the model registry).
+MLFLOW_ALLOWED = ("hypernym.tracking", "hypernym.registry")
+# The MLflow client they share; everything else calls their public functions.
+MLFLOW_CLIENT = "hypernym.tracking._backend"
 
 
 def module_names(root: Path, package: str) -> dict[str, Path]:
@@ -66,6 +68,15 @@ def module_names(root: Path, package: str) -> dict[str, Path]:
     return out
 
 
+def source_module(node: ast.ImportFrom, module: str, is_package: bool) -> str:
+    """The module a ``from ... import`` in ``module`` reads from (relative imports resolved)."""
+    base = node.module or ""
+    if node.level:
+        anchor = module.split(".")[: len(module.split(".")) - node.level + is_package]
+        base = ".".join([*anchor, base] if base else anchor)
+    return base
+
+
 def imports(path: Path, module: str, is_package: bool) -> set[str]:
     """Every module name ``path`` imports, at any depth (relative imports resolved)."""
     found: set[str] = set()
@@ -73,10 +84,7 @@ def imports(path: Path, module: str, is_package: bool) -> set[str]:
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = module.split(".")[: len(module.split(".")) - node.level + is_package]
-                base = ".".join([*anchor, base] if base else anchor)
+            base = source_module(node, module, is_package)
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)  # maybe submodules
     return found
@@ -160,12 +168,83 @@ def test_the_package_has_no_import_cycle():
     assert cycles(import_graph(PACKAGE, "hypernym")) == []
 
 
-def test_mlflow_is_imported_only_by_the_tracking_adapter():
+def test_mlflow_is_imported_only_by_the_mlflow_adapters():
     offenders = [name for name, path in module_names(PACKAGE, "hypernym").items()
                  if not name.startswith(MLFLOW_ALLOWED)
                  and any(m == "mlflow" or m.startswith("mlflow.")
                          for m in imports(path, name, path.name == "__init__.py"))]
     assert offenders == []
+
+
+def private_imports(root: Path, package: str, of: str | None = None) -> list[str]:
+    """``from <module> import _name`` in the modules of ``package`` under ``root``, where the
+    module imported from is another module of package ``of`` (``package`` itself by default):
+    a private name used outside the module that defines it."""
+    of = of or package
+    bad = []
+    for name, path in sorted(module_names(root, package).items()):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and \
+                    node.module.split(".")[0] == of and node.module != name:
+                bad += [f"{name} imports {node.module}.{a.name}" for a in node.names
+                        if a.name.startswith("_") and not a.name.startswith("__")]
+    return bad
+
+
+def test_no_module_imports_another_modules_private_names():
+    assert private_imports(PACKAGE, "hypernym") == []
+    assert private_imports(REPO / "tests", "tests", of="hypernym") == []
+
+
+def test_the_checker_catches_a_private_import(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("def _helper():\n    pass\n")
+    (pkg / "b.py").write_text("from pkg.a import _helper\n")
+    assert private_imports(pkg, "pkg") == ["pkg.b imports pkg.a._helper"]
+
+
+def test_only_the_mlflow_adapters_hold_an_mlflow_client():
+    graph = import_graph(PACKAGE, "hypernym")
+    holders = sorted(m for m, targets in graph.items() if MLFLOW_CLIENT in targets
+                     and not m.startswith(MLFLOW_ALLOWED))
+    assert holders == []
+
+
+def tracking_names(path: Path, module: str, is_package: bool) -> set[str]:
+    """The names ``path`` takes from `hypernym.tracking`: ``from hypernym.tracking import X``
+    and ``tracking.X`` after ``from hypernym import tracking``."""
+    tree = ast.parse(path.read_text(), str(path))
+    names, aliases = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = source_module(node, module, is_package)
+            if base == "hypernym.tracking":
+                names.update(alias.name for alias in node.names)
+            elif base == "hypernym":
+                aliases.update(a.asname or a.name for a in node.names if a.name == "tracking")
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                and node.value.id in aliases):
+            names.add(node.attr)
+    return names
+
+
+def test_other_parts_call_only_the_public_tracking_api():
+    """No raw client or module handed out: outside the adapters, only `__all__` is used."""
+    import hypernym.tracking
+
+    public = set(hypernym.tracking.__all__)
+    assert not public & {"client", "mlflow_module"}
+    used = {}
+    for name, path in module_names(PACKAGE, "hypernym").items():
+        if name.startswith(MLFLOW_ALLOWED):
+            continue
+        extra = tracking_names(path, name, path.name == "__init__.py") - public
+        if extra:
+            used[name] = sorted(extra)
+    assert used == {}
 
 
 def test_the_checker_catches_a_cycle_and_a_layer_breach(tmp_path):
@@ -196,7 +275,6 @@ def test_the_checker_catches_a_cycle_and_a_layer_breach(tmp_path):
 
 def test_platform_is_still_the_standard_library():
     assert hasattr(platform, "python_version")
-    assert "site-packages" not in (platform.__file__ or "") or "lib" in platform.__file__
     assert Path(platform.__file__).parent == Path(subprocess.__file__).parent
     assert not (REPO / "platform" / "__init__.py").exists()
 

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from hypernym.errors import HypernymError
-from hypernym.jobs.submit import _env_vars
+from hypernym.jobs.submit import job_env_vars
 from hypernym.settings import is_secret, redact_secrets
 
 
@@ -27,14 +27,14 @@ def test_job_env_carries_settings_not_secrets(monkeypatch):
     monkeypatch.setenv("HYPERNYM_API_TOKEN", "tok-value")
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://s3:9000")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://u:pw-value@mlflow")
-    env = _env_vars({"HYPERNYM_HOME": "/h"})
+    env = job_env_vars({"HYPERNYM_HOME": "/h"})
     assert env["HYPERNYM_STORAGE"] == "s3://b/p" and env["AWS_ENDPOINT_URL"] == "http://s3:9000"
     assert env["MLFLOW_TRACKING_URI"] == "https://mlflow" and env["HYPERNYM_HOME"] == "/h"
     assert "sk-value" not in str(env) and "tok-value" not in str(env)
     assert "pw-value" not in str(env)
     with pytest.raises(HypernymError, match="HYPERNYM_API_TOKEN would be visible"):
-        _env_vars({"HYPERNYM_API_TOKEN": "x"})
-    env = _env_vars({"EXTRA_TOKEN": "x"}, forward_credentials=True)
+        job_env_vars({"HYPERNYM_API_TOKEN": "x"})
+    env = job_env_vars({"EXTRA_TOKEN": "x"}, forward_credentials=True)
     assert env["AWS_SECRET_ACCESS_KEY"] == "sk-value" and env["HYPERNYM_API_TOKEN"] == "tok-value"
     assert env["MLFLOW_TRACKING_URI"] == "https://u:pw-value@mlflow" and env["EXTRA_TOKEN"] == "x"
 

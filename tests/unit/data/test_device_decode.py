@@ -6,7 +6,6 @@ stop a batch, and the training step runs on such batches."""
 from __future__ import annotations
 
 import io
-from contextlib import nullcontext
 
 import numpy as np
 import pytest
@@ -15,17 +14,15 @@ import webdataset as wds
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
-from hypernym.config import TrainSpec, parse_recipe
-from hypernym.data.device_decode import CropPlan, EncodedBatch, collate_encoded, decode_batch
+from hypernym.config import parse_recipe
+from hypernym.data.codec import LabelCodec
+from hypernym.data.collate import Collate
+from hypernym.data.dataset import Dataset
+from hypernym.data.device_decode import CropPlan, EncodedBatch, decode_batch
 from hypernym.data.manifest import ClassInfo, Manifest, ShardInfo
-from hypernym.data.normalize import normalizer
 from hypernym.data.reader import Sample, make_loader
-from hypernym.data.schedule import EpochProgress
 from hypernym.data.transforms import eval_transform
-from hypernym.train.checkpoint import TrainState
-from hypernym.train.epoch import StepKit, evaluate, train_epoch
-from hypernym.train.losses import CrossEntropy
-from hypernym.train.records import ConsumedSamples
+from tests.unit.train.helpers import tiny_trainer
 
 SIZE = 32
 
@@ -63,7 +60,8 @@ def reference(data: bytes, box) -> torch.Tensor:
 
 def encoded(samples: list[bytes], *, train: bool) -> tuple[EncodedBatch, list]:
     plan = CropPlan(SIZE, train=train)
-    batch = collate_encoded([Sample(plan(d), 0, i, 0) for i, d in enumerate(samples)])
+    collate = Collate(LabelCodec(), encoded=True)
+    batch = collate([Sample(plan(d), 0, i, 0) for i, d in enumerate(samples)])
     return batch.image, batch.image.boxes.tolist()
 
 
@@ -103,23 +101,25 @@ def test_training_and_evaluation_run_on_device_decoded_batches(tmp_path):
                          batch_size=8, img_size=SIZE, train=True, num_workers=2,
                          decode_on="device")
     first = next(iter(loader))
-    assert isinstance(first.image, EncodedBatch) and len(first.label) == 8
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * SIZE * SIZE, 4))
-    state = TrainState(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.01))
-    kit = StepKit(normalize=normalizer(torch.device("cpu"), img_size=SIZE),
-                  autocast=nullcontext(), train=TrainSpec(epochs=1), loss_fn=CrossEntropy(),
-                  img_size=SIZE)
-    consumed = ConsumedSamples(EpochProgress([s.samples for s in manifest.splits["train"]]))
-    metrics = train_epoch(state, loader, kit, logger=None, world=1, epoch=0, steps=loader.steps,
-                          records=[consumed])
-    trained = torch.cat(consumed.pending).tolist()
-    assert state.global_step == loader.steps == 6 and sorted(trained) == list(range(48))
+    assert isinstance(first.image, EncodedBatch) and len(first.target) == 8
+    trainer = tiny_trainer(Dataset(str(tmp_path), manifest), classes=4, img_size=SIZE,
+                           data={"batch_size": 8, "loader_workers": 2, "decode_on": "device"})
+    trained = []
+    trainer.records.append(Recorder(trained))
+    metrics = trainer.train_epoch(0)
+    assert trainer.state.global_step == len(loader) == 6 and sorted(trained) == list(range(48))
     assert np.isfinite(metrics["train/loss"])
-    val = make_loader(manifest, str(tmp_path), "val", rank=0, world_size=1, epoch=0,
-                      batch_size=8, img_size=SIZE, train=False, decode_on="device")
-    result = evaluate({"val": model}, val, kit)
-    assert 0 <= result["val/top1"] <= 1
+    assert 0 <= trainer.validate()["val/top1"] <= 1
+
+
+class Recorder:
+    """A step record: the ids every optimizer step trained on."""
+
+    def __init__(self, ids: list) -> None:
+        self.ids = ids
+
+    def add(self, epoch: int, step: int, batches: list) -> None:
+        self.ids.extend(i for batch in batches for i in batch.id.tolist())
 
 
 def test_rand_augment_and_device_decode_are_refused_together():

@@ -21,8 +21,8 @@ def train_steps(manifest, root, *, world, workers, batch, epoch, progress=None, 
                            batch_size=batch, img_size=8, train=True, seed=3,
                            num_workers=workers, progress=progress, recycle=True)
                for r in range(world)]
-    steps = loaders[0].steps
-    assert all(loader.steps == steps for loader in loaders)
+    steps = len(loaders[0])
+    assert all(len(loader) == steps for loader in loaders)
     iters = [iter(loader) for loader in loaders]
     trained = []
     for _ in range(steps if stop_after is None else min(stop_after, steps)):

@@ -4,18 +4,16 @@ started from a pretrained head's rows."""
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import pytest
 import timm
 import torch
 
-from hypernym.config import TrainSpec, parse_recipe
+from hypernym.config import parse_recipe
 from hypernym.errors import HypernymError
-from hypernym.train.build import TaskSpec, build_model, build_optimizer, build_scheduler
-from hypernym.train.checkpoint import TrainState
-from hypernym.train.epoch import StepKit, train_epoch
-from hypernym.train.losses import CrossEntropy
+from hypernym.train.finetune import train_mode
+from hypernym.train.model import build_classifier, build_optimizer
+from hypernym.train.schedulers import build_scheduler
+from tests.unit.train.helpers import tiny_trainer
 
 CLASSES = 3
 
@@ -26,16 +24,20 @@ def batches(n: int = 3, size: int = 4) -> list[tuple[torch.Tensor, torch.Tensor]
              torch.randint(0, CLASSES, (size,), generator=gen)) for _ in range(n)]
 
 
-def kit() -> StepKit:
-    return StepKit(normalize=lambda x: x.float() / 127.5 - 1, autocast=nullcontext(),
-                   train=TrainSpec(epochs=1), loss_fn=CrossEntropy(0.0), img_size=32)
+def finetune(**keys):
+    """A fine-tune recipe from random init with these top-level keys."""
+    return parse_recipe({"kind": "finetune", "name": "t", "backbone": None,
+                         "data": {"path": "unused"}, "model": {"arch": "resnet10t"},
+                         "train": {"epochs": 2}, **keys})
 
 
 def optim(**keys):
-    recipe = parse_recipe({"kind": "finetune", "name": "t", "backbone": None,
-                           "data": {"path": "unused"}, "model": {"arch": "resnet10t"},
-                           "optim": {"lr": 0.1, "weight_decay": 0.0, **keys}})
-    return recipe.optim
+    return finetune(optim={"lr": 0.1, "weight_decay": 0.0, **keys}).optim
+
+
+def trainer(built, **kwargs):
+    return tiny_trainer(batches(), classes=CLASSES, img_size=32, model=built.model,
+                        plan=built.plan, **kwargs)
 
 
 def bn_stats(model) -> dict[str, torch.Tensor]:
@@ -46,11 +48,10 @@ def test_linear_probe_keeps_the_backbone_frozen_in_eval_mode():
     """A probe's backbone BatchNorm statistics do not move, though the epoch calls
     model.train(); only the classifier changes."""
     torch.manual_seed(0)
-    model = build_model(TaskSpec(arch="resnet10t", num_classes=CLASSES, mode="linear"))
+    built = build_classifier(finetune(mode="linear"), num_outputs=CLASSES)
+    model = built.model
     stats, weights = bn_stats(model), {k: v.clone() for k, v in model.state_dict().items()}
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
-    state = TrainState(model=model, optimizer=optimizer)
-    train_epoch(state, batches(), kit(), logger=None, world=1, epoch=0, steps=3)
+    trainer(built).train_epoch(0)
     assert stats and all(torch.equal(v, bn_stats(model)[k]) for k, v in stats.items())
     after = model.state_dict()
     moved = {k for k, v in weights.items() if not torch.equal(v, after[k])}
@@ -59,54 +60,51 @@ def test_linear_probe_keeps_the_backbone_frozen_in_eval_mode():
 
 
 def test_partial_trains_the_last_blocks_and_the_head():
-    model = build_model(TaskSpec(arch="resnet10t", num_classes=CLASSES, mode="partial",
-                                 partial_blocks=2))
+    built = build_classifier(finetune(mode="partial", partial_blocks=2), num_outputs=CLASSES)
+    model = built.model
     trains = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
     assert trains == {"layer3", "layer4", "fc"}
     stats = bn_stats(model)
-    state = TrainState(model=model, optimizer=build_optimizer(model, optim()))
-    train_epoch(state, batches(), kit(), logger=None, world=1, epoch=0, steps=3)
+    trainer(built, optimizer=build_optimizer(model, optim(), built.plan)).train_epoch(0)
     after = bn_stats(model)
     assert all(torch.equal(stats[k], after[k]) for k in stats if k.startswith("layer1"))
     assert not all(torch.equal(stats[k], after[k]) for k in stats if k.startswith("layer4"))
     with pytest.raises(HypernymError, match="1..4"):
-        build_model(TaskSpec(arch="resnet10t", num_classes=CLASSES, mode="partial",
-                             partial_blocks=5))
+        build_classifier(finetune(mode="partial", partial_blocks=5), num_outputs=CLASSES)
 
 
 def test_layer_decay_scales_the_first_step():
     """timm applies each group's lr_scale only when its scheduler steps: the builder applies
     it before the first optimizer step (for every schedule, plateau and none included)."""
-    model = timm.create_model("resnet10t", num_classes=CLASSES)
+    built = build_classifier(finetune(), num_outputs=CLASSES)
     for sched in ("cosine", "plateau", "none"):
         spec = optim(layer_decay=0.5, sched=sched)
-        optimizer = build_optimizer(model, spec)
+        optimizer = build_optimizer(built.model, spec, built.plan)
         build_scheduler(optimizer, spec, epochs=3, steps=4)
         lrs = sorted({round(g["lr"], 8) for g in optimizer.param_groups})
         assert lrs == [round(0.1 * 0.5 ** k, 8) for k in range(5, -1, -1)], (sched, lrs)
 
 
 def test_head_warmup_holds_the_backbone_then_releases_it():
-    from hypernym.train.finetune import train_mode
-
     torch.manual_seed(0)
-    model = build_model(TaskSpec(arch="resnet10t", num_classes=CLASSES, head_warmup_epochs=1))
-    plan = model.hypernym_finetune
+    built = build_classifier(finetune(head_warmup_epochs=1), num_outputs=CLASSES)
+    model, plan = built.model, built.plan
     spec = optim(opt="adamw")
-    optimizer = build_optimizer(model, spec)
+    optimizer = build_optimizer(model, spec, plan)
+    assert plan.held_groups and all("hypernym" not in k for g in optimizer.param_groups
+                                    for k in g)  # the plan holds the state, not the groups
     scheduler = build_scheduler(optimizer, spec, epochs=2, steps=3)
-    state = TrainState(model=model, optimizer=optimizer, scheduler=scheduler)
+    core = trainer(built, optimizer=optimizer, scheduler=scheduler)
     start = {k: v.clone() for k, v in model.state_dict().items()}
     plan.enter_epoch(0, optimizer, scheduler, global_step=0, base_lr=spec.lr)
-    assert not train_mode(model).layer2.training and model.fc.training
-    train_epoch(state, batches(), kit(), logger=None, world=1, epoch=0, steps=3)
+    assert not train_mode(model, plan).layer2.training and model.fc.training
+    core.train_epoch(0)
     mid = {k: v.clone() for k, v in model.state_dict().items()}
     assert all(torch.equal(start[k], mid[k]) for k in start if not k.startswith("fc."))
     assert not torch.equal(start["fc.weight"], mid["fc.weight"])
-    plan.enter_epoch(1, optimizer, scheduler, global_step=state.global_step, base_lr=spec.lr)
-    assert train_mode(model).layer2.training
+    core.train_epoch(1)  # enters epoch 1: the warm-up is over
+    assert train_mode(model, plan).layer2.training
     assert all(g["lr"] > 0 for g in optimizer.param_groups)
-    train_epoch(state, batches(), kit(), logger=None, world=1, epoch=1, steps=3)
     end = model.state_dict()
     assert not torch.equal(mid["conv1.0.weight"], end["conv1.0.weight"])
     assert not torch.equal(mid["layer1.0.bn1.running_mean"], end["layer1.0.bn1.running_mean"])

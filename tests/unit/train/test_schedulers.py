@@ -9,7 +9,7 @@ import torch
 from hypernym.config import parse_recipe
 from hypernym.errors import HypernymError
 from hypernym.sections import SCHEDULES
-from hypernym.train.build import build_scheduler
+from hypernym.train.schedulers import build_scheduler
 
 STEPS = 4  # optimizer updates per epoch
 

@@ -83,8 +83,8 @@ def test_recorded_names_follow_the_report_order():
 
 
 def test_registration_refuses_a_checkpoint_that_is_not_whole(checkpoint, tmp_path):
-    """register_checkpoint verifies before it builds or logs anything: with a tracking URI
-    nobody serves, any MLflow call would fail otherwise."""
+    """register_checkpoint verifies before it opens the dataset, builds or logs anything: the
+    dataset path holds none, and with a tracking URI nobody serves any MLflow call would fail."""
     from hypernym.config import parse_recipe
     from hypernym.settings import Settings
     from hypernym.train.registration import register_checkpoint
@@ -97,4 +97,4 @@ def test_registration_refuses_a_checkpoint_that_is_not_whole(checkpoint, tmp_pat
     with pytest.raises(CheckpointDamaged, match="checkpoint s3://r/step-00000048 is not whole: "
                        "recipe.json is missing"):
         register_checkpoint(recipe, checkpoint, "run", metrics={}, settings=settings,
-                            manifest=object(), checkpoint_name="s3://r/step-00000048")
+                            checkpoint_name="s3://r/step-00000048")
