@@ -17,7 +17,7 @@ from hypernym import tracking
 from hypernym.errors import HypernymError
 from hypernym.settings import Settings
 from hypernym.tracking.liveness import LIVE_S, RunRecord
-from hypernym.train.recovery import FAILURE_TAG, STORAGE_TAG, resume_command
+from hypernym.train.recovery import FAILURE_TAG, IN_PROCESS_TAG, STORAGE_TAG, resume_command
 from hypernym.train.run_storage import run_dir
 from hypernym.train.verify import check_checkpoint, read_manifest, recorded_in
 
@@ -60,6 +60,9 @@ class RunView:
         return self.record.status.lower()
 
     def resume_command(self) -> str:
+        if self.record.tags.get(IN_PROCESS_TAG) == "true":  # trained without Ray
+            return resume_command(self.record.kind, self.record.run_id, submitted=False,
+                                  in_process=True)
         return resume_command(self.record.kind, self.record.run_id, submitted=True)
 
 

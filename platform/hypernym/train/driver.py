@@ -26,7 +26,7 @@ from hypernym.progress import ProgressBar, ProgressState
 from hypernym.settings import Settings, get_settings
 from hypernym.train.budget import bit_hyperrule
 from hypernym.train.model import check_model_kwargs
-from hypernym.train.recovery import STORAGE_TAG, check_resume, failed_run
+from hypernym.train.recovery import IN_PROCESS_TAG, STORAGE_TAG, check_resume, failed_run
 from hypernym.train.registration import register_checkpoint
 from hypernym.train.run_storage import checkpoint_uri, ray_storage, run_dir, run_name
 from hypernym.train.tasks import Task, build_task
@@ -100,7 +100,8 @@ def run_training(recipe: PretrainRecipe | FinetuneRecipe, *, task: Task | None =
     started = time.perf_counter()
     plan = preflight(recipe, task=task, settings=settings,
                      world=1 if in_process else recipe.scaling.num_workers)
-    run_id = open_run(plan, resume=resume, tags=tags, settings=settings)
+    run_id = open_run(plan, resume=resume, settings=settings, in_process=in_process,
+                      tags={**(tags or {}), **({IN_PROCESS_TAG: "true"} if in_process else {})})
     logger = tracking.RunLogger(run_id, tracking_uri=settings.tracking_uri)
     status = "FAILED"
     try:
@@ -171,12 +172,13 @@ def preflight(recipe, *, task: Task | None = None, settings: Settings,
 
 
 def open_run(plan: RunPlan, *, resume: str | None, tags: dict[str, str] | None,
-             settings: Settings) -> str:
-    """A new MLflow run, tagged with what defines it, or the run to resume, reopened."""
+             settings: Settings, in_process: bool = False) -> str:
+    """A new MLflow run, tagged with what defines it, or the run to resume, reopened (where it
+    trains, ``in_process`` or on Ray Train, must be where it trained before)."""
     recipe, dataset = plan.recipe, plan.dataset
     tracking.ensure_experiment(recipe.experiment, settings=settings)
     if resume:
-        return _reopen(resume, recipe, dataset, settings)
+        return _reopen(resume, recipe, dataset, settings, in_process=in_process)
     return tracking.start_run(
         experiment=recipe.experiment, run_name=recipe.name, settings=settings,
         tags={"hypernym.kind": recipe.kind, "hypernym.task": plan.task.name,
@@ -196,7 +198,8 @@ def _record_inputs(plan: RunPlan, run_id: str, logger, settings: Settings) -> No
                         uri=dataset.root, model_id=plan.parent_model_id, settings=settings)
 
 
-def _reopen(run_id: str, recipe, dataset: Dataset, settings: Settings) -> str:
+def _reopen(run_id: str, recipe, dataset: Dataset, settings: Settings, *,
+            in_process: bool) -> str:
     """Check that ``run_id`` is a run of this recipe on this dataset, and mark it running."""
     run = tracking.run_summary(run_id, settings=settings)
     tags = run.tags
@@ -209,7 +212,8 @@ def _reopen(run_id: str, recipe, dataset: Dataset, settings: Settings) -> str:
                             f"{dataset.fingerprint[:12]}): resume on the same dataset")
     if run.status == "FINISHED":
         raise HypernymError(f"run {run_id} already finished: start a new run instead")
-    check_resume(run_id, run_dir(settings.storage, recipe.name, run_id), settings)
+    check_resume(run_id, run_dir(settings.storage, recipe.name, run_id), settings,
+                 in_process=in_process)
     tracking.mark_running(run_id, settings=settings)
     tracking.note_resume(run_id, settings=settings)  # its time marks the gap in the history
     return run_id

@@ -8,8 +8,9 @@ which rank, and the command that resumes it; the same line goes into the run's
 ``hypernym.failure`` tag, where ``hypernym runs show`` finds it.
 
 `check_resume` refuses a resume that would do harm: a run whose driver still beats (two drivers
-on one run), or a run whose checkpoints are kept under another ``HYPERNYM_STORAGE`` (it would
-silently start again from step 0).
+on one run), a run whose checkpoints are kept under another ``HYPERNYM_STORAGE``, or a run
+trained on Ray Train resumed in one process or the other way round (each would silently start
+again from step 0).
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from hypernym import tracking
 from hypernym.errors import HypernymError
 from hypernym.settings import Settings
 
-__all__ = ["FAILURE_TAG", "STORAGE_TAG", "RunFailed", "check_resume", "describe_failure",
-           "failed_run", "resume_command"]
+__all__ = ["FAILURE_TAG", "IN_PROCESS_TAG", "STORAGE_TAG", "RunFailed", "check_resume",
+           "describe_failure", "failed_run", "resume_command"]
 
 log = logging.getLogger(__name__)
 
 STORAGE_TAG = "hypernym.storage"  # the run's directory on run storage (Ray Train's run dir)
+IN_PROCESS_TAG = "hypernym.in_process"  # "true": trained in one process, without Ray
 FAILURE_TAG = "hypernym.failure"
 
 
@@ -91,15 +93,19 @@ def failed_run(exc: BaseException, recipe, run_id: str, settings: Settings, *,
     return RunFailed(line)
 
 
-def check_resume(run_id: str, run_dir: str, settings: Settings) -> None:
+def check_resume(run_id: str, run_dir: str, settings: Settings, *,
+                 in_process: bool = False) -> None:
     """Refuse a resume that would put two drivers on one run, or lose its checkpoints.
 
     Args:
         run_dir: where this resume would look for the run's checkpoints.
+        in_process: the resume trains in one process (else on Ray Train).
 
     Raises:
-        HypernymError: the run's driver beat less than `tracking.liveness.LIVE_S` ago, or the
-            run recorded another storage directory.
+        HypernymError: the run's driver beat less than `tracking.liveness.LIVE_S` ago, the run
+            recorded another storage directory, or it trained on Ray Train and would resume in
+            one process (or the other way round): each keeps its own record of its
+            checkpoints, and the other would start again from step 0.
     """
     from hypernym.tracking.liveness import HEARTBEAT_TAG, LIVE_S
 
@@ -115,3 +121,10 @@ def check_resume(run_id: str, run_dir: str, settings: Settings) -> None:
         raise HypernymError(
             f"run {run_id} keeps its checkpoints in {recorded}, but this resume would look in "
             f"{run_dir}: set HYPERNYM_STORAGE={recorded.rsplit('/', 1)[0]} where the job runs")
+    was_in_process = run.tags.get(IN_PROCESS_TAG) == "true"
+    if was_in_process != in_process:
+        command = resume_command(run.tags.get("hypernym.kind", "pretrain"), run_id,
+                                 submitted=False, in_process=was_in_process)
+        where = "in one process" if was_in_process else "on Ray Train"
+        raise HypernymError(f"run {run_id} trained {where}, and each keeps its own record of its "
+                            f"checkpoints: resume it the same way ({command})")

@@ -239,3 +239,37 @@ def test_a_failed_run_resumes_in_process_past_a_damaged_checkpoint(workspace, tm
         caplog.text)
     assert attempts(tmp_path / "trace") == {"00000000", "00000004"}  # the step-4 checkpoint
     check_exactly_once(surviving_history(tmp_path / "trace"), dataset.num_samples("train"), [1])
+
+
+def test_ctrl_c_ends_the_run_killed(workspace):
+    """Ctrl-C in the driver ends the run KILLED, not FAILED, and is not turned into a failure
+    line: in one process it is a KeyboardInterrupt; under Ray Train, whose SIGINT handler ends
+    the driver with ``sys.exit``, a SystemExit."""
+    from mlflow.tracking import MlflowClient
+
+    from hypernym.data.dataset import open_dataset
+    from hypernym.settings import get_settings
+    from hypernym.train import build_task, run_training
+
+    client = MlflowClient(get_settings().tracking_uri)
+    for interrupt in (KeyboardInterrupt, SystemExit):
+        name = f"interrupted-{interrupt.__name__}"
+        recipe = parse_recipe(train_recipe(
+            "pretrain", workspace["root"] / "mini21k", name=name,
+            train={"epochs": 1, "system_metrics_s": None}))
+        task = build_task(recipe, open_dataset(recipe.data.path))
+        calls, loss = [0], task.loss
+
+        def interrupted(model, images, target, calls=calls, loss=loss, interrupt=interrupt):
+            calls[0] += 1
+            if calls[0] == 2:
+                raise interrupt()
+            return loss(model, images, target)
+
+        task.loss = interrupted
+        with pytest.raises(interrupt):
+            run_training(recipe, task=task, show_progress=False, in_process=True)
+        [run] = client.search_runs([client.get_experiment_by_name("tests").experiment_id],
+                                   f"attributes.run_name = '{name}'")
+        assert run.info.status == "KILLED", name
+        assert "hypernym.failure" not in run.data.tags

@@ -33,6 +33,8 @@ def test_other_failures_keep_their_own_last_line():
 def test_the_resume_command_depends_on_where_the_driver_ran(monkeypatch):
     monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
     assert resume_command("pretrain", "abc") == "hypernym pretrain --resume abc"
+    assert resume_command("finetune", "abc", in_process=True) == (
+        "hypernym finetune --resume abc --in-process")
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")
     assert resume_command("pretrain", "abc") == "hypernym submit --resume abc"
 
