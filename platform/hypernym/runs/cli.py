@@ -104,6 +104,7 @@ def show(
     """One run: its state, its checkpoints on run storage, and the command that resumes it."""
     from hypernym.runs.status import show_run
     from hypernym.settings import get_settings
+    from hypernym.train.recovery import IN_PROCESS_TAG
 
     view = show_run(run_id, settings=get_settings(), verify=verify)
     r, now = view.record, time.time()
@@ -124,8 +125,10 @@ def show(
             lines.append((key, r.tags[tag] + (" time(s)" if key == "resumed" else "")))
     for key, value in lines:
         out.print(f"{key + ':':<14}{value}", markup=False)
+    in_process = r.tags.get(IN_PROCESS_TAG) == "true"  # trained in one process, without Ray
     if view.checkpoints:
-        out.print("checkpoints recorded by Ray Train, newest first:", markup=False)
+        out.print(f"checkpoints recorded by {'the run' if in_process else 'Ray Train'}, newest "
+                  "first:", markup=False)
         for c in reversed(view.checkpoints):
             where = (f"step {c.step}, {_done(c.epoch)}, written {_when(c.written, now)}"
                      if c.step is not None else "")
@@ -134,6 +137,7 @@ def show(
             out.print(f"  {c.name:<24}{where}  [{health}]", markup=False)
     if r.status != "FINISHED":
         out.print(f"resume:       {view.resume_command()}", markup=False)
+    if r.status != "FINISHED" and not in_process:
         out.print(f"              (or `hypernym {r.kind} --resume {r.run_id}` on this "
                   "machine's Ray; add a recipe file to use it instead of the run's own)",
                   markup=False)

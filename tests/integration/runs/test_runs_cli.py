@@ -119,3 +119,13 @@ def test_a_resume_without_a_recipe_file_takes_the_runs_own(abandoned):
         check_resumable(run_id, recipe)
     with pytest.raises(HypernymError, match="no MLflow run 'nope'"):
         recipe_of_run("nope")
+
+
+def test_a_run_trained_in_one_process_resumes_in_one_process(abandoned):
+    run_id, storage = abandoned
+    tracking.set_run_tags(run_id, {"hypernym.in_process": "true"})
+    (storage / "checkpoint_manager_snapshot.json").unlink()  # its own index instead
+    (storage / "checkpoints.json").write_text(json.dumps(["step-00000005"]))
+    shown = cli("runs", "show", run_id)
+    assert "checkpoints recorded by the run, newest first:\n  step-00000005 " in shown
+    assert shown.endswith(f"resume:       hypernym pretrain --resume {run_id} --in-process\n")
