@@ -74,5 +74,5 @@ def check_resumable(run_id: str, recipe, *, settings: Settings | None = None) ->
             time.time() - record.heartbeat < LIVE_S:
         raise HypernymError(
             f"run {run_id} is still running (its driver's heartbeat is "
-            f"{time.time() - record.heartbeat:.0f} s old): stop its job first, or wait "
+            f"{max(0.0, time.time() - record.heartbeat):.0f} s old): stop its job first, or wait "
             f"{LIVE_S:.0f} s after its driver is gone")

@@ -136,7 +136,8 @@ def mark_failed(run_id: str, *, reason: str, settings: Settings, force: bool = F
         raise HypernymError(f"run {run_id} finished: there is nothing to close")
     if record.status != "RUNNING":
         return record
-    quiet = time.time() - record.last_seen
+    # the heartbeat is stamped in whole seconds: it can read a fraction ahead of now
+    quiet = max(0.0, time.time() - record.last_seen)
     if quiet < LIVE_S and not force:
         raise HypernymError(
             f"run {run_id} was heard from {quiet:.0f} s ago: its driver may still be running. "

@@ -114,7 +114,8 @@ def check_resume(run_id: str, run_dir: str, settings: Settings, *,
     if run.status == "RUNNING" and beat and time.time() - float(beat) < LIVE_S:
         raise HypernymError(
             f"run {run_id} is still running (its driver's heartbeat is "
-            f"{time.time() - float(beat):.0f} s old): stop its job first (`hypernym jobs stop`), "
+            f"{max(0.0, time.time() - float(beat)):.0f} s old): stop its job first "
+            "(`hypernym jobs stop`), "
             f"or wait {LIVE_S:.0f} s after its driver is gone")
     recorded = run.tags.get(STORAGE_TAG)
     if recorded and recorded.rstrip("/") != run_dir.rstrip("/"):
