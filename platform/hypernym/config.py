@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from hypernym.errors import HypernymError
-from hypernym.sections import OptimSpec, RegisterSpec
+from hypernym.sections import DetectionSpec, OptimSpec, RegisterSpec, detection_refusals
 
 # timm's IMAGENET_DEFAULT_MEAN/STD, repeated so that validating a recipe does not import torch.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -34,6 +34,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 __all__ = [
     "DataSpec",
+    "DetectionSpec",
     "FinetuneRecipe",
     "ModelSpec",
     "OptimSpec",
@@ -234,15 +235,35 @@ class ScalingSpec(Section):
 class _TrainRecipe(Section):
     name: str = Field(description="run name; also the Ray Train run directory name")
     experiment: str = "hypernym"
-    task: Literal["classification"] = Field(
+    task: Literal["classification", "detection"] = Field(
         "classification", description="what the model learns (hypernym.train.tasks): "
-        "classification, one class per image (train.loss ce or semantic)")
+        "classification, one class per image (train.loss ce or semantic); detection, boxes "
+        "and their classes (a fine-tune with a detection section, docs/detection.md)")
     data: DataSpec
     model: ModelSpec
     optim: OptimSpec = Field(default_factory=OptimSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
     registry: RegisterSpec = Field(default_factory=RegisterSpec)
+    detection: DetectionSpec | None = Field(
+        None, description="task detection: the detector and how its backbone trains")
+
+    @model_validator(mode="after")
+    def _detection_fits(self):
+        if self.task != "detection":
+            if self.detection is not None:
+                raise ValueError("a detection section needs task: detection")
+            return self
+        refused = detection_refusals(self)
+        if refused:
+            raise ValueError("task: detection " + "; ".join(refused))
+        if self.detection is None:
+            self.detection = DetectionSpec()
+        if self.registry.metric == "auto":  # detections have no top-1: COCO's mAP judges them
+            self.registry.metric = "val_ema/map" if self.registry.weights == "ema" else "val/map"
+        if self.optim.sched == "plateau" and "plateau_metric" not in self.optim.model_fields_set:
+            self.optim.plateau_metric = "val/map"
+        return self
 
     @model_validator(mode="after")
     def _consistent(self):

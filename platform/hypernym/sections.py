@@ -1,4 +1,4 @@
-"""The ``optim`` and ``registry`` sections of a training recipe.
+"""The ``optim``, ``registry`` and ``detection`` sections of a training recipe.
 
 ``optim``: timm's optimizer and scheduler, with each scheduler's own keys.
 
@@ -9,7 +9,9 @@ error, so ``sched: step`` with ``decay_milestones`` is caught before anything st
 
 ``registry``: where the trained model goes, and which weights (model or EMA, which epoch).
 
-Kept apart from config.py so that each file stays small; ``hypernym.config`` re-exports both.
+``detection``: the detector of a ``task: detection`` fine-tune and how its backbone trains.
+
+Kept apart from config.py so that each file stays small; ``hypernym.config`` re-exports them.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["SCHEDULES", "SCHEDULE_KEYS", "OptimSpec", "RegisterSpec"]
+__all__ = ["SCHEDULES", "SCHEDULE_KEYS", "DetectionSpec", "OptimSpec", "RegisterSpec",
+           "detection_refusals"]
 
 # The schedules of timm.scheduler.create_scheduler_v2 (timm 1.0.31) a recipe may name.
 SCHEDULES = ("cosine", "tanh", "step", "multistep", "plateau", "poly", "wsd", "rsqrt",
@@ -157,3 +160,78 @@ class RegisterSpec(BaseModel):
         if value is not None and (value == "latest" or (value[:1] == "v" and value[1:].isdigit())):
             raise ValueError(f"alias {value!r} is reserved by MLflow; pick another")
         return value
+
+
+class DetectionSpec(BaseModel):
+    """A ``task: detection`` fine-tune: a torchvision detector on the backbone's timm features
+    joined by an FPN (docs/detection.md)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    detector: Literal["fcos", "retinanet", "fasterrcnn"] = Field(
+        "fcos", description="torchvision's FCOS or RetinaNet (one stage), or Faster R-CNN "
+        "(two stages)")
+    backbone_mode: Literal["frozen", "partial", "full"] = Field(
+        "full", description="frozen: only the FPN and the detector's heads train; partial: "
+        "also the backbone's last trainable_stages stages; full: every layer, the backbone at "
+        "backbone_lr_scale of the LR")
+    trainable_stages: int | None = Field(
+        None, ge=1, description="backbone_mode partial: the backbone's last stages that train")
+    backbone_lr_scale: float = Field(
+        0.1, gt=0, le=1, description="a pretrained backbone's LR as a fraction of optim.lr "
+        "(the FPN and the heads train at optim.lr; from random init, everything does)")
+    frozen_bn: bool = Field(
+        True, description="the backbone's BatchNorm with fixed statistics and affine "
+        "(FrozenBatchNorm2d), as torchvision's references fine-tune detectors")
+    levels: int | None = Field(
+        None, ge=2, le=5, description="backbone stages the FPN reads (default: 3 for fcos and "
+        "retinanet, plus P6 and P7; 4 for fasterrcnn, plus a pooled level)")
+    fpn_channels: int = Field(256, ge=8, description="channels of every FPN level")
+    crop: Literal["none", "resized", "iou"] = Field(
+        "none", description="training crop before the resize to data.img_size: none "
+        "(torchvision's references: flip only), resized (RandomResizedCrop over "
+        "data.crop_scale), iou (SSD's RandomIoUCrop)")
+    flip: bool = Field(True, description="random horizontal flips in training")
+    min_box_size: float = Field(
+        1.0, ge=0, description="training boxes narrower or lower than this many pixels after "
+        "the augmentation are dropped")
+    score_threshold: float = Field(
+        0.3, ge=0, le=1, description="the registered model's default: served detections "
+        "below this score are left out (evaluation scores every detection)")
+    detections_per_image: int = Field(100, ge=1, description="detections kept per image")
+
+    @model_validator(mode="after")
+    def _partial_stages(self) -> DetectionSpec:
+        if (self.backbone_mode == "partial") != (self.trainable_stages is not None):
+            raise ValueError("backbone_mode: partial needs trainable_stages (how many of the "
+                             "backbone's last stages train), and trainable_stages needs "
+                             "backbone_mode: partial")
+        if self.detector == "fcos" and self.fpn_channels % 32:
+            raise ValueError(f"fpn_channels is {self.fpn_channels}: FCOS's heads normalise "
+                             "with GroupNorm of 32 groups, so use a multiple of 32")
+        return self
+
+
+def detection_refusals(recipe) -> list[str]:
+    """What a ``task: detection`` recipe sets that detection cannot do, each with the fix."""
+    train, data, out = recipe.train, recipe.data, []
+    if recipe.kind != "finetune":
+        out.append("is a fine-tune: use kind: finetune (backbone: null trains a detector from "
+                   "random init)")
+    if train.mixup_alpha > 0 or train.cutmix_alpha > 0:
+        out.append("cannot use Mixup or CutMix: they blend images and their labels, and a "
+                   "box cannot be blended; set train.mixup_alpha and train.cutmix_alpha to 0")
+    if train.loss != "ce" or train.label_smoothing:
+        out.append("has its detector's own losses: drop train.loss and train.label_smoothing")
+    if data.decode_on != "loader" or data.rand_augment is not None:
+        out.append("augments boxes with the images in the loader (detection.crop, "
+                   "detection.flip): drop data.decode_on: device and data.rand_augment")
+    if recipe.optim.layer_decay is not None:
+        out.append("sets the backbone's LR with detection.backbone_lr_scale: drop "
+                   "optim.layer_decay")
+    if recipe.scaling.strategy != "ddp":
+        out.append("trains with scaling.strategy ddp")
+    if getattr(recipe, "mode", "full") != "full" or getattr(recipe, "head_warmup_epochs", 0):
+        out.append("says what trains in detection.backbone_mode (frozen, partial, full): "
+                   "drop mode, partial_blocks and head_warmup_epochs")
+    return out

@@ -59,6 +59,9 @@ class SampleCodec(Protocol):
     def collate(self, targets: list) -> Any:
         """A batch's targets (not called when ``packs_ints``)."""
 
+    # Optional: ``for_reading(*, train: bool) -> SampleCodec``, the codec for a training or an
+    # evaluation pass, for codecs that transform images themselves (`hypernym.data.box_codec`).
+
 
 class LabelCodec:
     """Single-label samples: ``jpg`` through the reader's transform, ``cls`` as the target."""

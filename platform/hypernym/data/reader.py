@@ -307,9 +307,13 @@ def make_loader(manifest: Manifest, root: str, split: str, *, rank: int, world_s
     ``decode_on="device"``: batches hold `EncodedBatch`es (JPEG bytes and crop boxes) for
     `hypernym.data.device_decode.decode_batch` to decode on the training device.
 
-    ``codec``: the task's (`hypernym.data.codec`); the default reads single-label samples.
+    ``codec``: the task's (`hypernym.data.codec`); the default reads single-label samples. A
+    codec with a ``for_reading(train=...)`` method is replaced by what it returns for this pass
+    (a codec that augments images and boxes together knows training from evaluation so).
     """
     codec = codec or LabelCodec()
+    if hasattr(codec, "for_reading"):  # a codec with its own joint transform (boxes)
+        codec = codec.for_reading(train=train)
     sizes = [s.samples for s in manifest.splits.get(split, [])]
     stream = ShardStream(urls=manifest.shard_urls(root, split), sizes=sizes, rank=rank,
                          world_size=world_size, epoch=epoch, seed=seed, img_size=img_size,

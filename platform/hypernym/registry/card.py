@@ -47,6 +47,9 @@ class ModelCard(BaseModel):
     run_id: str | None = None
     parent: str | None = None  # NAME/VERSION of the backbone a fine-tune started from
     metrics: dict[str, float] = Field(default_factory=dict)
+    # A detector's build config (hypernym.registry.detector_model: detector, FPN, input size,
+    # normalisation, score threshold); empty for a classifier.
+    detection: dict[str, Any] = Field(default_factory=dict)
     # sha256 of model.safetensors: pull, load_backbone and the served model refuse other bytes.
     # Set by register_model; empty only on cards registered before integrity checks existed.
     weights_sha256: str = ""

@@ -60,7 +60,12 @@ def pull_model(
     out.print(f"pulled {ref} -> {path}: {files}")
     out.print(f"{WEIGHTS_FILE} sha256 {card.get('weights_sha256') or 'not recorded'} "
               f"{'(verified)' if card.get('weights_sha256') else ''}")
-    out.print(f'load without hypernym: timm.create_model("local-dir:{path}", pretrained=True)')
+    if card.get("detection"):
+        out.print(f'load without hypernym: sys.path.insert(0, "{path}"); from detector_model '
+                  f'import load_detector; model = load_detector("{path}")')
+    else:
+        out.print(f'load without hypernym: timm.create_model("local-dir:{path}", '
+                  'pretrained=True)')
 
 
 @models_app.command("export")

@@ -47,6 +47,9 @@ def export(ref: str, directory: str | Path, *, fmt: str = "hf",
             tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as stage:
         local = pull(origin, tmp, timm_config=False, settings=settings)  # sha256-verified
         card = ModelCard.model_validate_json((local / CARD_FILE).read_text())
+        if card.detection:
+            raise HypernymError(f"{ref} is a detector: timm's Hub layout holds classifiers; "
+                                "publish the folder `hypernym models pull` writes instead")
         staging = Path(stage) / "export"
         save_for_hf(timm_model(card, local / WEIGHTS_FILE), staging,
                     model_config=model_config(card, origin), safe_serialization=True,

@@ -44,6 +44,7 @@ _FORMS = "NAME, NAME@alias, NAME/VERSION (optionally prefixed with models:/)"
 # What the pyfunc needs to load anywhere; explicit, so MLflow does not infer (slow, noisy).
 _PIP = ["torch", "torchvision", "timm", "safetensors", "numpy", "pandas", "pillow"]
 _READY_TIMEOUT_S = 120
+DETECTOR_FILE = "detector_model.py"  # a detector's builder, standalone (pulled beside it)
 log = logging.getLogger(__name__)
 
 
@@ -95,14 +96,17 @@ def register_model(*, run_id: str, name: str, model: torch.nn.Module, card: Mode
         readme = Path(tmp) / README_FILE
         parent = _parent_card(card.parent, settings)
         readme.write_text(render_readme(card, name=name, parent=parent))
+        # A detector's pyfunc needs its builder beside it (plain code, on MLflow's code path).
+        code = [str(Path(__file__).with_name(DETECTOR_FILE))] if card.detection else None
         with mlflow.start_run(run_id=run_id, log_system_metrics=False):
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=str(Path(__file__).with_name("pyfunc_model.py")),
                 artifacts={"weights": str(weights), "card": str(card_path),
                            "readme": str(readme)},
-                pip_requirements=_PIP, signature=signature(),
+                pip_requirements=_PIP, signature=signature(card.detection or None),
                 input_example=input_example(), metadata={"hypernym_card": "card.json"},
+                code_paths=code,
             )
         c = client(settings.tracking_uri)
         _ensure_registered(c, name, description=f"{card.task} of timm {card.arch}")
@@ -224,7 +228,9 @@ def pull(ref: str, out_dir: str | Path, *, timm_config: bool = True,
          settings: Settings | None = None) -> Path:
     """Download a version's ``model.safetensors``, ``card.json`` and ``README.md`` into
     ``out_dir``, check the weights' sha256, and write timm's ``config.json`` beside them, so that
-    ``timm.create_model("local-dir:OUT_DIR", pretrained=True)`` loads it without hypernym.
+    ``timm.create_model("local-dir:OUT_DIR", pretrained=True)`` loads it without hypernym. A
+    detector gets ``detector_model.py`` instead, whose ``load_detector(OUT_DIR)`` rebuilds it
+    with torchvision and timm.
 
     Raises:
         HypernymError: the weights or the card are not the bytes recorded at registration
@@ -241,7 +247,9 @@ def pull(ref: str, out_dir: str | Path, *, timm_config: bool = True,
                                              else [])
         for name in names:
             shutil.copyfile(local / name, out / name)
-    if timm_config:
+    if card.detection:  # no timm layout for a detector: its builder, which needs no hypernym
+        shutil.copyfile(Path(__file__).with_name(DETECTOR_FILE), out / DETECTOR_FILE)
+    elif timm_config:
         from hypernym.registry.timm_export import write_timm_config
 
         write_timm_config(card, out, origin=f"models:/{version.name}/{version.version}")
@@ -350,6 +358,11 @@ def load_backbone(ref: str, num_classes: int | None = None, *,
     with tempfile.TemporaryDirectory() as tmp:
         local = pull(ref, tmp, timm_config=False, settings=settings)
         card = ModelCard.model_validate_json((local / CARD_FILE).read_text())
+        if card.detection:
+            raise HypernymError(f"{ref} is a {card.detection['detector']} detector, not a timm "
+                                "classifier: pull it (`hypernym models pull`) and load it with "
+                                f"{DETECTOR_FILE}'s load_detector, or start from its backbone "
+                                f"{card.parent or ''}".rstrip())
         model = timm.create_model(card.arch, pretrained=False, num_classes=card.num_classes,
                                   **timm_kwargs)
         model.load_state_dict(load_file(str(local / WEIGHTS_FILE)))

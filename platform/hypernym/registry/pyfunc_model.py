@@ -13,6 +13,11 @@ or uint8 arrays ``[H, W, 3]`` / ``[H, W]`` (nested lists over JSON). A bare uint
 class ids of the dataset, e.g. WordNet synsets), ``names``, ``probs`` (softmax over the classes,
 top ``top_k`` first) and ``error`` (null, or why this image was not classified: the other images
 of the batch are still answered).
+
+A registered detector (its card has ``detection``) answers per image ``boxes`` (x0 y0 x1 y1 in
+the image's pixels), ``class_ids``, ``labels``, ``names``, ``scores`` and ``error``; a
+``score_threshold`` parameter (default: the card's) leaves out weaker detections. Its builder,
+detector_model.py, travels with the model as MLflow code (torch, torchvision, timm only).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from mlflow.pyfunc import PythonModel
 
 DEFAULT_TOP_K = 5
 _OUTPUT_COLUMNS = ("class_ids", "labels", "names", "probs", "error")
+_DETECTION_COLUMNS = ("boxes", "class_ids", "labels", "names", "scores", "error")
 
 
 class IntegrityError(ValueError):
@@ -49,6 +55,47 @@ def verify_weights(weights_path: str, expected_sha256: str, *, where: str = "") 
             f"{expected_sha256[:16]}... recorded in the model card at registration; the file "
             "was modified or corrupted after registration. Restore the artifact or register "
             "the model again.")
+
+
+def read_image(item: Any):
+    """One image (base64 str, bytes or uint8 array ``[H, W, 3]`` / ``[H, W]``) -> a uint8
+    [3, H, W] tensor at its own size.
+
+    Raises:
+        ValueError: not an image that can be read (the message says why).
+    """
+    import torch
+    from torchvision.transforms.v2 import functional as TF
+
+    if isinstance(item, str):
+        text = item.split(",", 1)[1] if item.startswith("data:") else item
+        try:
+            item = base64.b64decode(text, validate=True)
+        except ValueError:
+            raise ValueError("not valid base64 (send the image file's bytes, "
+                             "base64-encoded)") from None
+    if isinstance(item, (bytes, bytearray)):
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(io.BytesIO(item)) as image:
+                return TF.pil_to_tensor(image.convert("RGB"))
+        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+            raise ValueError(f"cannot decode the image ({len(item)} bytes): {exc}") from None
+    else:
+        pixels = np.asarray(item)
+        if pixels.dtype != np.uint8:
+            if not np.issubdtype(pixels.dtype, np.integer) or pixels.size == 0 or \
+                    pixels.min() < 0 or pixels.max() > 255:
+                raise ValueError(f"an array image must hold uint8 pixels 0-255, got "
+                                 f"dtype {pixels.dtype}")
+            pixels = pixels.astype(np.uint8)
+        if pixels.ndim == 2:
+            pixels = np.repeat(pixels[:, :, None], 3, axis=2)
+        if pixels.ndim != 3 or pixels.shape[2] != 3 or min(pixels.shape[:2]) < 1:
+            raise ValueError(f"an array image must be [H, W, 3] or [H, W], got shape "
+                             f"{list(pixels.shape)}")
+    return torch.from_numpy(np.array(pixels)).permute(2, 0, 1)
 
 
 class ImageClassifier:
@@ -96,38 +143,7 @@ class ImageClassifier:
         Raises:
             ValueError: not an image this model can read (the message says why).
         """
-        import torch
-        from torchvision.transforms.v2 import functional as TF
-
-        if isinstance(item, str):
-            text = item.split(",", 1)[1] if item.startswith("data:") else item
-            try:
-                item = base64.b64decode(text, validate=True)
-            except ValueError:
-                raise ValueError("not valid base64 (send the image file's bytes, "
-                                 "base64-encoded)") from None
-        if isinstance(item, (bytes, bytearray)):
-            from PIL import Image, UnidentifiedImageError
-
-            try:
-                with Image.open(io.BytesIO(item)) as image:
-                    return self._crop(TF.pil_to_tensor(image.convert("RGB")))
-            except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-                raise ValueError(f"cannot decode the image ({len(item)} bytes): {exc}") from None
-        else:
-            pixels = np.asarray(item)
-            if pixels.dtype != np.uint8:
-                if not np.issubdtype(pixels.dtype, np.integer) or pixels.size == 0 or \
-                        pixels.min() < 0 or pixels.max() > 255:
-                    raise ValueError(f"an array image must hold uint8 pixels 0-255, got "
-                                     f"dtype {pixels.dtype}")
-                pixels = pixels.astype(np.uint8)
-            if pixels.ndim == 2:
-                pixels = np.repeat(pixels[:, :, None], 3, axis=2)
-            if pixels.ndim != 3 or pixels.shape[2] != 3 or min(pixels.shape[:2]) < 1:
-                raise ValueError(f"an array image must be [H, W, 3] or [H, W], got shape "
-                                 f"{list(pixels.shape)}")
-        return self._crop(torch.from_numpy(np.array(pixels)).permute(2, 0, 1))
+        return self._crop(read_image(item))
 
     def _crop(self, tensor):
         from torchvision.transforms.v2 import functional as TF
@@ -188,6 +204,94 @@ class ImageClassifier:
         return self.classify([self.prepare(item) for item in items], top_k)
 
 
+class ImageDetector:
+    """A registered detector (hypernym.registry.detector_model) answering boxes per image.
+
+    Any image size: the detector resizes each to fit its input size itself and returns boxes in
+    the image's own pixels. Detections scoring under the threshold (the card's
+    ``score_threshold`` unless a request sets one) are left out.
+    """
+
+    kind = "detection"
+
+    def __init__(self, card: dict[str, Any], weights_path: str, *, verify: bool = True) -> None:
+        from safetensors.torch import load_file
+
+        if verify:
+            verify_weights(weights_path, card.get("weights_sha256", ""))
+        self.card, config = card, card["detection"]
+        self.model = _detector_module().build_detector(config)
+        self.model.load_state_dict(load_file(weights_path))
+        self.model.eval()
+        self.score_threshold = float(config["score_threshold"])
+        classes = card.get("classes") or [{"id": str(i), "name": str(i)}
+                                          for i in range(card["num_classes"])]
+        self.labels = [c["id"] for c in classes]
+        self.names = [c.get("name", c["id"]) for c in classes]
+
+    def prepare(self, item: Any) -> tuple[Any, str | None]:
+        """One image -> (uint8 [3, H, W] tensor, None), or (None, why it cannot be read)."""
+        try:
+            return read_image(item), None
+        except ValueError as exc:
+            return None, str(exc)
+
+    @staticmethod
+    def error_row(index: int, error: str) -> dict[str, Any]:
+        return {"boxes": [], "class_ids": [], "labels": [], "names": [], "scores": [],
+                "error": f"image {index}: {error}"}
+
+    def classify(self, prepared: list[tuple[Any, str | None]], top_k: int | None = None,
+                 score_threshold: float | None = None) -> list[dict[str, Any]]:
+        """Rows of `prepare`'d images (one forward pass for all that were readable); ``top_k``
+        is a classifier's and is not used."""
+        import torch
+
+        threshold = self.score_threshold if score_threshold is None else float(score_threshold)
+        rows: list[dict[str, Any]] = [self.error_row(i, e) if e else {}
+                                      for i, (_, e) in enumerate(prepared)]
+        where = [i for i, (_, e) in enumerate(prepared) if not e]
+        if not where:
+            return rows
+        with torch.inference_mode():
+            outputs = self.model([prepared[i][0].float() / 255.0 for i in where])
+        for i, out in zip(where, outputs, strict=True):
+            keep = out["scores"] >= threshold
+            ids = (out["labels"][keep] - 1).tolist()  # label 0 is the detector's background
+            rows[i] = {"boxes": [[round(v, 2) for v in box] for box in
+                                 out["boxes"][keep].tolist()],
+                       "class_ids": ids, "labels": [self.labels[j] for j in ids],
+                       "names": [self.names[j] for j in ids],
+                       "scores": [round(v, 6) for v in out["scores"][keep].tolist()],
+                       "error": None}
+        return rows
+
+    def predict(self, items: list[Any], score_threshold: float | None = None) -> list[dict]:
+        return self.classify([self.prepare(item) for item in items],
+                             score_threshold=score_threshold)
+
+
+def _detector_module():
+    """The detector builder: hypernym's, or the copy MLflow keeps on the model's code path
+    (a serving host without hypernym)."""
+    try:
+        from hypernym.registry import detector_model
+    except ImportError:
+        import detector_model
+    return detector_model
+
+
+def load_image_model(card_path: str, weights_path: str, *,
+                     device: str | None = None) -> ImageClassifier | ImageDetector:
+    """The classifier (on ``device``) or detector (on the CPU) a registered model's card
+    describes."""
+    with open(card_path) as fh:
+        card = json.load(fh)
+    if card.get("detection"):
+        return ImageDetector(card, weights_path)
+    return ImageClassifier(card, weights_path, device=device)
+
+
 def images_from_input(model_input: Any) -> list[Any]:
     """The images of a pyfunc input: a DataFrame/dict column ``image`` (or the only column),
     a list of images, or a uint8 array ``[N, H, W, 3]``."""
@@ -222,18 +326,24 @@ def images_from_input(model_input: Any) -> list[Any]:
 
 class HypernymImageModel(PythonModel):
     def load_context(self, context):
-        self.classifier = ImageClassifier.from_files(context.artifacts["card"],
-                                                     context.artifacts["weights"])
+        self.classifier = load_image_model(context.artifacts["card"],
+                                           context.artifacts["weights"])
 
     def predict(self, context, model_input, params=None):
-        """Images -> one row per image: class_ids, labels, names, probs, error."""
+        """Images -> one row per image: class_ids, labels, names, probs, error (a detector:
+        boxes, class_ids, labels, names, scores, error)."""
         import pandas as pd
 
-        top_k = int((params or {}).get("top_k", DEFAULT_TOP_K))
-        rows = self.classifier.predict(images_from_input(model_input), top_k=top_k)
+        params = params or {}
+        images = images_from_input(model_input)
+        if getattr(self.classifier, "kind", None) == "detection":
+            rows = self.classifier.predict(images, params.get("score_threshold"))
+            columns = _DETECTION_COLUMNS
+        else:
+            rows = self.classifier.predict(images, top_k=int(params.get("top_k", DEFAULT_TOP_K)))
+            columns = _OUTPUT_COLUMNS
         # object columns: a null error stays None (JSON null), never NaN
-        return pd.DataFrame({c: pd.Series([r[c] for r in rows], dtype=object)
-                             for c in _OUTPUT_COLUMNS})
+        return pd.DataFrame({c: pd.Series([r[c] for r in rows], dtype=object) for c in columns})
 
 
 mlflow.models.set_model(HypernymImageModel())

@@ -51,11 +51,14 @@ def render_readme(card: ModelCard, *, name: str | None = None,
     title = name or f"{card.arch} ({card.task})"
     _, h, w = card.input_size
     data = card.dataset
+    detector = _detector_text(card)
     lines = [f"# {title}", "",
-             f"A timm `{card.arch}` {'pretrained' if card.task == 'pretrain' else 'fine-tuned'}"
-             f" by hypernym on **{data.get('name', '?')}**: {card.num_classes} classes, "
+             (detector["intro"] if detector else
+              f"A timm `{card.arch}` {'pretrained' if card.task == 'pretrain' else 'fine-tuned'}")
+             + f" by hypernym on **{data.get('name', '?')}**: {card.num_classes} classes, "
              f"{h}x{w} RGB input.", "",
              "## Model", "",
+             detector["architecture"] if detector else
              f"- architecture: timm `{card.arch}`, {card.num_classes}-way classifier "
              f"(loss `{card.loss}`)",
              f"- weights: the run's {card.weights} weights, "
@@ -63,6 +66,7 @@ def render_readme(card: ModelCard, *, name: str | None = None,
                 + (f" by {card.selected['metric']} = {card.selected['value']:.4f}"
                    if card.selected.get("metric") else "") + ")" if card.selected else
                 "as registered"),
+             detector["preprocessing"] if detector else
              f"- preprocessing: resize the shorter side to {round(h / card.crop_pct)} px "
              f"({card.interpolation}, crop_pct {card.crop_pct}), {card.crop_mode} crop "
              f"{h}x{w}, scale to 0-1, mean {card.mean}, std {card.std}",
@@ -107,15 +111,16 @@ def render_readme(card: ModelCard, *, name: str | None = None,
                         f"`{str(parent.dataset.get('fingerprint', '?'))[:16]}`)" if parent else ""))
     lines.append("- full chain: `hypernym models lineage " + (name or "NAME") + "/VERSION`")
     lines += ["", "## Intended use", "",
-              f"Image classification into the {card.num_classes} classes below, on images like "
+              f"{'Object detection of' if detector else 'Image classification into'} the "
+              f"{card.num_classes} classes below, on images like "
               "the training data"
               + (", and as a backbone to fine-tune on other image data (`hypernym.load_backbone"
                  "(REF, num_classes=N)`)" if card.task == "pretrain" else "")
               + ". Not for decisions about people, and not as evidence on its own.", ""]
     lines += _limitations(card, parent)
-    lines += ["", "## Use", "", "```python",
+    lines += ["", "## Use", "", "```python", *(detector["use"] if detector else [
               "import timm  # after `hypernym models pull REF --out DIR`",
-              'model = timm.create_model("local-dir:DIR", pretrained=True)', "```", "",
+              'model = timm.create_model("local-dir:DIR", pretrained=True)']), "```", "",
               "Serving: `mlflow models serve -m models:/NAME@ALIAS` or `hypernym serve "
               "NAME@ALIAS`; POST `{\"dataframe_split\": {\"columns\": [\"image\"], \"data\": "
               "[[\"<base64 JPEG>\"]]}}` to `/invocations` (MLflow) or `/` (Ray Serve).", "",
@@ -128,8 +133,35 @@ def render_readme(card: ModelCard, *, name: str | None = None,
     return "\n".join(lines) + "\n"
 
 
+def _detector_text(card: ModelCard) -> dict[str, Any] | None:
+    """The lines that differ for a detector (None for a classifier)."""
+    spec = card.detection
+    if not spec:
+        return None
+    return {
+        "intro": f"A torchvision `{spec['detector']}` detector on timm `{card.arch}` features, "
+                 "fine-tuned",
+        "architecture": f"- architecture: torchvision `{spec['detector']}` on timm "
+                        f"`{card.arch}` (features_only, the last stages through an FPN of "
+                        f"{spec['fpn_channels']} channels); labels are class index + 1 (0 is "
+                        "the background)",
+        "preprocessing": f"- preprocessing (inside the detector): resize to fit "
+                         f"{spec['img_size']}x{spec['img_size']}, normalise 0-1 pixels with "
+                         f"mean {spec['mean']}, std {spec['std']}; boxes come back in the "
+                         "input's pixels; served detections scoring under "
+                         f"{spec['score_threshold']} are left out",
+        "use": ["import sys, torchvision  # after `hypernym models pull REF --out DIR`",
+                'sys.path.insert(0, "DIR")  # detector_model.py: torch, torchvision, timm only',
+                "from detector_model import load_detector",
+                'model = load_detector("DIR")',
+                'print(model([torchvision.io.decode_image("image.jpg") / 255])[0])'],
+    }
+
+
 def _limitations(card: ModelCard, parent: ModelCard | None) -> list[str]:
     lines = ["## Known limitations", "",
+             "- It finds only its own classes, and may find them in images of anything else; "
+             "its scores are not calibrated confidence." if card.detection else
              "- It answers with one of its classes for any input, including images of "
              "nothing it knows; the probabilities are a softmax, not calibrated confidence.",
              f"- Measured only on the validation split of {card.dataset.get('name', '?')}; "

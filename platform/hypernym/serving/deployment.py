@@ -6,7 +6,8 @@ pass of the batch before. The decoded images join a `serve.batch` queue, so imag
 concurrent requests share one forward pass (the per-call cost of the model is paid once per
 batch, not per request); the batch runs in a worker thread, so the loop keeps accepting
 requests, which form the next batch. Preprocessing and the model are the registered pyfunc's
-own `ImageClassifier`, so answers match ``mlflow models serve`` image for image.
+own `ImageClassifier` (or `ImageDetector`), so answers match ``mlflow models serve`` image for
+image.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class ImageModelServer:
 
         from hypernym.registry.card import CARD_FILE, WEIGHTS_FILE
         from hypernym.registry.models import pull
-        from hypernym.registry.pyfunc_model import ImageClassifier
+        from hypernym.registry.pyfunc_model import load_image_model
         from hypernym.settings import get_settings
 
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
@@ -92,15 +93,21 @@ class ImageModelServer:
                                           thread_name_prefix="decode")
         with tempfile.TemporaryDirectory() as tmp:  # pull checks the weights' sha256
             local = pull(ref, tmp, timm_config=False, settings=get_settings())
-            self.classifier = ImageClassifier.from_files(str(local / CARD_FILE),
-                                                         str(local / WEIGHTS_FILE),
-                                                         device=device)
+            self.classifier = load_image_model(str(local / CARD_FILE),
+                                               str(local / WEIGHTS_FILE), device=device)
+        self.detector = getattr(self.classifier, "kind", None) == "detection"
         self.ref = ref
         self.classify.set_max_batch_size(self.config.max_batch_size)
         self.classify.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)  # set per deployment in __init__
-    async def classify(self, items: list[tuple[Any, int]]) -> list[dict[str, Any]]:
+    async def classify(self, items: list[tuple[Any, Any]]) -> list[dict[str, Any]]:
+        if self.detector:  # per image its own threshold: the batch scores with the lowest
+            low = min(threshold for _, threshold in items)
+            rows = await asyncio.to_thread(self.classifier.classify,
+                                           [(t, None) for t, _ in items], None, low)
+            return [_above(row, threshold) for row, (_, threshold) in zip(rows, items,
+                                                                           strict=True)]
         k = max(top_k for _, top_k in items)
         rows = await asyncio.to_thread(self.classifier.classify, [(t, None) for t, _ in items],
                                        k)
@@ -114,15 +121,18 @@ class ImageModelServer:
     async def __call__(self, request) -> Any:
         from starlette.responses import JSONResponse, Response
 
-        from hypernym.serving.requests import parse_request
+        from hypernym.serving.requests import parse_request, score_threshold
 
         try:
             body = json.loads(await request.body())
             images, top_k = parse_request(body)
+            threshold = score_threshold(body)
         except (ValueError, HypernymError) as exc:
             return JSONResponse({"error_code": "BAD_REQUEST", "message": str(exc)},
                                 status_code=400)
         k = top_k or self.config.default_top_k
+        if self.detector:  # what the batch carries per image: its score threshold
+            k = self.classifier.score_threshold if threshold is None else threshold
         prepared = await asyncio.get_running_loop().run_in_executor(self.decoder,
                                                                     self._prepare, images)
         readable = [(tensor, k) for tensor, error in prepared if error is None]
@@ -130,6 +140,15 @@ class ImageModelServer:
         rows = [next(answers) if error is None else  # numbered per request, as the pyfunc does
                 self.classifier.error_row(i, error) for i, (_, error) in enumerate(prepared)]
         return Response(json.dumps({"predictions": rows}), media_type="application/json")
+
+
+def _above(row: dict[str, Any], threshold: float) -> dict[str, Any]:
+    """A detector's row without the detections scoring under ``threshold``."""
+    if row.get("error"):
+        return row
+    keep = [i for i, score in enumerate(row["scores"]) if score >= threshold]
+    return {key: ([value[i] for i in keep] if isinstance(value, list) else value)
+            for key, value in row.items()}
 
 
 def build_app(ref: str, *, tracking_uri: str, config: ServeConfig):

@@ -3,7 +3,8 @@
 The same JSON bodies as ``mlflow models serve``'s ``/invocations``: ``dataframe_split``
 (``{"columns": ["image"], "data": [[...], ...]}``), ``dataframe_records``
 (``[{"image": ...}, ...]``), ``inputs`` (``{"image": [...]}``) or ``instances``; an optional
-``params: {"top_k": K}``. Answers ``{"predictions": [row, ...]}``, one row per image.
+``params: {"top_k": K}`` (a detector's: ``{"score_threshold": S}``). Answers
+``{"predictions": [row, ...]}``, one row per image.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from hypernym.errors import HypernymError
 
-__all__ = ["parse_request"]
+__all__ = ["parse_request", "score_threshold"]
 
 _FORMS = "dataframe_split, dataframe_records, inputs or instances"
 
@@ -63,3 +64,19 @@ def parse_request(body: Any) -> tuple[list[Any], int | None]:
     if not images:
         raise HypernymError("the request holds no images")
     return images, top_k
+
+
+def score_threshold(body: dict) -> float | None:
+    """A detector request's ``params.score_threshold`` (None: the model's own).
+
+    Raises:
+        HypernymError: it is not a number from 0 to 1.
+    """
+    params = body.get("params") or {}
+    value = params.get("score_threshold") if isinstance(params, dict) else None
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise HypernymError(f"params.score_threshold must be a number from 0 to 1, got "
+                            f"{value!r}")
+    return float(value)

@@ -314,8 +314,8 @@ def _watch(run_id: str, settings: Settings, *, total_steps: int, label: str,
 
     def poll() -> ProgressState:
         m = tracking.latest_metrics(run_id, tracking_uri=settings.tracking_uri)
-        info = " ".join(f"{k.split('/')[-1]} {m[k]:.3f}" for k in ("train/loss", "val/top1")
-                        if k in m)
+        info = " ".join(f"{k.split('/')[-1]} {m[k]:.3f}"
+                        for k in ("train/loss", "val/top1", "val/map") if k in m)
         desc = f"{label}: epoch {int(m.get('epoch', 0))}" if m else label
         return ProgressState(int(m.get("progress/step", 0)), desc, info)
 

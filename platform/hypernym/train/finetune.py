@@ -31,7 +31,7 @@ from timm.utils.model import freeze
 from hypernym.errors import HypernymError
 from hypernym.train.distributed import unwrap
 
-__all__ = ["FinetunePlan", "init_head", "plan_finetune", "train_mode"]
+__all__ = ["FinetunePlan", "freeze_all_but", "init_head", "plan_finetune", "train_mode"]
 
 log = logging.getLogger(__name__)
 _SYNSET = re.compile(r"^n\d{8}$")
@@ -50,6 +50,8 @@ class FinetunePlan:
         head_init_rows: rows of the new head copied from the pretrained head.
         held_groups: the optimizer's parameter groups the warm-up holds (index -> the group's
             own ``lr_scale``), once `bind_optimizer` has seen the optimizer.
+        lr_scales: parameter-name prefixes whose LR is the recipe's times a factor (a
+            detector's backbone, ``detection.backbone_lr_scale``); the rest train at the LR.
     """
 
     frozen: tuple[str, ...] = ()
@@ -59,6 +61,7 @@ class FinetunePlan:
     holding: bool = False
     head_init_rows: int = 0
     held_groups: dict[int, float] = field(default_factory=dict)
+    lr_scales: dict[str, float] = field(default_factory=dict)
 
     def layer_decay(self, configured: float | None) -> float | None:
         """The layer decay the optimizer is built with: a head warm-up needs per-layer groups
@@ -142,17 +145,24 @@ def plan_finetune(model: torch.nn.Module, *, mode: str, partial_blocks: int | No
         trainable = set(names)
     plan = FinetunePlan(warmup_epochs=head_warmup_epochs)
     if len(trainable) < len(names):
-        frozen = _maximal_modules(model, keep=trainable)
-        freeze(model, list(frozen))
-        for name, param in model.named_parameters():  # parameters held by a kept parent
-            if name not in trainable:
-                param.requires_grad_(False)
-        plan.frozen = tuple(frozen)
+        plan.frozen = freeze_all_but(model, trainable)
     if head_warmup_epochs:
         head_layer_params = {n for n in names if layers.get(n, head_layer) == head_layer} | head
         plan.held_params = frozenset(trainable - head_layer_params)
         plan.held = tuple(_maximal_modules(model, keep=head_layer_params))
     return plan
+
+
+def freeze_all_but(model: torch.nn.Module, trainable: set[str]) -> tuple[str, ...]:
+    """Freeze (timm's ``freeze``: fixed parameters and BatchNorm statistics) the largest
+    submodules none of whose parameters is in ``trainable``, and any other parameter not in it;
+    the frozen modules' names (what `train_mode` keeps in eval mode)."""
+    frozen = _maximal_modules(model, keep=trainable)
+    freeze(model, list(frozen))
+    for name, param in model.named_parameters():  # parameters held by a kept parent
+        if name not in trainable:
+            param.requires_grad_(False)
+    return tuple(frozen)
 
 
 def train_mode(model: torch.nn.Module, plan: FinetunePlan | None) -> torch.nn.Module:

@@ -111,9 +111,29 @@ def build_optimizer(model: torch.nn.Module, optim, plan: FinetunePlan) -> torch.
     Layer-wise LR decay uses the model's timm group matcher; a head warm-up needs the same
     per-layer groups (`FinetunePlan.layer_decay`) so that it can hold all but the head's.
     """
+    params = _scaled_groups(model, optim.weight_decay, plan.lr_scales) if plan.lr_scales \
+        else model
     optimizer = timm.optim.create_optimizer_v2(
-        model, opt=optim.opt, lr=optim.lr, weight_decay=optim.weight_decay,
+        params, opt=optim.opt, lr=optim.lr, weight_decay=optim.weight_decay,
         layer_decay=plan.layer_decay(optim.layer_decay),
     )
     plan.bind_optimizer(model, optimizer)
     return optimizer
+
+
+def _scaled_groups(model: torch.nn.Module, weight_decay: float,
+                   scales: dict[str, float]) -> list[dict]:
+    """Parameter groups by LR scale (``lr_scale``, which timm's schedulers apply) and weight
+    decay. timm's ``param_groups_weight_decay`` splits by decay only (no decay for biases and
+    norms, its rule repeated here), and its layer decay needs a timm group matcher, which a
+    detector has not."""
+    groups: dict[tuple[float, bool], list] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        scale = next((s for prefix, s in scales.items() if name.startswith(prefix)), 1.0)
+        decay = param.ndim > 1 and not name.endswith(".bias")
+        groups.setdefault((scale, decay), []).append(param)
+    return [{"params": params, "lr_scale": scale,
+             "weight_decay": weight_decay if decay else 0.0}
+            for (scale, decay), params in sorted(groups.items())]

@@ -90,6 +90,7 @@ def register_checkpoint(recipe, checkpoint_dir: str | Path, run_id: str, *,
                          weights=selected["weights"],
                          selected=selected, run_id=run_id,
                          parent=run.tags.get("hypernym.backbone") or None, metrics=metrics)
+    card = card.model_copy(update=task.card_fields(recipe))
     why = _explain(selected)
     log.info("registering %s: %s", recipe.registry.name, why)
     registered = register_model(run_id=run_id, name=recipe.registry.name, model=model, card=card,

@@ -25,13 +25,27 @@ def eval_model(
     check_contamination: Annotated[bool, typer.Option(
         "--contamination", help="also check the split against the backbone's pretraining "
         "data (from the model's lineage)")] = False,
+    coco_results: Annotated[str | None, typer.Option(
+        "--coco-results", metavar="FILE", help="a detector's: write its detections in COCO's "
+        "result format to FILE, and the split's ground truth to FILE_gt.json")] = None,
 ) -> None:
     """Evaluation report of a registered model on a prepared dataset, in an MLflow run."""
     from hypernym.transfer.eval_report import print_report
     from hypernym.transfer.evaluation import run_eval
 
     report, run_id = run_eval(model_ref, dataset, split=split, batch_size=batch_size,
-                              experiment=experiment, contamination=check_contamination)
+                              experiment=experiment, contamination=check_contamination,
+                              coco_results=coco_results)
+    if hasattr(report, "figures"):  # a detector's (hypernym.transfer.detection_report)
+        from hypernym.transfer.detection_eval import print_detection_report
+        from hypernym.transfer.detection_report import gt_path
+
+        print_detection_report(report, out, title=f"{model_ref} on {dataset}")
+        if coco_results:
+            out.print(f"COCO results: {coco_results} (ground truth: {gt_path(coco_results)})")
+        out.print(f"logged to MLflow run {run_id} (metrics eval/*, images eval/predictions.png, "
+                  "tables eval/per_class_ap.json)")
+        return
     print_report(report, out, title=f"{model_ref} on {dataset}")
     out.print(f"logged to MLflow run {run_id} (metrics eval/*, images eval/confusion_matrix.png "
               "and eval/reliability_diagram.png, tables eval/*.json)")

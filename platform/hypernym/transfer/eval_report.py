@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 
 from hypernym.data.manifest import Manifest
+from hypernym.errors import HypernymError
 from hypernym.transfer import metrics as M
 
-__all__ = ["Report", "as_json", "build_report", "log_report", "print_report"]
+__all__ = ["Report", "as_json", "build_report", "check_classes", "log_report", "print_report"]
 
 PREFIX = "eval"  # metric and artifact prefix, in eval runs and in fine-tune runs alike
 
@@ -90,6 +91,19 @@ def build_report(labels: np.ndarray, probs: np.ndarray, manifest: Manifest, *,
         macro=cls["macro"], weighted=cls["weighted"], confusion=cls["confusion"],
         calibration=M.calibration(probs.max(axis=1), preds == labels),
         pairs=M.confused_pairs(cls["confusion"], top_pairs), levels=levels)
+
+
+def check_classes(pinned: str, card, manifest, dataset: str) -> None:
+    """Raise a HypernymError unless the dataset's classes are the model's, in order."""
+    model_ids = [c["id"] for c in card.classes]
+    data_ids = [c.id for c in manifest.classes]
+    if model_ids and model_ids != data_ids:
+        differ = sorted(set(model_ids) ^ set(data_ids))[:5]
+        raise HypernymError(
+            f"{pinned} was trained for {len(model_ids)} classes and {dataset} has "
+            f"{len(data_ids)}; they differ{' in order' if not differ else ''} "
+            f"{'(e.g. ' + ', '.join(differ) + ')' if differ else ''}: evaluate a model on the "
+            "dataset its head was trained for")
 
 
 def log_report(report: Report, run_id: str, *, settings=None) -> None:

@@ -13,7 +13,7 @@ import torch
 from hypernym.data.manifest import Manifest
 from hypernym.errors import HypernymError
 from hypernym.settings import Settings, get_settings
-from hypernym.transfer.eval_report import Report, build_report, log_report
+from hypernym.transfer.eval_report import Report, build_report, check_classes, log_report
 
 __all__ = ["predict_split", "report_finetune", "run_eval"]
 
@@ -58,13 +58,17 @@ def predict_split(model: torch.nn.Module, manifest: Manifest, root: str, *, spli
 
 def run_eval(model_ref: str, dataset: str, *, split: str = "val", batch_size: int = 64,
              experiment: str = "hypernym", contamination: bool = False,
+             coco_results: str | None = None,
              settings: Settings | None = None) -> tuple[Report, str]:
     """Evaluate a registered model on a prepared dataset's split in a new MLflow run of kind
-    ``eval`` (tags name the model version and the dataset; its inputs link both).
+    ``eval`` (tags name the model version and the dataset; its inputs link both). A detector
+    gets COCO's detection report instead (`hypernym.transfer.detection_eval`).
 
     Args:
         contamination: also check the split against the pretraining data of the model's
             backbone (its lineage) and put the counts in the report.
+        coco_results: a detector's: also write its detections in COCO's result format to
+            this file (and the split's ground truth beside it).
 
     Returns:
         (the report, the eval run's id).
@@ -74,23 +78,27 @@ def run_eval(model_ref: str, dataset: str, *, split: str = "val", batch_size: in
     """
     from hypernym import tracking
     from hypernym.data.manifest import read_manifest
-    from hypernym.registry.models import load_backbone, resolve
+    from hypernym.registry.models import fetch_card, load_backbone, resolve
 
     settings = settings or get_settings()
     version = resolve(model_ref, settings=settings)
     pinned = f"{version.name}/{version.version}"
+    card = fetch_card(pinned, settings=settings)
+    if card.detection:
+        if contamination:
+            raise HypernymError("--contamination is for classifiers; check a detector's data "
+                                "with `hypernym contamination DATASET --backbone REF`")
+        from hypernym.transfer.detection_eval import run_detection_eval
+
+        return run_detection_eval(version, card, dataset, split=split, batch_size=batch_size,
+                                  experiment=experiment, coco_results=coco_results,
+                                  settings=settings)
+    if coco_results:
+        raise HypernymError(f"--coco-results writes detections: {pinned} is a classifier")
     manifest = read_manifest(dataset)
     model = load_backbone(pinned, settings=settings)
     card = model.hypernym_card
-    model_ids = [c["id"] for c in card.classes]
-    data_ids = [c.id for c in manifest.classes]
-    if model_ids and model_ids != data_ids:
-        differ = sorted(set(model_ids) ^ set(data_ids))[:5]
-        raise HypernymError(
-            f"{pinned} was trained for {len(model_ids)} classes and {dataset} has "
-            f"{len(data_ids)}; they differ{' in order' if not differ else ''} "
-            f"{'(e.g. ' + ', '.join(differ) + ')' if differ else ''}: evaluate a model on the "
-            "dataset its head was trained for")
+    check_classes(pinned, card, manifest, dataset)
     run_id = tracking.start_run(
         experiment=experiment, run_name=f"eval-{version.name}-v{version.version}-{manifest.name}",
         settings=settings,
@@ -155,6 +163,16 @@ def report_finetune(recipe, run_id: str, *, registered=None, checkpoint=None,
     is logged, not raised: the model is trained and registered by then.
     """
     settings = settings or get_settings()
+    if getattr(recipe, "task", "classification") == "detection":
+        from hypernym.data.dataset import open_dataset
+        from hypernym.train.tasks import build_task
+        from hypernym.transfer.detection_eval import report_detection_finetune
+
+        dataset = dataset if dataset is not None else open_dataset(recipe.data.path)
+        task = build_task(recipe, dataset)
+        return report_detection_finetune(recipe, task, run_id, registered=registered,
+                                         checkpoint=checkpoint, metrics=metrics,
+                                         dataset=dataset, settings=settings)
     try:
         import timm
 

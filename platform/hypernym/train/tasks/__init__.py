@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from hypernym.train.tasks.base import Meter, Task
 from hypernym.train.tasks.classification import ClassificationMeter, ClassificationTask
+from hypernym.train.tasks.detection import DetectionTask
 
-__all__ = ["TASKS", "ClassificationMeter", "ClassificationTask", "Meter", "Task", "build_task"]
+__all__ = ["TASKS", "ClassificationMeter", "ClassificationTask", "DetectionTask", "Meter", "Task",
+           "build_task"]
 
 # recipe ``task`` -> the task class (each has ``from_recipe(recipe, dataset)``)
-TASKS: dict[str, type[Task]] = {"classification": ClassificationTask}
+TASKS: dict[str, type[Task]] = {"classification": ClassificationTask,
+                                "detection": DetectionTask}
 
 
 def build_task(recipe, dataset) -> Task:

@@ -74,6 +74,11 @@ class Task:
         return timm.create_model(recipe.model.arch, pretrained=False,
                                  num_classes=self.num_outputs, **recipe.model.kwargs)
 
+    def card_fields(self, recipe) -> dict[str, Any]:
+        """Fields of the registered model's card that describe the task's model beyond a timm
+        classifier (a detector's build config); none by default."""
+        return {}
+
     def setup(self, device: torch.device) -> None:
         """Once per worker, before training: move or load what the task needs on ``device``."""
 
