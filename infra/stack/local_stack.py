@@ -3,6 +3,7 @@ endpoint, and an MLflow tracking server with PostgreSQL, basic auth and artifact
 
     infra/local_stack.sh up [--workers N] [--state DIR]   # prints the client's exports
     infra/local_stack.sh status | down | add-node | kill-node NAME | env
+    infra/local_stack.sh kill-cluster | start-cluster [--workers N]   # lose the head, start anew
 
 Layout (every address loopback, every port free-picked):
 - S3 (moto, `infra.stack.s3`) on 127.0.0.1 with buckets ``data``, ``runs``, ``mlflow``;
@@ -180,16 +181,18 @@ class Stack:
             dashboard_port=dash_port, hide=[Path(p) for p in self.info["hide"]],
             shared=Path(self.info["shared"]) if self.info["shared"] else None)
         self.info["nodes"][name] = node.as_dict()
+        self.info.setdefault("node_cpus", {})[name] = num_cpus
         self.info.setdefault("started", []).append({"pgid": node.pgid, "mnt_ns": node.mnt_ns})
         self._save()
         return node
 
     # ------------------------------------------------------------------ operations
-    def add_node(self, *, wait: bool = True, aws: dict[str, str] | None = None) -> ray_nodes.Node:
-        """A fresh worker node (one CPU, empty home) on the next loopback address."""
+    def add_node(self, *, wait: bool = True, aws: dict[str, str] | None = None,
+                 cpus: int = 1) -> ray_nodes.Node:
+        """A fresh worker node (``cpus`` CPUs, empty home) on the next loopback address."""
         n = self.info["next_ip"]
         self.info["next_ip"] = n + 1
-        node = self._node(f"worker-{n - 2}", f"127.0.0.{n}", num_cpus=1, aws=aws)
+        node = self._node(f"worker-{n - 2}", f"127.0.0.{n}", num_cpus=cpus, aws=aws)
         self._save()
         if wait:
             self.wait_for_nodes()
@@ -217,8 +220,9 @@ class Stack:
                                            f"{node['log']}")
                     left[name] -= 1
                     ray_nodes.kill_node(self.node(name))
-                    self._node(name, node["ip"], num_cpus=0 if name == "head" else 1,
-                               head=name == "head")
+                    self._node(name, node["ip"], head=name == "head",
+                               num_cpus=self.info.get("node_cpus", {}).get(
+                                   name, 0 if name == "head" else 1))
             return set(want) <= set(alive)  # a killed node stays "alive" a while
 
         wait_for(ready, timeout_s=timeout_s, what=f"Ray nodes {want} (logs: {logs})")
@@ -233,6 +237,26 @@ class Stack:
         ray_nodes.kill_node(self.node(name))
         del self.info["nodes"][name]
         self._save()
+
+    def kill_cluster(self) -> None:
+        """The head's host dies (GCS, dashboard, job drivers, Ray Train's controller), and the
+        worker nodes go with it: a real worker's raylet exits on its own once it has lost the
+        GCS for ``RAY_gcs_rpc_server_reconnect_timeout_s`` (60 s by default); here they are
+        killed at once, so nothing of the old cluster runs beside the new one."""
+        self.kill_node("head")
+        for name in [n for n in self.info["nodes"] if n != "head"]:
+            self.kill_node(name)
+
+    def start_cluster(self, *, workers: int = 1, cpus: int = 1) -> None:
+        """A fresh Ray cluster after `kill_cluster`: a new head at the address clients know (as
+        a Kubernetes head Service keeps its name) and ``workers`` new worker nodes of ``cpus``
+        CPUs each, with empty homes; the same S3 and tracking server."""
+        head = self._node("head", HEAD_IP, num_cpus=0, head=True)
+        wait_port(HEAD_IP, int(self.info["gcs"].rsplit(":", 1)[1]), timeout_s=180,
+                  what="Ray head (GCS)", log=Path(head.log))
+        self.wait_for_nodes()
+        for _ in range(workers):
+            self.add_node(cpus=cpus)
 
     def s3_down(self) -> None:
         os.kill(self.info["s3"]["pgid"], s3_server.GO_DOWN)
@@ -308,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="infra/local_stack.sh", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["up", "down", "status", "env", "add-node",
-                                            "kill-node"])
+                                            "kill-node", "kill-cluster", "start-cluster"])
     parser.add_argument("name", nargs="?", help="kill-node: the node's name (see status)")
     parser.add_argument("--state", default=os.environ.get("HYPERNYM_STACK_STATE",
                                                           "/tmp/hypernym-stack"))
@@ -345,6 +369,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(stack.exports()))
     elif args.command == "add-node":
         print(stack.add_node().name)
+    elif args.command == "kill-cluster":
+        stack.kill_cluster()
+    elif args.command == "start-cluster":
+        stack.start_cluster(workers=args.workers)
     elif args.command == "kill-node":
         if args.name not in stack.info["nodes"]:
             parser.error(f"kill-node NAME, one of {sorted(stack.info['nodes'])}")

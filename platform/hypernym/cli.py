@@ -52,19 +52,37 @@ def _run(recipe, *, resume: str | None = None, in_process: bool = False) -> None
         console.print(line)
 
 
-def _load(recipe_path: Path, overrides: list[str] | None, kind: str | None = None):
+def _load(recipe_path: Path | None, overrides: list[str] | None, kind: str | None = None,
+          resume: str | None = None):
     from hypernym.config import load_recipe
 
-    recipe = load_recipe(recipe_path, overrides or [])
+    if recipe_path is None:  # a resume without a file: the recipe the run logged
+        if resume is None:
+            raise HypernymError("give a recipe file (or --resume RUN_ID to continue a run)")
+        from hypernym.runs import recipe_of_run
+
+        recipe = recipe_of_run(resume, overrides)
+        recipe_path = Path(f"the recipe of run {resume}")
+    else:
+        recipe = load_recipe(recipe_path, overrides or [])
     if kind is not None and recipe.kind != kind:
         raise HypernymError(f"{recipe_path} is a {recipe.kind!r} recipe; use `hypernym run` for it")
+    if resume and recipe.kind == "prepare":
+        raise HypernymError("--resume continues a training run; a prepare recipe starts over")
     return recipe
 
 
+ResumeOpt = Annotated[str | None, typer.Option(
+    "--resume", metavar="RUN_ID", help="continue this MLflow run from its newest whole "
+    "checkpoint; without RECIPE, with the recipe the run logged (scaling may differ; the "
+    "model and data may not)")]
+RecipeArg = Annotated[Path | None, typer.Argument(help="a recipe YAML (optional with --resume)")]
+
+
 @app.command()
-def run(recipe: Path, set_: SetOpt = None) -> None:
+def run(recipe: RecipeArg = None, set_: SetOpt = None, resume: ResumeOpt = None) -> None:
     """Run any recipe (prepare, pretrain or finetune) here, on local Ray or RAY_ADDRESS."""
-    _run(_load(recipe, set_))
+    _run(_load(recipe, set_, resume=resume), resume=resume)
 
 
 @app.command()
@@ -86,28 +104,25 @@ def prepare(
         _run(parse_recipe(apply_overrides({}, overrides), source="--set", kind="prepare"))
 
 
-ResumeOpt = Annotated[str | None, typer.Option(
-    "--resume", metavar="RUN_ID", help="continue this MLflow run from its latest checkpoint "
-    "(scaling may differ; the recipe's model and data must not)")]
-
-
 InProcessOpt = Annotated[bool, typer.Option(
     "--in-process", help="train one worker in this process, without Ray (the same core, MLflow "
     "run, checkpoints and registration): for a laptop, a notebook's data, a quick try")]
 
 
 @app.command()
-def pretrain(recipe: Path, set_: SetOpt = None, resume: ResumeOpt = None,
+def pretrain(recipe: RecipeArg = None, set_: SetOpt = None, resume: ResumeOpt = None,
              in_process: InProcessOpt = False) -> None:
     """Pretrain a timm model on a prepared dataset with Ray Train."""
-    _run(_load(recipe, set_, kind="pretrain"), resume=resume, in_process=in_process)
+    _run(_load(recipe, set_, kind="pretrain", resume=resume), resume=resume,
+         in_process=in_process)
 
 
 @app.command()
-def finetune(recipe: Path, set_: SetOpt = None, resume: ResumeOpt = None,
+def finetune(recipe: RecipeArg = None, set_: SetOpt = None, resume: ResumeOpt = None,
              in_process: InProcessOpt = False) -> None:
     """Fine-tune a registered backbone on domain data."""
-    _run(_load(recipe, set_, kind="finetune"), resume=resume, in_process=in_process)
+    _run(_load(recipe, set_, kind="finetune", resume=resume), resume=resume,
+         in_process=in_process)
 
 
 @app.command()
@@ -153,6 +168,7 @@ def _mount() -> None:
     from hypernym.gpucheck.cli import gpu_check
     from hypernym.jobs.cli import jobs_app, submit
     from hypernym.registry.cli import models_app
+    from hypernym.runs.cli import runs_app
     from hypernym.serving.cli import serve
     from hypernym.taxonomy.cli import taxonomy_app
     from hypernym.transfer.cli import contamination, eval_model
@@ -166,6 +182,8 @@ def _mount() -> None:
     app.add_typer(jobs_app, name="jobs", help="Follow and stop submitted jobs.")
     app.add_typer(models_app, name="models",
                   help="Registered models: list, show, pull, export, lineage, promote.")
+    app.add_typer(runs_app, name="runs",
+                  help="Unfinished training runs: list, show (and how to resume), mark-failed.")
     app.add_typer(taxonomy_app, name="taxonomy", help="The WordNet hierarchy of the classes.")
     app.add_typer(data_app, name="data", help="Inspect prepared datasets.")
     app.add_typer(deploy_app, name="deploy", help="Kubernetes manifests (KubeRay) for a recipe.")

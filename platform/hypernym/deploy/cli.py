@@ -48,6 +48,11 @@ def render(
     = "hypernym-tracking",
     ttl_seconds: Annotated[int, typer.Option(help="a finished RayJob's cluster stays this "
                                              "long")] = 3600,
+    redis_address: Annotated[str | None, typer.Option(
+        help="HOST:PORT of an external Redis: KubeRay's GCS fault tolerance (raycluster)")]
+    = None,
+    redis_secret: Annotated[str, typer.Option(help="Secret with the Redis password (key "
+                                              "password; '' for none)")] = "hypernym-redis",
     set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="override a recipe key: "
                                                    "key.path=value")] = None,
 ) -> None:
@@ -62,7 +67,8 @@ def render(
             image=image, kind=kind, name=name, namespace=namespace, gpus=gpus, workers=workers,
             cpus=cpus, memory_gib=memory_gib, cpu_workers=cpu_workers, cpu_image=cpu_image,
             storage=storage, tracking_uri=tracking_uri, s3_secret=s3_secret or None,
-            tracking_secret=tracking_secret or None, ttl_seconds=ttl_seconds)
+            tracking_secret=tracking_secret or None, ttl_seconds=ttl_seconds,
+            redis_address=redis_address, redis_secret=redis_secret or None)
     except ValidationError as exc:
         raise HypernymError("invalid deploy flags:\n" + "\n".join(
             f"  - --{'-'.join(map(str, e['loc'])).replace('_', '-')}: "
@@ -81,7 +87,8 @@ def render(
                                                  "http://mlflow:5000"),
              ("--s3-secret", s3_secret, "hypernym-s3"),
              ("--tracking-secret", tracking_secret, "hypernym-tracking"),
-             ("--ttl-seconds", ttl_seconds, 3600)]
+             ("--ttl-seconds", ttl_seconds, 3600), ("--redis-address", redis_address, None),
+             ("--redis-secret", redis_secret, "hypernym-redis")]
     words = [f"{flag} {value}" for flag, value, default in flags if value != default]
     words += [f"--set {item}" for item in set_ or []]
     header = (f"Rendered by: hypernym deploy render {recipe} {' '.join(words)}\n"

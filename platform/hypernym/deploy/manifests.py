@@ -148,7 +148,20 @@ def _cluster_spec(recipe, spec: DeploySpec, name: str, config_map: str) -> dict[
     }
     if autoscale:
         cluster["autoscalerOptions"] = {"upscalingMode": "Default", "idleTimeoutSeconds": 600}
+    if spec.redis_address:
+        cluster["gcsFaultToleranceOptions"] = _gcs_fault_tolerance(spec)
     return cluster
+
+
+def _gcs_fault_tolerance(spec: DeploySpec) -> dict[str, Any]:
+    """KubeRay's GCS fault tolerance with an external Redis. KubeRay sets the head's
+    RAY_REDIS_ADDRESS and REDIS_PASSWORD from these (it refuses them set by hand), and gives the
+    workers 600 s to find a restarted head (RAY_gcs_rpc_server_reconnect_timeout_s)."""
+    options: dict[str, Any] = {"redisAddress": spec.redis_address}
+    if spec.redis_secret:  # never a value here: the password stays in the Secret
+        options["redisPassword"] = {"valueFrom": {"secretKeyRef": {
+            "name": spec.redis_secret, "key": "password"}}}
+    return options
 
 
 def build_manifests(recipe, spec: DeploySpec) -> list[dict[str, Any]]:

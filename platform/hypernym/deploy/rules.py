@@ -2,11 +2,12 @@
 
 KubeRay's operator checks a RayCluster or RayJob when it reconciles it, after `kubectl apply`
 has already succeeded (v1.7.0, `ray-operator/controllers/ray/utils/validation.go`:
-`ValidateRayClusterSpec`, `ValidateRayJobSpec`, the metadata checks). A broken manifest then
-shows up as a failed resource in the cluster; `check_manifests` finds the same mistakes before
-anything is applied. Written from those rules, not generated, so only the rules reachable with
-the fields hypernym uses are here; the schema test (tests/unit/deploy/) covers field names and
-types. The project's rules follow: /dev/shm, resource limits, credentials only from Secrets.
+`ValidateRayClusterSpec` with its GCS fault-tolerance rules, `ValidateRayJobSpec`, the metadata
+checks). A broken manifest then shows up as a failed resource in the cluster; `check_manifests`
+finds the same mistakes before anything is applied. Written from those rules, not generated, so
+only the rules reachable with the fields hypernym uses are here; the schema test
+(tests/unit/deploy/) covers field names and types. The project's rules follow: /dev/shm,
+resource limits, credentials only from Secrets.
 """
 
 from __future__ import annotations
@@ -96,6 +97,44 @@ def _kuberay_cluster(cluster: dict, where: str) -> list[str]:
     return errs
 
 
+def _kuberay_gcs_ft(cluster: dict, annotations: dict, where: str) -> list[str]:
+    """ValidateRayClusterSpec's GCS fault-tolerance rules (and validateGcsFaultToleranceBackend)."""
+    errs: list[str] = []
+    options = cluster.get("gcsFaultToleranceOptions")
+    head = cluster.get("headGroupSpec") or {}
+    params = head.get("rayStartParams") or {}
+    env = {e.get("name") for e in _ray_container(head.get("template", {})).get("env") or []}
+    if annotations.get("ray.io/ft-enabled") and options is not None:
+        errs.append(f"{where}: ray.io/ft-enabled annotation and GcsFaultToleranceOptions are "
+                    "both set; use only GcsFaultToleranceOptions")
+    enabled = options is not None or str(annotations.get("ray.io/ft-enabled")).lower() == "true"
+    if not enabled and "RAY_REDIS_ADDRESS" in env:
+        errs.append(f"{where}: RAY_REDIS_ADDRESS is set, which implicitly enables GCS fault "
+                    "tolerance, but GcsFaultToleranceOptions is not set")
+    if options is not None:
+        for found, message in (
+                (params.get("redis-password"), "`redis-password` in rayStartParams"),
+                ("REDIS_PASSWORD" in env, "`REDIS_PASSWORD` env var in the head Pod"),
+                ("RAY_REDIS_ADDRESS" in env, "`RAY_REDIS_ADDRESS` env var in the head Pod"),
+                (annotations.get("ray.io/external-storage-namespace"),
+                 "the `ray.io/external-storage-namespace` annotation")):
+            if found:
+                errs.append(f"{where}: cannot set {message} when GcsFaultToleranceOptions is "
+                            "enabled; use GcsFaultToleranceOptions instead")
+        if options.get("backend", "redis") == "redis" and options.get("storage") is not None:
+            errs.append(f"{where}: cannot set GcsFaultToleranceOptions.Storage when backend is "
+                        "'redis'")
+        if options.get("backend") == "rocksdb":
+            redis = [k for k in ("redisAddress", "redisUsername", "redisPassword",
+                                 "externalStorageNamespace") if options.get(k)]
+            errs += [f"{where}: cannot set GcsFaultToleranceOptions.{k} when backend is "
+                     "'rocksdb'" for k in redis]
+    if params.get("redis-username") or "REDIS_USERNAME" in env:
+        errs.append(f"{where}: cannot set redis username in rayStartParams or environment "
+                    "variables; use GcsFaultToleranceOptions.RedisUsername instead")
+    return errs
+
+
 def _kuberay_job(spec: dict, where: str) -> list[str]:
     """ValidateRayJobSpec."""
     errs: list[str] = []
@@ -140,6 +179,10 @@ def _kuberay_name(doc: dict, where: str) -> list[str]:
 def _project(cluster: dict, where: str, config_maps: set[str]) -> list[str]:
     """hypernym's own rules for every Ray pod."""
     errs: list[str] = []
+    for key in ("redisPassword", "redisUsername"):
+        if ((cluster.get("gcsFaultToleranceOptions") or {}).get(key) or {}).get("value"):
+            errs.append(f"{where}: gcsFaultToleranceOptions.{key} has an inline value; use "
+                        "valueFrom.secretKeyRef")
     names = [g.get("groupName") for g in cluster.get("workerGroupSpecs") or []]
     for name in {n for n in names if names.count(n) > 1}:
         # KubeRay 1.7 does not reject this, but pods of both groups would share one label.
@@ -197,11 +240,15 @@ def check_manifests(docs: list[dict]) -> list[str]:
             errs.append(f"{where}: a Secret with values does not belong in the repository; "
                         "create it with kubectl (docs/deploy.md)")
         errs += _inline_secrets(doc, where)
+        annotations = doc.get("metadata", {}).get("annotations") or {}
         if kind == "RayCluster":
             errs += _kuberay_name(doc, where) + _kuberay_cluster(doc.get("spec", {}), where)
+            errs += _kuberay_gcs_ft(doc.get("spec", {}), annotations, where)
             errs += _project(doc.get("spec", {}), where, config_maps)
         elif kind == "RayJob":
             errs += _kuberay_name(doc, where) + _kuberay_job(doc.get("spec", {}), where)
+            errs += _kuberay_gcs_ft(doc.get("spec", {}).get("rayClusterSpec") or {},
+                                    annotations, f"{where}.rayClusterSpec")
             errs += _project(doc.get("spec", {}).get("rayClusterSpec") or {}, where,
                              config_maps)
     return errs

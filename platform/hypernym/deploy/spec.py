@@ -47,6 +47,10 @@ class DeploySpec(BaseModel):
         tracking_secret: Secret with keys ``username`` and ``password`` for the tracking
             server's basic auth; None for a server without auth.
         ttl_seconds: how long a finished RayJob's cluster stays for inspection.
+        redis_address: ``HOST:PORT`` of an external Redis for KubeRay's GCS fault tolerance
+            (raycluster only): the head's GCS state lives there, so a restarted head takes
+            its workers and actors back (docs/cluster.md, "When the head dies").
+        redis_secret: Secret with key ``password`` for that Redis; None for one without.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -66,6 +70,16 @@ class DeploySpec(BaseModel):
     s3_secret: str | None = "hypernym-s3"
     tracking_secret: str | None = "hypernym-tracking"
     ttl_seconds: int = Field(3600, ge=0)
+    redis_address: str | None = None
+    redis_secret: str | None = "hypernym-redis"
+
+    @field_validator("redis_address")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"(redis://|rediss://)?[\w.-]+:\d{1,5}", value):
+            raise ValueError(f"{value!r} is not a Redis address: give HOST:PORT "
+                             "(redis.default.svc.cluster.local:6379)")
+        return value
 
     @field_validator("image", "cpu_image")
     @classmethod
@@ -128,6 +142,10 @@ def plan(recipe, spec: DeploySpec):
     if spec.cpu_workers and spec.kind != "raycluster":
         problems.append("--cpu-workers needs --kind raycluster (a RayJob's cluster has a fixed "
                         "size, so an autoscaled CPU group would never start)")
+    if spec.redis_address and spec.kind != "raycluster":
+        problems.append("--redis-address (GCS fault tolerance) needs --kind raycluster: it keeps "
+                        "a long-lived cluster's workers through a head restart, while a RayJob "
+                        "ends with its driver, which a head restart loses anyway")
     if spec.cpu_workers and not spec.gpus:
         problems.append("--cpu-workers adds a CPU group beside a GPU group; with --gpus 0 the "
                         "workers are CPU pods already: size them with --workers")

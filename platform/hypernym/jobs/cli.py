@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -9,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Column, Table
 
+from hypernym.errors import HypernymError
 from hypernym.jobs import submit as jobs
 
 __all__ = ["jobs_app", "submit"]
@@ -24,7 +26,8 @@ Address = Annotated[
 
 
 def submit(
-    recipe: Path,
+    recipe: Annotated[Path | None, typer.Argument(help="a recipe YAML (optional with "
+                                                  "--resume: the run's own)")] = None,
     address: Address = None,
     set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="key.path=value")] = None,
     upload_package: Annotated[
@@ -34,6 +37,9 @@ def submit(
     forward_credentials: Annotated[bool, typer.Option(
         "--forward-credentials", help="also send this shell's credentials (AWS keys, MLflow "
         "password...) with the job: anyone who can see the cluster can read them")] = False,
+    resume: Annotated[str | None, typer.Option(
+        "--resume", metavar="RUN_ID", help="continue this run from its newest whole checkpoint "
+        "(`hypernym runs list` shows the unfinished ones)")] = None,
 ) -> None:
     """Run a recipe on a Ray cluster (validated here first) through the Jobs API.
 
@@ -43,9 +49,16 @@ def submit(
     if forward_credentials:
         err.print("[yellow]warning:[/] " + jobs.FORWARD_WARNING.format(
             names="those set in this shell"))
-    job_id = jobs.submit_recipe(recipe, address=address, overrides=set_ or [],
-                                upload_package=upload_package,
-                                forward_credentials=forward_credentials)
+    with tempfile.TemporaryDirectory() as tmp:
+        if recipe is None:
+            if resume is None:
+                raise HypernymError("give a recipe file (or --resume RUN_ID to continue a run)")
+            from hypernym.runs import write_recipe_of_run
+
+            recipe = write_recipe_of_run(resume, Path(tmp) / "recipe.yaml")
+        job_id = jobs.submit_recipe(recipe, address=address, overrides=set_ or [],
+                                    upload_package=upload_package,
+                                    forward_credentials=forward_credentials, resume=resume)
     where = f" --address {address}" if address else ""
     err.print(f"submitted [bold]{job_id}[/] to {jobs.resolve_address(address)}")
     if not follow:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shlex
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -116,7 +117,7 @@ def _submit(client, **kwargs) -> str:
 def submit_recipe(recipe_path: str | Path, *, address: str | None = None,
                   overrides: Sequence[str] = (), upload_package: bool = False,
                   env: dict[str, str] | None = None, wait: bool = False,
-                  forward_credentials: bool = False) -> str:
+                  forward_credentials: bool = False, resume: str | None = None) -> str:
     """Validate a recipe here, then run it on the cluster with ``hypernym run``.
 
     Local paths in the recipe (``source``, ``output``, ``hierarchy``, ``data.path``) are made
@@ -136,6 +137,8 @@ def submit_recipe(recipe_path: str | Path, *, address: str | None = None,
         forward_credentials: also send this shell's credentials (AWS keys, MLflow username and
             password, any *_SECRET*/*_TOKEN*/*_PASSWORD*) and secret-named ``env`` entries; they
             become readable in the job's info, so a warning is logged.
+        resume: an MLflow run id of this recipe to continue from its newest whole checkpoint
+            (checked here first: the run exists, did not finish, and has no live driver).
 
     Returns:
         The job's submission id.
@@ -147,6 +150,12 @@ def submit_recipe(recipe_path: str | Path, *, address: str | None = None,
     """
     recipe = load_recipe(recipe_path, list(overrides))  # a bad recipe fails before any upload
     recipe = _with_absolute_paths(recipe)
+    entrypoint = ENTRYPOINT
+    if resume:
+        from hypernym.runs.resume import check_resumable
+
+        check_resumable(resume, recipe)  # a wrong id fails here, not on the cluster
+        entrypoint = f"{ENTRYPOINT} --resume {shlex.quote(resume)}"
     env_vars = job_env_vars(env, forward_credentials=forward_credentials)
     client = make_client(address)
     runtime_env: dict = {"env_vars": env_vars}
@@ -160,9 +169,10 @@ def submit_recipe(recipe_path: str | Path, *, address: str | None = None,
             yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
         job_id = _submit(
             client,
-            entrypoint=ENTRYPOINT,
+            entrypoint=entrypoint,
             runtime_env={**runtime_env, "working_dir": workdir},
-            metadata={"hypernym.kind": recipe.kind, "hypernym.recipe": str(recipe_path)},
+            metadata={"hypernym.kind": recipe.kind, "hypernym.recipe": str(recipe_path),
+                      **({"hypernym.resume": resume} if resume else {})},
         )
     if wait:
         _wait(client, job_id, timeout=None, poll=1.0, must_succeed=True)

@@ -4,6 +4,15 @@ One of the two MLflow adapters (the other is `hypernym.registry`, the model regi
 of hypernym calls these functions and never holds an MLflow client. See docs/architecture.md.
 """
 
+from hypernym.tracking.liveness import (
+    RunRecord,
+    close_run,
+    heartbeat,
+    note_resume,
+    run_recipe,
+    run_record,
+    unfinished_runs,
+)
 from hypernym.tracking.logger import RunLogger, flatten
 from hypernym.tracking.results import (
     log_run_dict,
@@ -27,7 +36,8 @@ from hypernym.tracking.runs import (
     start_run,
 )
 
-__all__ = ["RunDataset", "RunLogger", "RunSummary", "check_server", "child_runs", "end_run",
-           "ensure_experiment", "flatten", "latest_metrics", "log_inputs", "log_run_dict",
-           "log_run_figure", "log_run_metrics", "log_run_table", "mark_running",
-           "metric_history", "run_summary", "set_run_tags", "start_run"]
+__all__ = ["RunDataset", "RunLogger", "RunRecord", "RunSummary", "check_server", "child_runs",
+           "close_run", "end_run", "ensure_experiment", "flatten", "heartbeat", "latest_metrics",
+           "log_inputs", "log_run_dict", "log_run_figure", "log_run_metrics", "log_run_table",
+           "mark_running", "metric_history", "note_resume", "run_recipe", "run_record",
+           "run_summary", "set_run_tags", "start_run", "unfinished_runs"]

@@ -1,9 +1,10 @@
 """Training state saved together under fixed keys (docs/architecture.md, "Principles").
 
 A checkpoint is a directory with ``state.pt`` (model, optimizer, scheduler, EMA, position, reader
-progress, RNG) and ``recipe.json`` (the resolved recipe). Checkpoints are our own output, not
-registry content, but they are still loaded with ``weights_only=True``: nothing in them needs
-arbitrary unpickling.
+progress, RNG), ``recipe.json`` (the resolved recipe) and, written last,
+``checkpoint_manifest.json`` (their sizes and sha256: `hypernym.train.verify`). Checkpoints are
+our own output, not registry content, but they are still loaded with ``weights_only=True``:
+nothing in them needs arbitrary unpickling.
 """
 
 from __future__ import annotations
@@ -105,14 +106,35 @@ def _set_numpy_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_state(directory: str | Path, state: dict[str, Any], recipe: dict[str, Any]) -> Path:
-    """Write ``state`` (a ``TrainState.state_dict()``) and the resolved recipe."""
+    """Write ``state`` (a ``TrainState.state_dict()``), the resolved recipe, and last the
+    manifest of both (`hypernym.train.verify`)."""
+    from hypernym.train.verify import write_manifest
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     torch.save(state, directory / STATE_FILE)
     (directory / "recipe.json").write_text(json.dumps(recipe, indent=2, sort_keys=True))
+    position = state.get("position") or {}
+    write_manifest(directory, step=position.get("global_step", 0),
+                   epoch=position.get("epoch", 0))
     return directory
 
 
-def load_state(directory: str | Path) -> dict[str, Any]:
+def load_state(directory: str | Path, *, verify: bool = True,
+               name: str | None = None) -> dict[str, Any]:
+    """The state saved in ``directory``.
+
+    Args:
+        verify: check the directory against its manifest first (skip it only for a copy
+            verified already).
+        name: how an error names the checkpoint (its URI on run storage); default the path.
+
+    Raises:
+        hypernym.train.verify.CheckpointDamaged: the checkpoint is not whole.
+    """
+    if verify:
+        from hypernym.train.verify import verify_checkpoint
+
+        verify_checkpoint(directory, name=name)
     # Tensors and plain containers only, so weights_only loading is enough.
     return torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)

@@ -29,10 +29,12 @@ from hypernym.train.checkpoint import save_state
 from hypernym.train.core import Hooks, Trainer
 from hypernym.train.distributed import is_sharded
 from hypernym.train.selection import beats, epoch_choice
+from hypernym.train.verify import INDEX_FILE
 
-__all__ = ["CheckpointHooks", "LocalCheckpoint", "LocalCheckpoints", "latest_local_checkpoint"]
+__all__ = ["CheckpointHooks", "LocalCheckpoint", "LocalCheckpoints", "latest_local_checkpoint",
+           "local_checkpoints"]
 
-INDEX = "checkpoints.json"  # a run's checkpoints in the order they were taken (LocalCheckpoints)
+INDEX = INDEX_FILE  # a run's checkpoints in the order they were taken (LocalCheckpoints)
 
 
 class CheckpointHooks(Hooks):
@@ -43,16 +45,20 @@ class CheckpointHooks(Hooks):
         recipe: the resolved recipe, stored beside every checkpoint.
         registry: the recipe's ``registry`` section (which epoch is "best", and by what).
         ema: whether the run keeps an EMA of the weights.
+        name_suffix: appended to every checkpoint's name (after a restore that skipped damaged
+            checkpoints: `hypernym.train.restore.Restored.name_suffix`).
     """
 
     def __init__(self, *, rank: int, recipe: dict[str, Any], registry: RegisterSpec,
-                 ema: bool) -> None:
+                 ema: bool, name_suffix: str = "") -> None:
         self.rank, self.recipe, self.registry, self.ema = rank, recipe, registry, ema
+        self.name_suffix = name_suffix
 
     def mid_epoch(self, trainer: Trainer) -> None:
         """A checkpoint of the epoch so far (the core synced its progress)."""
         step = trainer.state.global_step
-        self.save(self._payload(trainer), {"progress/step": step}, name=f"step-{step:08d}")
+        self.save(self._payload(trainer), {"progress/step": step},
+                  name=f"step-{step:08d}{self.name_suffix}")
 
     def epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         """The epoch's checkpoint and metrics; with ``select: best``, the best epoch so far."""
@@ -68,7 +74,7 @@ class CheckpointHooks(Hooks):
                 state.best = {**choice, "epoch": state.epoch, "weights": weights}
             if payload is not None:
                 payload["best"] = state.best
-        self.save(payload, metrics, name=f"epoch-{state.epoch:04d}")
+        self.save(payload, metrics, name=f"epoch-{state.epoch:04d}{self.name_suffix}")
 
     def save(self, payload: dict | None, metrics: dict[str, float], *, name: str) -> None:
         """Store the checkpoint ``name`` (``payload`` is None on ranks that write nothing)."""
@@ -100,7 +106,7 @@ class LocalCheckpoints(CheckpointHooks):
         fs, root = open_fs(self.run_dir)
         target = join(root, name)
         with tempfile.TemporaryDirectory() as tmp:
-            save_state(tmp, payload, self.recipe)
+            save_state(tmp, payload, self.recipe)  # its manifest last
             if fs.exists(target):
                 fs.rm(target, recursive=True)
             fs.put(f"{tmp}/", target, recursive=True)  # files first, the index names it after
@@ -134,9 +140,14 @@ class LocalCheckpoint:
 
 def latest_local_checkpoint(run_dir: str) -> LocalCheckpoint | None:
     """The last checkpoint a one-process run took under ``run_dir`` (None: none yet)."""
+    checkpoints = local_checkpoints(run_dir)
+    return checkpoints[-1] if checkpoints else None
+
+
+def local_checkpoints(run_dir: str) -> list[LocalCheckpoint]:
+    """The checkpoints a one-process run kept under ``run_dir``, oldest first."""
     fs, root = open_fs(run_dir)
-    names = _index(fs, root)
-    return LocalCheckpoint(join(run_dir, names[-1])) if names else None
+    return [LocalCheckpoint(join(run_dir, name)) for name in _index(fs, root)]
 
 
 def _index(fs, root: str) -> list[str]:

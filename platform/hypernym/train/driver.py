@@ -27,6 +27,7 @@ from hypernym.progress import ProgressBar, ProgressState
 from hypernym.settings import Settings, get_settings
 from hypernym.train.budget import bit_hyperrule
 from hypernym.train.model import check_model_kwargs
+from hypernym.train.recovery import IN_PROCESS_TAG, STORAGE_TAG, check_resume, failed_run
 from hypernym.train.registration import register_checkpoint
 from hypernym.train.run_storage import checkpoint_uri, ray_storage, run_dir, run_name
 from hypernym.train.tasks import Task, build_task
@@ -104,14 +105,17 @@ def run_training(recipe: PretrainRecipe | FinetuneRecipe, *, task: Task | None =
     started = time.perf_counter()
     plan = preflight(recipe, task=task, settings=settings,
                      world=1 if in_process else recipe.scaling.num_workers)
-    run_id = open_run(plan, resume=resume, tags=tags, settings=settings)
+    run_id = open_run(plan, resume=resume, settings=settings, in_process=in_process,
+                      tags={**(tags or {}), **({IN_PROCESS_TAG: "true"} if in_process else {})})
     logger = tracking.RunLogger(run_id, tracking_uri=settings.tracking_uri)
     status = "FAILED"
     try:
         if not resume:  # params are immutable in MLflow: a resumed run keeps the first ones
             _record_inputs(plan, run_id, logger, settings)
+        # The driver's heartbeat tells a live run from one whose driver died with its head.
         with _watch(run_id, settings, label=plan.recipe.kind, enabled=show_progress,
-                    total_steps=plan.steps_per_epoch * plan.recipe.train.epochs):
+                    total_steps=plan.steps_per_epoch * plan.recipe.train.epochs), \
+                tracking.heartbeat(run_id, tracking_uri=settings.tracking_uri):
             if in_process:
                 result = fit_in_process(plan, run_id, settings=settings, logger=logger,
                                         on_epoch=on_epoch)
@@ -119,21 +123,23 @@ def run_training(recipe: PretrainRecipe | FinetuneRecipe, *, task: Task | None =
                 result = fit_on_ray(plan, run_id, settings=settings, callbacks=callbacks)
         metrics = result.metrics
         registered = None
+        checkpoint_path = (checkpoint_uri(result.checkpoint, settings.storage)
+                           if result.checkpoint else None)
         if plan.recipe.registry.name and result.checkpoint is not None:
-            with result.checkpoint.as_directory() as ckpt_dir:
+            with result.checkpoint.as_directory() as ckpt_dir:  # verified against its manifest
                 registered = register_checkpoint(plan.recipe, ckpt_dir, run_id, metrics=metrics,
                                                  settings=settings, dataset=plan.dataset,
-                                                 task=plan.task)
+                                                 task=plan.task, checkpoint_name=checkpoint_path)
         status = "FINISHED"
         return TrainResult(
             run_id=run_id, metrics=metrics, registered=registered, checkpoint=result.checkpoint,
-            dataset=plan.dataset,
-            checkpoint_path=(checkpoint_uri(result.checkpoint, settings.storage)
-                             if result.checkpoint else None),
+            dataset=plan.dataset, checkpoint_path=checkpoint_path,
             wall_s=time.perf_counter() - started)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # Ray Train's Ctrl-C handler ends with sys.exit
         status = "KILLED"
         raise
+    except Exception as exc:  # one line: what failed, and the command that resumes the run
+        raise failed_run(exc, plan.recipe, run_id, settings, in_process=in_process) from exc
     finally:
         logger.finish(status)
 
@@ -172,12 +178,13 @@ def preflight(recipe, *, task: Task | None = None, settings: Settings,
 
 
 def open_run(plan: RunPlan, *, resume: str | None, tags: dict[str, str] | None,
-             settings: Settings) -> str:
-    """A new MLflow run, tagged with what defines it, or the run to resume, reopened."""
+             settings: Settings, in_process: bool = False) -> str:
+    """A new MLflow run, tagged with what defines it, or the run to resume, reopened (where it
+    trains, ``in_process`` or on Ray Train, must be where it trained before)."""
     recipe, dataset = plan.recipe, plan.dataset
     tracking.ensure_experiment(recipe.experiment, settings=settings)
     if resume:
-        return _reopen(resume, recipe, dataset, settings)
+        return _reopen(resume, recipe, dataset, settings, in_process=in_process)
     return tracking.start_run(
         experiment=recipe.experiment, run_name=recipe.name, settings=settings,
         tags={"hypernym.kind": recipe.kind, "hypernym.task": plan.task.name,
@@ -187,15 +194,18 @@ def open_run(plan: RunPlan, *, resume: str | None, tags: dict[str, str] | None,
 
 
 def _record_inputs(plan: RunPlan, run_id: str, logger, settings: Settings) -> None:
-    """A new run's params, resolved recipe and lineage (the dataset, the backbone's model)."""
+    """A new run's params, resolved recipe and lineage (the dataset, the backbone's model), and
+    where its checkpoints go (what `hypernym runs` and a resume read)."""
     recipe, dataset = plan.recipe, plan.dataset
+    logger.set_tags({STORAGE_TAG: run_dir(settings.storage, recipe.name, run_id)})
     logger.log_params(recipe.model_dump(mode="json"))
     logger.log_dict(recipe.model_dump(mode="json"), "recipe.json")
     tracking.log_inputs(run_id, dataset_name=dataset.name, fingerprint=dataset.fingerprint,
                         uri=dataset.root, model_id=plan.parent_model_id, settings=settings)
 
 
-def _reopen(run_id: str, recipe, dataset: Dataset, settings: Settings) -> str:
+def _reopen(run_id: str, recipe, dataset: Dataset, settings: Settings, *,
+            in_process: bool) -> str:
     """Check that ``run_id`` is a run of this recipe on this dataset, and mark it running."""
     run = tracking.run_summary(run_id, settings=settings)
     tags = run.tags
@@ -208,21 +218,25 @@ def _reopen(run_id: str, recipe, dataset: Dataset, settings: Settings) -> str:
                             f"{dataset.fingerprint[:12]}): resume on the same dataset")
     if run.status == "FINISHED":
         raise HypernymError(f"run {run_id} already finished: start a new run instead")
+    check_resume(run_id, run_dir(settings.storage, recipe.name, run_id), settings,
+                 in_process=in_process)
     tracking.mark_running(run_id, settings=settings)
+    tracking.note_resume(run_id, settings=settings)  # its time marks the gap in the history
     return run_id
 
 
 def fit_in_process(plan: RunPlan, run_id: str, *, settings: Settings, logger,
                    on_epoch: Callable[[dict[str, float], str], None] | None = None) -> FitOutcome:
     """Train one worker in this process with the core, rank 0's ``logger`` logging, checkpoints
-    written to run storage where Ray Train would put them; a resumed run restores the last.
-    ``on_epoch(metrics, checkpoint path)`` follows each epoch's checkpoint."""
+    written to run storage where Ray Train would put them; a resumed run restores the newest
+    whole one (`hypernym.train.restore.restore_newest_local`). ``on_epoch(metrics, checkpoint
+    path)`` follows each epoch's checkpoint."""
     import torch
 
-    from hypernym.train.checkpoint import load_state
-    from hypernym.train.checkpointing import LocalCheckpoints, latest_local_checkpoint
+    from hypernym.train.checkpointing import LocalCheckpoints
     from hypernym.train.core import Trainer
     from hypernym.train.records import SampleTrace
+    from hypernym.train.restore import restore_newest_local
 
     recipe = plan.recipe
     use_gpu = recipe.scaling.use_gpu and torch.cuda.is_available()
@@ -230,10 +244,11 @@ def fit_in_process(plan: RunPlan, run_id: str, *, settings: Settings, logger,
                                   backbone=plan.backbone, settings=settings,
                                   device="cuda" if use_gpu else "cpu", logger=logger)
     where = run_dir(settings.storage, recipe.name, run_id)
-    latest = latest_local_checkpoint(where)
-    if latest is not None:
-        with latest.as_directory() as ckpt_dir:
-            trainer.load_state_dict(load_state(ckpt_dir))
+    restored = restore_newest_local(where)
+    if restored is not None:
+        trainer.load_state_dict(restored.state)
+        if restored.skipped:
+            logger.set_tags(restored.tags())  # which checkpoints were skipped, and why
     hooks = LocalCheckpoints(where, keep=recipe.train.keep_checkpoints,
                              recipe=recipe.model_dump(mode="json"), registry=recipe.registry,
                              ema=recipe.train.ema_decay is not None, on_epoch=on_epoch)
@@ -245,7 +260,8 @@ def fit_in_process(plan: RunPlan, run_id: str, *, settings: Settings, logger,
     if recipe.train.system_metrics_s:
         logger.start_system_metrics(interval_s=recipe.train.system_metrics_s)
     metrics = trainer.fit()
-    return FitOutcome(metrics=metrics, checkpoint=hooks.latest or latest)
+    return FitOutcome(metrics=metrics,
+                      checkpoint=hooks.latest or (restored.source if restored else None))
 
 
 def fit_on_ray(plan: RunPlan, run_id: str, *, settings: Settings,

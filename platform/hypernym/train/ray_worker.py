@@ -1,7 +1,8 @@
 """Ray Train's worker function: a thin shell around the training core.
 
 It takes rank, world and device from Ray Train, builds the core (`hypernym.train.core.Trainer`)
-from the job the driver sent, restores the latest checkpoint Ray Train hands it, gives rank 0 the
+from the job the driver sent, restores the newest whole checkpoint (`hypernym.train.restore`:
+Ray Train's latest, or the one before it when that one is damaged), gives rank 0 the
 run's MLflow logger, and reports checkpoints and metrics through Ray (`RayCheckpoints`).
 Everything else (what a step, an epoch, a validation pass is) is the core's.
 """
@@ -18,10 +19,11 @@ import ray.util
 import torch
 
 from hypernym.settings import Settings
-from hypernym.train.checkpoint import load_state, save_state
+from hypernym.train.checkpoint import save_state
 from hypernym.train.checkpointing import CheckpointHooks
 from hypernym.train.core import Trainer
 from hypernym.train.records import SampleTrace
+from hypernym.train.restore import restore_newest_whole
 from hypernym.train.tasks import Task
 
 __all__ = ["RayCheckpoints", "WorkerJob", "train_loop_per_worker"]
@@ -57,11 +59,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float]:
         torch.cuda.set_device(device)
     trainer = Trainer.from_recipe(job.recipe, task=job.task, backbone=job.backbone,
                                   settings=job.settings, device=device, rank=rank, world=world)
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        # Each rank reads its own copy (Ray issue 48726: shared downloads can race).
-        with checkpoint.as_directory() as ckpt_dir:
-            trainer.load_state_dict(load_state(ckpt_dir))
+    # The newest whole checkpoint: Ray's latest, or the one before a damaged one (restore.py).
+    restored = restore_newest_whole(ray.train.get_checkpoint())
+    if restored is not None:
+        trainer.load_state_dict(restored.state)
     train = job.recipe.train
     logger, node_logger = _loggers(job.run_id, job.settings.tracking_uri, train, ctx)
     group = ray.util.get_current_placement_group()
@@ -69,9 +70,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float]:
         # Which reservation this worker group holds: a sweep releases it when Tune stops the
         # trial (Ray Train's own cleaner needs the state API, absent without a dashboard).
         logger.set_tags({"hypernym.placement_group": group.id.hex()})
+    if logger is not None and restored is not None and restored.skipped:
+        logger.set_tags(restored.tags())  # which checkpoints were skipped, and why
     trainer.logger = logger
     trainer.hooks = RayCheckpoints(rank=rank, recipe=job.recipe.model_dump(mode="json"),
-                                   registry=job.recipe.registry, ema=train.ema_decay is not None)
+                                   registry=job.recipe.registry, ema=train.ema_decay is not None,
+                                   name_suffix=restored.name_suffix if restored else "")
     trace = SampleTrace.open(job.sample_trace, rank, trainer.state.global_step)
     if trace is not None:
         trainer.records.append(trace)

@@ -49,7 +49,8 @@ def choose_weights(recipe, state: dict[str, Any], metrics: dict[str, float]):
 
 def register_checkpoint(recipe, checkpoint_dir: str | Path, run_id: str, *,
                         metrics: dict[str, float], settings: Settings,
-                        dataset: Dataset | None = None, task=None, sweep: dict | None = None):
+                        dataset: Dataset | None = None, task=None, sweep: dict | None = None,
+                        checkpoint_name: str | None = None):
     """Register the weights ``recipe.registry`` selects from a run's (last) checkpoint.
 
     Args:
@@ -61,16 +62,22 @@ def register_checkpoint(recipe, checkpoint_dir: str | Path, run_id: str, *,
             into.
         sweep: for the best trial of a sweep: the sweep's run id, trial and score, recorded in
             the card's ``selected.sweep`` and the version tag ``sweep_run_id``.
+        checkpoint_name: how errors name the checkpoint (its URI on run storage).
+
+    Raises:
+        hypernym.train.verify.CheckpointDamaged: the checkpoint does not match its manifest;
+            nothing is registered.
     """
     from hypernym.registry.card import training_card
     from hypernym.registry.models import register_model, set_version_tags
     from hypernym.train.checkpoint import load_state
     from hypernym.train.tasks import build_task
 
+    # verified against its manifest first: a damaged checkpoint fails before anything is built
+    state = load_state(checkpoint_dir, name=checkpoint_name)
     dataset = dataset or open_dataset(recipe.data.path)
     manifest = dataset.manifest
     task = task or build_task(recipe, dataset)
-    state = load_state(checkpoint_dir)
     weights, selected = choose_weights(recipe, state, metrics)
     if sweep is not None:
         selected["sweep"] = sweep

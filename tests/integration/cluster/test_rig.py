@@ -6,11 +6,17 @@ start-up:
 1. `hypernym submit` a prepare recipe, S3 to S3;
 2. the head's tracking password is wrong: the job fails with a clear error before any Ray work;
 3. `hypernym submit` a pretrain recipe, 2 workers on 2 worker nodes, checkpoints on S3: the node
-   of rank 1 dies mid-epoch and a fresh node (empty home) joins; in the next epoch S3 stops for
-   20 s and the tracking server for 30 s; the run ends FINISHED in one MLflow run with every
-   sample trained exactly once and every metric of the surviving attempt logged; the backbone
-   is registered, its weights in the artifacts bucket through the tracking server;
-4. `hypernym submit` a fine-tune from ``NAME@alias``, then pull and load it on the client.
+   of rank 1 dies mid-epoch and a fresh node (empty home) joins;
+4. mid-epoch the head dies (its GCS, the job's driver, Ray Train's controller) and the worker
+   nodes with it; a fresh head and one 2-CPU worker node start (another shape of
+   cluster); `hypernym runs list` shows the run abandoned, `hypernym runs show` prints the
+   command that resumes it, and that command (`hypernym submit --resume RUN_ID`, with the
+   recipe the run logged) continues it on the fresh cluster;
+5. in the resumed attempt S3 stops for 20 s and the tracking server for 30 s; the run ends
+   FINISHED in one MLflow run with every sample trained exactly once over the whole history
+   and every metric logged; the backbone is registered once, its weights in the artifacts
+   bucket through the tracking server;
+6. `hypernym submit` a fine-tune from ``NAME@alias``, then pull and load it on the client.
 
 Nothing a worker reads is on the client's disk: the nodes cannot see it (checked), and every
 location in the recipes is on S3 or the tracking server. The sample trace (HYPERNYM_SAMPLE_TRACE)
@@ -45,6 +51,16 @@ from tests.integration.train.trace import (
     wait_until,
 )
 
+
+def attempt_step(trace: Path, start: int) -> int:
+    """The highest step the attempt that started at step ``start`` has trained."""
+    top = 0
+    for path in trace.glob(f"from-{start:08d}-rank*.txt"):
+        lines = path.read_text().splitlines()
+        if lines:
+            top = max(top, int(lines[-1].split()[1]))
+    return top
+
 # Where `unshare --mount` is not permitted (not root), the rig fixture skips, saying why.
 # The time limit is a failure bound for a saturated machine.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
@@ -54,6 +70,12 @@ ARCH = "test_resnet"  # timm's 0.4 M-parameter test model: small checkpoints to 
 SYSTEM_METRICS_S = 2
 S3_OUTAGE_S, TRACKING_OUTAGE_S = 20, 30
 SNAPSHOTS = "runs/hypernym/*/checkpoint_manager_snapshot.json"  # Ray Train's, on S3
+EPOCHS = 2
+# The head dies once the restarted attempt's first checkpoint is recorded: recording lags the
+# step by a few steps, and killing a cluster takes a few more, so the loss lands mid-epoch
+# with the run's end still far off.
+HEAD_LOSS_AT = 2 * EVERY
+STALE_S = 20  # `hypernym runs list --stale-after`: the run's silence that makes it abandoned
 
 
 def recipe(path: Path, body: dict) -> str:
@@ -95,7 +117,7 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
         "data": {"path": "s3://data/ds", "img_size": 32, "batch_size": BATCH,
                  "loader_workers": 0, "shuffle_buffer": 16},
         "model": {"arch": ARCH}, "optim": {"lr": 1e-3, "warmup_epochs": 0},
-        "train": {"epochs": 2, "log_every": LOG_EVERY, "checkpoint_every": EVERY,
+        "train": {"epochs": EPOCHS, "log_every": LOG_EVERY, "checkpoint_every": EVERY,
                   "system_metrics_s": SYSTEM_METRICS_S},
         "scaling": {"num_workers": 2, "cpus_per_worker": 1, "max_failures": 1},
         "registry": {"name": "rig-backbone", "alias": "candidate"}})
@@ -127,7 +149,6 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
     monkeypatch.setenv("HYPERNYM_SAMPLE_TRACE", str(trace))  # travels with the job
     out = hypernym("submit", pretrain)
     assert out.returncode == 0, out.stderr[-3000:]
-    job = out.stdout.strip().splitlines()[-1]
     steps = total // (2 * BATCH)
     wait_until(lambda: checkpoint_recorded(fs, SNAPSHOTS, EVERY), timeout_s=600,
                what=f"the checkpoint of step {EVERY} (node loss)")
@@ -141,23 +162,59 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
     print(f"[{clock()}] killed node {victim} (rank 1) after step {trace_step(trace)}; "
           f"fresh node {fresh.name} on {fresh.ip}")
 
-    # The outages start a few steps into the next epoch: the reader's read-ahead (its 16-sample
-    # shuffle buffer and the shards it fetches ahead) runs dry within a few steps, and the
-    # checkpoint due at step 32 falls into the outage, so run storage must wait it out too.
-    outage_at = steps + 3
-    wait_until(lambda: trace_step(trace, restarted=True) >= outage_at, timeout_s=600,
-               what=f"step {outage_at} (outages)")
+    # 4. the head dies (and the old cluster with it) mid-epoch, after a recorded checkpoint; a
+    # fresh cluster of another shape; find the run, resume it
+    wait_until(lambda: checkpoint_recorded(fs, SNAPSHOTS, HEAD_LOSS_AT), timeout_s=600,
+               what=f"the checkpoint of step {HEAD_LOSS_AT} (head loss)")
+    rig.kill_cluster()
+    killed_at, lost_at = time.monotonic(), trace_step(trace)
+    assert lost_at % steps and lost_at < EPOCHS * steps, f"step {lost_at}: not mid-epoch"
+    print(f"[{clock()}] head lost (with its job, and the worker nodes) at step {lost_at}")
+    rig.start_cluster(workers=1, cpus=2)
+    print(f"[{clock()}] fresh head and one 2-CPU worker node up")
+    (run,) = client.search_runs([client.get_experiment_by_name("rig").experiment_id])
+    run_id = run.info.run_id
+    from hypernym.train.verify import SNAPSHOT_FILE, read_manifest, recorded_names
+
+    run_dir = f"runs/hypernym/rig-pretrain-{run_id[:12]}"
+    fs.invalidate_cache()
+    latest = recorded_names(fs.cat_file(f"{run_dir}/{SNAPSHOT_FILE}"))[-1]
+    resume_at = read_manifest(f"{run_dir}/{latest}", fs=fs).step
+    time.sleep(max(0.0, STALE_S + 2 - (time.monotonic() - killed_at)))
+    listed = hypernym("runs", "list", "--stale-after", f"{STALE_S}s")
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    print(f"[{clock()}] $ hypernym runs list --stale-after {STALE_S}s\n{listed.stdout}")
+    row = next(line for line in listed.stdout.splitlines() if line.startswith(run_id))
+    assert run.info.status == "RUNNING" and " abandoned " in row, row
+    assert f"step {resume_at}, " in row and resume_at < lost_at, row
+    shown = hypernym("runs", "show", run_id, "--stale-after", f"{STALE_S}s")
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    print(f"$ hypernym runs show {run_id} --stale-after {STALE_S}s\n{shown.stdout}")
+    assert shown.stdout.splitlines()[1].startswith("state:        abandoned"), shown.stdout
+    command = re.search(r"^resume:\s+hypernym (submit --resume \w+)$", shown.stdout, re.M)
+    out = hypernym(*command.group(1).split())
+    assert out.returncode == 0, out.stderr[-3000:]
+    job = out.stdout.strip().splitlines()[-1]
+    print(f"[{clock()}] resumed from {latest} (step {resume_at}): job {job}")
+
+    # 5. S3 and tracking outages in the resumed attempt, the step before a checkpoint: the
+    # reader's read-ahead (its 16-sample shuffle buffer and the shards it fetches ahead) runs
+    # dry within a few steps, and the checkpoint due falls into the outage, so run storage must
+    # wait it out too.
+    outage_at = (resume_at // EVERY + 1) * EVERY - 1
+    wait_until(lambda: attempt_step(trace, resume_at) >= outage_at, timeout_s=600,
+               what=f"step {outage_at} of the resumed run (outages)")
     ts = rig.tracking_server()
     from infra.stack import tracking
 
-    at = trace_step(trace)
+    at = attempt_step(trace, resume_at)
     rig.s3_down()
     tracking.stop_server(ts)
     down_at = time.monotonic()
     time.sleep(S3_OUTAGE_S / 2)
-    mid = trace_step(trace)
+    mid = attempt_step(trace, resume_at)
     time.sleep(S3_OUTAGE_S / 2)
-    during = trace_step(trace)
+    during = attempt_step(trace, resume_at)
     rig.s3_up()
     time.sleep(max(0.0, TRACKING_OUTAGE_S - (time.monotonic() - down_at)))
     tracking.start_server(ts, {**os.environ, **rig._base_env(rig._aws())})
@@ -165,8 +222,8 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
           f"step {at}; training reached step {during} while S3 was down")
     assert during == mid < 2 * steps, \
         f"training went on without data (step {mid} -> {during}): the outage did not bite"
-
     assert wait_job(job, timeout_s=600) == "SUCCEEDED", "".join(job_logs(job))[-5000:]
+
     # Workers log to their node's Ray logs (kept on the host: a log collector's view).
     retried = [p for p in Path(rig.state, "nodes").glob("*-ray/session_*/logs/worker-*")
                if "; retrying" in p.read_text(errors="replace")]
@@ -176,26 +233,33 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
     repeated = sum(len(ids) - len(set(ids)) for ids in history.values())
     lost = sum(total - len(set(ids)) for ids in history.values())
     print(f"[{clock()}] pretrain samples trained {trained}, repeated {repeated}, lost {lost} "
-          f"(2 epochs of {total}; each epoch may leave fewer than one step of "
+          f"({EPOCHS} epochs of {total}; each epoch may leave fewer than one step of "
           f"{2 * BATCH} untrained by design)")
-    assert len(attempts(trace)) == 2, "one restart, from the mid-epoch checkpoint on S3"
-    check_exactly_once(history, total, [2])
+    starts = sorted(map(int, attempts(trace)))
+    assert len(starts) == 3 and starts[-1] == resume_at, \
+        f"attempts from steps {starts}: one restart after the node loss, one resume"
+    check_exactly_once(history, total, [2], epochs=EPOCHS)
 
-    (run,) = client.search_runs([client.get_experiment_by_name("rig").experiment_id])
-    assert run.info.status == "FINISHED", "one MLflow run across node loss and outages"
+    runs = client.search_runs([client.get_experiment_by_name("rig").experiment_id])
+    assert [r.info.run_id for r in runs] == [run_id], "one MLflow run across every fault"
+    run = runs[0]
+    assert run.info.status == "FINISHED" and run.data.tags["hypernym.resumes"] == "1"
     system = {key for key in run.data.metrics if key.startswith("system/")}
     for node in ("node_0", "node_1"):  # each node's first rank samples its node
         assert f"system/{node}/cpu_utilization_percentage" in system, sorted(system)
-    second = [p for p in trace.glob("from-*-rank0-*.txt") if not p.name.startswith("from-0000"
-                                                                                      "0000")]
-    ran = {int(line.split()[1]) for p in second for line in p.read_text().splitlines()}
-    expected = {s for s in ran if s % LOG_EVERY == 0}
-    logged = {m.step for m in client.get_metric_history(run.info.run_id, "train/loss_step")}
-    print(f"[{clock()}] train/loss_step of the resumed attempt logged "
-          f"{len(expected & logged)} of {len(expected)} expected, across the "
-          f"{TRACKING_OUTAGE_S} s tracking outage")
+    # Every step from the node-loss restart on was logged (by the attempt that trained it or
+    # by the resumed one), across the tracking outage and the head loss.
+    last = max(step for p in trace.glob("from-*.txt")
+               for step in (int(line.split()[1]) for line in p.read_text().splitlines()))
+    expected = {s for s in range(starts[1] + 1, last + 1) if s % LOG_EVERY == 0}
+    logged = {m.step for m in client.get_metric_history(run_id, "train/loss_step")}
+    print(f"[{clock()}] train/loss_step logged for {len(expected & logged)} of "
+          f"{len(expected)} expected steps after the node loss, across the "
+          f"{TRACKING_OUTAGE_S} s tracking outage and the head loss")
     assert expected <= logged, sorted(expected - logged)
 
+    versions = client.search_model_versions("name='rig-backbone'")
+    assert [(v.version, v.run_id) for v in versions] == [("1", run_id)], "registered once"
     version = client.get_model_version_by_alias("rig-backbone", "candidate")
     fs.invalidate_cache()
     weights = fs.glob("mlflow/**/model.safetensors")
@@ -203,7 +267,7 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
     assert fs.glob("runs/hypernym/*/step-*") or fs.glob("runs/hypernym/*/epoch-*")
     print(f"[{clock()}] registered rig-backbone v{version.version}; weights on S3: {weights[0]}")
 
-    # 4. fine-tune from NAME@alias on the cluster, then pull and load it here
+    # 6. fine-tune from NAME@alias on the fresh cluster, then pull and load it here
     monkeypatch.setenv("HYPERNYM_SAMPLE_TRACE", str(Path(rig.info["shared"]) / "finetune"))
     out = hypernym("submit", recipe(tmp_path / "finetune.yaml", {
         "kind": "finetune", "name": "rig-finetune", "experiment": "rig",

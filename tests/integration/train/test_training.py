@@ -174,18 +174,25 @@ def test_bad_inputs_fail_before_ray_work(workspace, tmp_path, monkeypatch):
                                   "attributes.run_name = 'bad-kwargs'")
 
 
-def test_a_failed_run_resumes_in_process_exactly_once(workspace, tmp_path, monkeypatch):
-    """A run that fails mid-epoch (its task raises at the 10th step) ends FAILED; resumed in
-    process, it continues from its last checkpoint on run storage, in the same MLflow run, and
-    the sample trace shows every sample of both epochs trained exactly once."""
+def test_a_failed_run_resumes_in_process_past_a_damaged_checkpoint(workspace, tmp_path,
+                                                                     monkeypatch, caplog):
+    """A run that fails mid-epoch (its task raises at the 10th step) ends FAILED with one line
+    and the command that resumes it; its checkpoints are on S3 (moto), and the latest one loses
+    a file there. Resumed in process, it warns that the latest is not whole, continues from the
+    one before it, in the same MLflow run, and the sample trace shows every sample of both
+    epochs trained exactly once (the steps after the fallback trained again, once)."""
     from mlflow.tracking import MlflowClient
 
     from hypernym.data.dataset import open_dataset
+    from hypernym.data.storage import open_fs
     from hypernym.settings import get_settings
     from hypernym.train import build_task, run_training
+    from hypernym.train.recovery import RunFailed
     from tests.integration.train.trace import attempts, check_exactly_once, surviving_history
+    from tests.servers import moto_s3
 
     monkeypatch.setenv("HYPERNYM_SAMPLE_TRACE", str(tmp_path / "trace"))
+    monkeypatch.setenv("HYPERNYM_STORAGE", "s3://runs/team")
     recipe = parse_recipe(train_recipe(
         "pretrain", workspace["root"] / "mini21k", name="resume-in-process",
         data={"path": str(workspace["root"] / "mini21k"), "img_size": 32, "batch_size": 16},
@@ -202,16 +209,67 @@ def test_a_failed_run_resumes_in_process_exactly_once(workspace, tmp_path, monke
         return loss(model, images, target)
 
     task.loss = failing
-    with pytest.raises(RuntimeError, match="a lost device"):
-        run_training(recipe, task=task, show_progress=False, in_process=True)
-    client = MlflowClient(get_settings().tracking_uri)
-    [failed] = client.search_runs([client.get_experiment_by_name("tests").experiment_id],
-                                  "attributes.run_name = 'resume-in-process'")
-    assert failed.info.status == "FAILED"
+    with moto_s3("runs"):
+        with pytest.raises(RunFailed) as failure:
+            run_training(recipe, task=task, show_progress=False, in_process=True)
+        client = MlflowClient(get_settings().tracking_uri)
+        [failed] = client.search_runs([client.get_experiment_by_name("tests").experiment_id],
+                                      "attributes.run_name = 'resume-in-process'")
+        run_id = failed.info.run_id
+        assert failed.info.status == "FAILED"
+        assert str(failure.value) == (
+            f"run {run_id} (pretrain 'resume-in-process') failed: RuntimeError: a lost device. "
+            f"Resume it from its last whole checkpoint: hypernym pretrain --resume {run_id} "
+            "--in-process")
+        run_dir = f"runs/team/resume-in-process-{run_id[:12]}"
+        assert failed.data.tags["hypernym.storage"] == f"s3://{run_dir}"
+        fs, _ = open_fs("s3://runs")
+        assert fs.ls(run_dir, detail=False)  # the checkpoints are on S3
+        fs.rm_file(f"{run_dir}/step-00000008/recipe.json")
 
-    result = run_training(recipe, resume=failed.info.run_id, show_progress=False,
-                          in_process=True)
-    assert result.run_id == failed.info.run_id
-    assert client.get_run(result.run_id).info.status == "FINISHED"
-    assert attempts(tmp_path / "trace") == {"00000000", "00000008"}  # from the step-8 checkpoint
+        caplog.set_level("WARNING", logger="hypernym.train.restore")
+        result = run_training(recipe, resume=run_id, show_progress=False, in_process=True)
+    assert result.run_id == run_id
+    finished = client.get_run(run_id)
+    assert finished.info.status == "FINISHED"
+    assert finished.data.tags["hypernym.restored_from"] == "step-00000004"
+    assert finished.data.tags["hypernym.checkpoints_skipped"] == (
+        "step-00000008: recipe.json is missing")
+    assert f"skipping checkpoint s3://{run_dir}/step-00000008: recipe.json is missing" in (
+        caplog.text)
+    assert attempts(tmp_path / "trace") == {"00000000", "00000004"}  # the step-4 checkpoint
     check_exactly_once(surviving_history(tmp_path / "trace"), dataset.num_samples("train"), [1])
+
+
+def test_ctrl_c_ends_the_run_killed(workspace):
+    """Ctrl-C in the driver ends the run KILLED, not FAILED, and is not turned into a failure
+    line: in one process it is a KeyboardInterrupt; under Ray Train, whose SIGINT handler ends
+    the driver with ``sys.exit``, a SystemExit."""
+    from mlflow.tracking import MlflowClient
+
+    from hypernym.data.dataset import open_dataset
+    from hypernym.settings import get_settings
+    from hypernym.train import build_task, run_training
+
+    client = MlflowClient(get_settings().tracking_uri)
+    for interrupt in (KeyboardInterrupt, SystemExit):
+        name = f"interrupted-{interrupt.__name__}"
+        recipe = parse_recipe(train_recipe(
+            "pretrain", workspace["root"] / "mini21k", name=name,
+            train={"epochs": 1, "system_metrics_s": None}))
+        task = build_task(recipe, open_dataset(recipe.data.path))
+        calls, loss = [0], task.loss
+
+        def interrupted(model, images, target, calls=calls, loss=loss, interrupt=interrupt):
+            calls[0] += 1
+            if calls[0] == 2:
+                raise interrupt()
+            return loss(model, images, target)
+
+        task.loss = interrupted
+        with pytest.raises(interrupt):
+            run_training(recipe, task=task, show_progress=False, in_process=True)
+        [run] = client.search_runs([client.get_experiment_by_name("tests").experiment_id],
+                                   f"attributes.run_name = '{name}'")
+        assert run.info.status == "KILLED", name
+        assert "hypernym.failure" not in run.data.tags

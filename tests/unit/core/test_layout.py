@@ -42,14 +42,17 @@ MAY_IMPORT: dict[str, set[str]] = {
     # Ray Serve deployment of a registered model (`hypernym serve`).
     "serving": FOUNDATION | {"hypernym", "registry"},
     "recipes": FOUNDATION | {"data", "train", "transfer"},
-    "jobs": FOUNDATION | {"hypernym"},
+    # Unfinished training runs (`hypernym runs`): MLflow and run storage side by side.
+    "runs": FOUNDATION | {"hypernym", "data", "tracking", "train"},
+    "jobs": FOUNDATION | {"hypernym", "runs"},
     # the few-shot rows train through the core (hypernym.train.Trainer)
     "demo": FOUNDATION | {"data", "recipes", "registry", "tracking", "transfer", "train"},
     # `hypernym gpu-check`: every stage once on this machine's GPU, through the library entries
     "gpucheck": FOUNDATION | {"hypernym", "data", "recipes", "registry", "serving", "tracking",
                               "train", "transfer"},
     "cli": FOUNDATION | {"hypernym", "taxonomy", "data", "tracking", "registry", "train",
-                         "transfer", "deploy", "serving", "recipes", "jobs", "demo", "gpucheck"},
+                         "transfer", "deploy", "serving", "recipes", "jobs", "demo", "runs",
+                         "gpucheck"},
     "__main__": {"cli"},
 }
 # The two MLflow adapters: tracking (runs, metrics, lineage) and registry (the model registry).

@@ -6,6 +6,7 @@ line says with which flags): rendering again must give the same manifests.
 
 from __future__ import annotations
 
+import copy
 import shlex
 
 import pytest
@@ -95,3 +96,65 @@ def test_render_refuses_gpus_for_prepare_and_an_untagged_image():
     assert "the workers are CPU pods already" in text
     text = _render(prepare, "--image", "hypernym", "--gpus", "0", expect_error=True)
     assert "--image: 'hypernym' is not an image reference with a tag" in text
+
+
+def _gcs_ft_cluster(*extra: str) -> list[dict]:
+    return _render(str(ROOT / "pipelines/pretrain/demo.yaml"), "--image", IMAGE,
+                   "--kind", "raycluster", "--storage", "s3://runs/hypernym",
+                   "--set", "data.path=s3://data/mini21k",
+                   "--redis-address", "redis.ray.svc.cluster.local:6379", *extra)
+
+
+def test_gcs_fault_tolerance_with_an_external_redis_and_its_password_from_a_secret():
+    docs = _gcs_ft_cluster()
+    assert validate_docs(docs) == []
+    options = docs[1]["spec"]["gcsFaultToleranceOptions"]
+    assert options == {"redisAddress": "redis.ray.svc.cluster.local:6379",
+                       "redisPassword": {"valueFrom": {"secretKeyRef": {
+                           "name": "hypernym-redis", "key": "password"}}}}
+    head = docs[1]["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert not {"RAY_REDIS_ADDRESS", "REDIS_PASSWORD"} & {e["name"] for e in head["env"]}
+    docs = _gcs_ft_cluster("--redis-secret", "")  # a Redis without a password
+    assert validate_docs(docs) == []
+    assert "redisPassword" not in docs[1]["spec"]["gcsFaultToleranceOptions"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--kind", "rayjob"], "--redis-address (GCS fault tolerance) needs --kind raycluster"),
+    (["--redis-address", "redis"], "--redis-address: 'redis' is not a Redis address: give "
+                                   "HOST:PORT"),
+])
+def test_gcs_fault_tolerance_refuses_a_rayjob_and_a_bad_address(args, message):
+    text = _render(str(ROOT / "pipelines/pretrain/demo.yaml"), "--image", IMAGE,
+                   "--storage", "s3://runs/hypernym", "--set", "data.path=s3://data/mini21k",
+                   "--redis-address", "redis:6379", *args, expect_error=True)
+    assert message in text
+
+
+def _break(docs, change):
+    broken = copy.deepcopy(docs)
+    change(broken[1]["spec"])
+    return validate_docs(broken)
+
+
+def test_broken_gcs_fault_tolerance_copies_are_rejected():
+    docs = _gcs_ft_cluster()
+    head = ("headGroupSpec", "template", "spec", "containers")
+
+    def env(spec, name, value="x"):
+        node = spec
+        for key in head:
+            node = node[key]
+        node[0]["env"].append({"name": name, "value": value})
+
+    assert any("cannot set `RAY_REDIS_ADDRESS` env var" in e for e in _break(
+        docs, lambda s: env(s, "RAY_REDIS_ADDRESS", "redis:6379")))
+    assert any("cannot set `redis-password` in rayStartParams" in e for e in _break(
+        docs, lambda s: s["headGroupSpec"]["rayStartParams"].update({"redis-password": "p"})))
+    assert any("redisPassword has an inline value" in e for e in _break(
+        docs, lambda s: s["gcsFaultToleranceOptions"].update(redisPassword={"value": "p"})))
+    assert any("redisAdress" in e for e in _break(  # a misspelt key: the schema rejects it
+        docs, lambda s: s["gcsFaultToleranceOptions"].update(redisAdress="r:1")))
+    without = _break(docs, lambda s: (s.pop("gcsFaultToleranceOptions"),
+                                      env(s, "RAY_REDIS_ADDRESS", "redis:6379")))
+    assert any("implicitly enables GCS fault tolerance" in e for e in without)
