@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from hypernym.errors import HypernymError
-from hypernym.sections import OptimSpec, RegisterSpec
+from hypernym.sections import DistillSpec, OptimSpec, RegisterSpec
 
 # timm's IMAGENET_DEFAULT_MEAN/STD, repeated so that validating a recipe does not import torch.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -34,6 +34,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 __all__ = [
     "DataSpec",
+    "DistillSpec",
     "FinetuneRecipe",
     "ModelSpec",
     "OptimSpec",
@@ -186,6 +187,9 @@ class TrainSpec(Section):
         0, ge=0, description="steps between mid-epoch checkpoints (0: at epoch ends only); a "
         "resumed run reads exactly the samples of the epoch it had not trained on")
     keep_checkpoints: int = Field(2, ge=1, description="latest checkpoints kept on storage")
+    distill: DistillSpec | None = Field(
+        None, description="distil the model from a registered teacher, online or from a "
+        "teacher store (docs/distillation.md); None: no teacher")
 
 
 class ScalingSpec(Section):
@@ -370,6 +374,9 @@ def _section_at(model: type[BaseModel], loc: list[str]) -> type[BaseModel] | Non
     for part in loc:
         field = model.model_fields.get(part)
         ann = getattr(field, "annotation", None)
+        # An optional section (`Spec | None`): the section's own model.
+        ann = next((a for a in getattr(ann, "__args__", ()) if isinstance(a, type)
+                    and issubclass(a, BaseModel)), ann)
         if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
             return None
         model = ann

@@ -1,4 +1,4 @@
-"""The ``optim`` and ``registry`` sections of a training recipe.
+"""The ``optim``, ``registry`` and ``train.distill`` sections of a training recipe.
 
 ``optim``: timm's optimizer and scheduler, with each scheduler's own keys.
 
@@ -9,6 +9,8 @@ error, so ``sched: step`` with ``decay_milestones`` is caught before anything st
 
 ``registry``: where the trained model goes, and which weights (model or EMA, which epoch).
 
+``train.distill``: the teacher (a registry reference, or a teacher store) and the loss.
+
 Kept apart from config.py so that each file stays small; ``hypernym.config`` re-exports both.
 """
 
@@ -18,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["SCHEDULES", "SCHEDULE_KEYS", "OptimSpec", "RegisterSpec"]
+__all__ = ["SCHEDULES", "SCHEDULE_KEYS", "DistillSpec", "OptimSpec", "RegisterSpec"]
 
 # The schedules of timm.scheduler.create_scheduler_v2 (timm 1.0.31) a recipe may name.
 SCHEDULES = ("cosine", "tanh", "step", "multistep", "plateau", "poly", "wsd", "rsqrt",
@@ -157,3 +159,36 @@ class RegisterSpec(BaseModel):
         if value is not None and (value == "latest" or (value[:1] == "v" and value[1:].isdigit())):
             raise ValueError(f"alias {value!r} is reserved by MLflow; pick another")
         return value
+
+
+class DistillSpec(BaseModel):
+    """Knowledge distillation of the student from a registered teacher (``train.distill``;
+    docs/distillation.md)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    teacher: str | None = Field(
+        None, description="the teacher's registry reference (NAME, NAME@alias, NAME/VERSION): "
+        "run online, on every training batch")
+    store: str | None = Field(
+        None, description="a teacher store (path or s3://) written by `hypernym distill store`: "
+        "its stored views and soft labels are replayed and the teacher never runs")
+    loss: Literal["kl", "semantic", "semantic_kl"] = Field(
+        "kl", description="kl: Hinton's KL at temperature T, times T^2; semantic: MIIL's "
+        "semantic KD (per-level squared error weighted by the teacher's confidence); "
+        "semantic_kl: KL per semantic level, with the semantic softmax's level weights")
+    temperature: float = Field(1.0, gt=0, description="softmax temperature of kl and "
+                               "semantic_kl (semantic is defined at 1)")
+    alpha: float = Field(
+        0.5, ge=0, lt=1, description="weight of the hard-label loss; the teacher's loss gets "
+        "1 - alpha (0: the teacher alone)")
+
+    @model_validator(mode="after")
+    def _source(self) -> DistillSpec:
+        if self.teacher is None and self.store is None:
+            raise ValueError("set a teacher (a registry reference, run online) or a store "
+                             "(written by `hypernym distill store`)")
+        if self.loss == "semantic" and self.temperature != 1.0:
+            raise ValueError("loss semantic is MIIL's semantic KD, defined at temperature 1; "
+                             "use loss semantic_kl for a temperature")
+        return self

@@ -81,7 +81,8 @@ def register_checkpoint(recipe, checkpoint_dir: str | Path, run_id: str, *,
     card = training_card(recipe, manifest, arch=recipe.model.arch,
                          num_classes=len(manifest.classes), weights=selected["weights"],
                          selected=selected, run_id=run_id,
-                         parent=run.tags.get("hypernym.backbone") or None, metrics=metrics)
+                         parent=run.tags.get("hypernym.backbone") or None, metrics=metrics,
+                         lineage=task.lineage())
     why = _explain(selected)
     log.info("registering %s: %s", recipe.registry.name, why)
     registered = register_model(run_id=run_id, name=recipe.registry.name, model=model, card=card,
