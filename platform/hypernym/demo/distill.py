@@ -17,6 +17,7 @@ import os
 import statistics
 import time
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
@@ -36,16 +37,17 @@ class DistillDemoConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    images_per_class: int = Field(200, ge=10)
+    images_per_class: int = Field(100, ge=10)
     val_per_class: int = Field(30, ge=1, description="held-out images per class")
     img_size: int = Field(32, ge=16)
-    teacher_arch: str = "resnet18"
-    teacher_epochs: int = Field(8, ge=1)
+    teacher_arch: str = "resnet10t"
+    teacher_epochs: int = Field(10, ge=1)
     student_arch: str = "test_resnet"
-    student_epochs: int = Field(3, ge=1)
+    student_epochs: int = Field(5, ge=1)
     seeds: int = Field(3, ge=1, description="student seeds (init and data order): 0..seeds-1")
     batch_size: int = Field(32, ge=2)
-    loss: str = Field("kl", description="train.distill.loss")
+    loss: Literal["kl", "semantic", "semantic_kl"] = Field("kl",
+                                                           description="train.distill.loss")
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.1, ge=0, lt=1)
     views: int = Field(8, ge=1, description="stored views per training image")
