@@ -64,17 +64,27 @@ class PrepareRecipe(Section):
 
     kind: Literal["prepare"] = "prepare"
     source: str = Field(
-        description="winter21 tar directory, a folder per class, or a CSV/JSONL of path,label "
-        "(paths or s3:// URIs)"
+        description="winter21 tar directory, a folder per class, a CSV/JSONL of path,label, an "
+        "ILSVRC-2012 release, a PASCAL VOC or COCO layout (paths or s3:// URIs)"
     )
     output: str = Field(description="dataset directory to write (path or s3://)")
-    source_format: Literal["auto", "winter21", "folder", "csv", "jsonl", "ilsvrc2012"] = Field(
+    source_format: Literal["auto", "winter21", "folder", "csv", "jsonl", "ilsvrc2012", "voc",
+                           "coco"] = Field(
         "auto", description="auto detects the others; ilsvrc2012: the official ImageNet-1K "
         "archives (train tar of synset tars, flat val images, devkit); its val images are the "
-        "val split, and val_per_class does not apply")
+        "val split, and val_per_class does not apply; voc, coco: annotated layouts with boxes "
+        "(docs/annotations.md)")
     devkit: str | None = Field(
         None, description="ilsvrc2012: the ILSVRC2012_devkit_t12 folder or .tar.gz (validation "
         "labels); default: the one in the source directory")
+    boxes: list[str] = Field(
+        default_factory=list, description="ImageNet's boxes for a winter21, ilsvrc2012 or "
+        "folder source: ILSVRC2012_bbox_train_v2.tar.gz, ILSVRC2012_bbox_val_v3.tgz, the full "
+        "release's Annotation/ folder of nXXXXXXXX.tar.gz, or folders of their .xml files; "
+        "joined to the images by name")
+    label_separator: str | None = Field(
+        None, description="csv/jsonl: the string that separates several labels in a row's "
+        "labels (or label) field, e.g. '|': the table is then multi-label")
     name: str | None = Field(None, description="dataset name; defaults to the output's basename")
     val_per_class: int = Field(50, ge=0, description="images per class held out for validation")
     # Defaults follow the published ImageNet-21K-P processing (Ridnik et al., 2021).
@@ -97,10 +107,29 @@ class PrepareRecipe(Section):
     seed: int = 0
     overwrite: bool = False
 
+    @field_validator("boxes", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value  # --set boxes=PATH gives a string
+
     @model_validator(mode="after")
-    def _devkit_for_ilsvrc(self) -> PrepareRecipe:
+    def _keys_for_their_sources(self) -> PrepareRecipe:
         if self.devkit is not None and self.source_format not in ("ilsvrc2012", "auto"):
             raise ValueError(f"devkit is for source_format ilsvrc2012, not {self.source_format}")
+        if self.boxes and self.source_format not in ("auto", "winter21", "ilsvrc2012", "folder"):
+            raise ValueError(f"boxes joins ImageNet's boxes to winter21, ilsvrc2012 or folder "
+                             f"sources; source_format {self.source_format} carries its own "
+                             "annotations or none: drop boxes")
+        if any(not b.strip() for b in self.boxes):
+            raise ValueError("boxes holds an empty path")
+        if self.label_separator is not None:
+            if self.source_format not in ("auto", "csv", "jsonl"):
+                raise ValueError(f"label_separator is for csv and jsonl tables, not "
+                                 f"{self.source_format}")
+            if not self.label_separator:
+                raise ValueError("label_separator is empty: give the string between labels, "
+                                 "e.g. ';' (on the command line quote a |, which YAML reads "
+                                 "as a block marker: --set \"label_separator='|'\")")
         return self
 
 

@@ -212,7 +212,7 @@ def check_tracking(settings: Settings) -> None:
                 or urlsplit(settings.tracking_uri).password)
     try:
         with _few_retries():
-            tracking.client(settings.tracking_uri).search_experiments(max_results=1)
+            tracking.check_server(settings.tracking_uri)
     except Exception as exc:  # noqa: BLE001 - translated below; the original may hold secrets
         status = getattr(exc, "get_http_status_code", lambda: None)()
         if status in (401, 403) or "error code 401" in str(exc) or "error code 403" in str(exc):

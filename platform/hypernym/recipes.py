@@ -44,7 +44,8 @@ def run_recipe(recipe: Recipe, *, show_progress: bool = True, resume: str | None
         from hypernym.transfer.evaluation import report_finetune
 
         report_finetune(recipe, result.run_id, registered=result.registered,
-                        checkpoint=result.checkpoint, metrics=result.metrics)
+                        checkpoint=result.checkpoint, metrics=result.metrics,
+                        dataset=result.dataset)
     return result
 
 
@@ -52,9 +53,22 @@ def describe(recipe: Recipe, result: Manifest | TrainResult) -> list[str]:
     """What a finished stage produced, as console lines (rich markup)."""
     if recipe.kind == "prepare":
         manifest = result
-        return [f"[green]dataset ready[/] {recipe.output}: {len(manifest.classes)} classes, "
-                + ", ".join(f"{s} {manifest.num_samples(s)}" for s in manifest.splits)
-                + f", fingerprint {manifest.fingerprint[:12]}"]
+        lines = [f"[green]dataset ready[/] {recipe.output}: {len(manifest.classes)} classes, "
+                 + ", ".join(f"{s} {manifest.num_samples(s)}" for s in manifest.splits)
+                 + f", fingerprint {manifest.fingerprint[:12]}"]
+        annotations = manifest.stats.get("annotations")
+        if annotations:
+            kind = "multi-label" if annotations["multi_label"] else "single-label"
+            lines.append(f"annotations ({kind}): " + ", ".join(
+                f"{split} {s['boxes']} boxes in {s['images_with_boxes']} of {s['images']} "
+                f"images, {s['label_cardinality']['mean']:.2f} labels per image"
+                for split, s in annotations["splits"].items()))
+            skipped = {k: v for k, v in manifest.dropped.items() if k.startswith("annotation_")}
+            if skipped:
+                lines.append("skipped annotations: "
+                             + ", ".join(f"{k.removeprefix('annotation_')} {v}"
+                                         for k, v in skipped.items()))
+        return lines
     shown = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith(("val/", "train/l"))}
     lines = [f"[green]{recipe.kind} finished[/] run {result.run_id} metrics {shown}"]
     if result.registered is not None:

@@ -21,7 +21,6 @@ import base64
 import http.client
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -95,16 +94,12 @@ def _load(port: int, path: str, body: bytes, *, clients: int, requests: int,
 def _sweep(name: str, cmd: list[str], port: int, path: str, body: bytes, env: dict,
            log_path: Path, args) -> list[dict]:
     """Start one server, warm it up, then one closed-loop run per client count."""
-    from tests.servers import routed, wait_ready
+    from tests.servers import routed, start_server
 
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
     rows = []
-    try:
-        # raises with the server's log tail if it exits or is not routed in time
-        wait_ready(f"http://127.0.0.1:{port}{path}", timeout_s=300, proc=proc, log=log_path,
-                   accept=routed)
+    # raises with the server's log tail if it exits or is not routed in time
+    with start_server(cmd, url=f"http://127.0.0.1:{port}", ready_path=path, log=log_path,
+                      env=env, timeout_s=300, accept=routed):
         _load(port, path, body, clients=max(args.clients), requests=args.warmup, seconds=60)
         for clients in args.clients:
             load = os.getloadavg()[0]
@@ -115,13 +110,6 @@ def _sweep(name: str, cmd: list[str], port: int, path: str, body: bytes, env: di
             print(f"{name:20s} {clients:3d} clients {r['ok']:5d} ok {r['errors']:3d} err "
                   f"{r['rps']:7.1f} req/s  p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms"
                   f"  load {load:5.2f}", flush=True)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, 15)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
     return rows
 
 
@@ -192,7 +180,7 @@ def main() -> None:
     import numpy as np
     from PIL import Image
 
-    from tests.integration.registry.helpers import free_port
+    from tests.servers import free_port
 
     pixels = np.random.default_rng(0).integers(0, 255, (args.image[1], args.image[0], 3),
                                                dtype=np.uint8)

@@ -46,11 +46,11 @@ def test_bad_input_gets_a_clear_error_before_any_work(tmp_path):
 
 
 # The pretrained backbone's leads at this test's budget (100 glyphs per class, 3 pretraining
-# epochs at 48 px), in points of top-1, mean over the 3 few-shot seeds (README, "What the demo
-# shows"). The demo at this budget: probe +8.6 (per seed +9.3, +8.0, +8.4), few-shot fine-tune
-# +21.8 (+32.2 with another draw of the new head). An in-process copy of its pretraining over 3
-# seeds of the glyphs and the init gave probe leads of +12.9, +12.7 and +4.2: each margin sits
-# below the weakest figure measured.
+# epochs at 48 px), in points of top-1, mean over the 3 few-shot seeds (docs/benchmarks.md,
+# "At the end-to-end test's budget"). The demo at this budget: probe +8.6 (per seed +9.3, +8.0,
+# +8.4), few-shot fine-tune +21.8 (+32.2 with another draw of the new head). An in-process copy
+# of its pretraining over 3 seeds of the glyphs and the init gave probe leads of +12.9, +12.7 and
+# +4.2: each margin sits below the weakest figure measured.
 PROBE_MARGIN = 3.0
 FINE_TUNE_MARGIN = 10.0
 

@@ -34,5 +34,14 @@ def inspect(
     out.print(table)
     if info["dropped"]:
         out.print("dropped: " + ", ".join(f"{k} {v}" for k, v in info["dropped"].items()))
+    annotations = info["annotations"]
+    if annotations:
+        kind = "multi-label" if annotations["multi_label"] else "single-label"
+        out.print(f"annotations: {kind}, boxes in {annotations['box_format']}")
+        for split, s in annotations["splits"].items():
+            cardinality = s["label_cardinality"]
+            out.print(f"  {split}: {s['images_with_boxes']} of {s['images']} images with boxes, "
+                      f"{s['boxes']} boxes; labels per image {cardinality['mean']:.2f} "
+                      f"(max {cardinality['max']})")
     path = contact_sheet(uri, sheet or Path(f"{info['name']}-contact.png"), classes=classes)
     out.print(f"contact sheet: {path}")

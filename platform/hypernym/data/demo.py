@@ -9,8 +9,8 @@ mostly their contours, not the fractals' self-similarity. So each class here is 
 cubic Bezier strokes, and every image a render of it with its own jitter, pose, stroke width,
 scale and position. A network that learns to tell such glyphs apart learns stroke, curve, corner
 and junction detectors, which carry over to handwriting and to the outlines in photographs. No
-natural image, and nothing of any evaluation set, is involved. Fractals were measured first and
-transferred less to the demo's digits (README, "What the demo shows").
+natural image, and nothing of any evaluation set, is involved (docs/demo.md, "Why the
+pretraining transfers").
 
 The glyphs follow the WordNet tree (``class_glyphs``): the classes' common ancestor draws a
 stroke, and every branching below it bends its parent's strokes by a seeded step and adds a stroke
@@ -34,8 +34,8 @@ from PIL import Image, ImageDraw
 
 from hypernym.errors import HypernymError
 
-__all__ = ["DEMO_CLASSES", "DEMO_GROUPS", "DEMO_SYNSETS", "class_glyphs", "make_digits_folder",
-           "make_winter21", "render"]
+__all__ = ["DEMO_CLASSES", "DEMO_GROUPS", "DEMO_SYNSETS", "class_glyphs", "glyph_shape",
+           "make_digits_folder", "make_winter21", "named_rng", "render"]
 
 # WordNet group -> four of its ImageNet-21K (and 1K) leaves; a test checks every relation.
 DEMO_GROUPS = {
@@ -112,7 +112,7 @@ def class_glyphs(classes: list[str], *, seed: int = 0) -> dict[str, np.ndarray]:
     for path in paths.values():
         for parent, node in zip(path, path[1:], strict=False):
             children.setdefault(parent, set()).add(node)
-    base = _rng(seed, "root").uniform(-1, 1, (1, 4, 2))
+    base = named_rng(seed, "root").uniform(-1, 1, (1, 4, 2))
     out = {}
     for c in classes:
         path = paths[c]
@@ -120,7 +120,7 @@ def class_glyphs(classes: list[str], *, seed: int = 0) -> dict[str, np.ndarray]:
                  and (node in paths or len(children.get(path[i - 1], ())) > 1)] or [c]
         strokes = base
         for node in steps:
-            r = _rng(seed, node)
+            r = named_rng(seed, node)
             strokes = np.concatenate([strokes + r.normal(0.0, STEP, strokes.shape),
                                       r.uniform(-1, 1, (1, 4, 2))])
         out[c] = np.clip(strokes, -1.0, 1.0)
@@ -138,6 +138,23 @@ def render(glyph: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -
     stays at about a millisecond).
     """
     w, h = size
+    shape = glyph_shape(glyph, rng)
+    side = max(int(rng.uniform(0.45, 0.9) * min(w, h)), 2)
+    canvas = Image.new("L", (w, h), 0)
+    canvas.paste(shape.resize((side, side), Image.BILINEAR),
+                 (int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))))
+    ground, ink = rng.uniform(0, 40), rng.uniform(170, 255)
+    alpha = np.asarray(canvas, np.float32) / 255.0
+    pixels = ground + (ink - ground) * alpha
+    pixels += rng.standard_normal((h, w), dtype=np.float32) * np.float32(rng.uniform(0, 6))
+    rgb = pixels[..., None] + rng.normal(0, 4, 3).astype(np.float32)  # a faint tint
+    return Image.fromarray(rgb.clip(0, 255).astype(np.uint8))
+
+
+def glyph_shape(glyph: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """One draw of ``glyph``: white strokes on black, on a ``CANVAS`` square (greyscale), the
+    strokes filling its middle 80%. The first steps of `render`, shared with the scenes of
+    data/scenes.py."""
     strokes = glyph + rng.normal(0, JITTER, glyph.shape)
     turn = rng.normal(0, 0.3)
     rotate = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
@@ -156,19 +173,10 @@ def render(glyph: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -
     for curve in curves:
         draw.line([tuple(q) for q in (curve - lo) * scale + offset], fill=255, width=width,
                   joint="curve")
-    side = max(int(rng.uniform(0.45, 0.9) * min(w, h)), 2)
-    canvas = Image.new("L", (w, h), 0)
-    canvas.paste(shape.resize((side, side), Image.BILINEAR),
-                 (int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))))
-    ground, ink = rng.uniform(0, 40), rng.uniform(170, 255)
-    alpha = np.asarray(canvas, np.float32) / 255.0
-    pixels = ground + (ink - ground) * alpha
-    pixels += rng.standard_normal((h, w), dtype=np.float32) * np.float32(rng.uniform(0, 6))
-    rgb = pixels[..., None] + rng.normal(0, 4, 3).astype(np.float32)  # a faint tint
-    return Image.fromarray(rgb.clip(0, 255).astype(np.uint8))
+    return shape
 
 
-def _rng(seed: int, name: str) -> np.random.Generator:
+def named_rng(seed: int, name: str) -> np.random.Generator:
     """A generator decided by the seed and a name (a class id), not by list positions."""
     digest = hashlib.sha256(f"{seed}/{name}".encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
@@ -228,7 +236,7 @@ def _common_prefix(paths: list[list[str]]) -> int:
 
 def _encode(synset: str, glyph: np.ndarray, count: int, size: tuple[int, int], quality: int,
             seed: int) -> list[tuple[str, bytes]]:
-    rng = _rng(seed, f"images/{synset}")
+    rng = named_rng(seed, f"images/{synset}")
     out = []
     for i in range(1, count + 1):
         buffer = io.BytesIO()

@@ -1,7 +1,7 @@
 """JPEG decode on the training device (`data.decode_on: device`): nvJPEG on a GPU.
 
 Full-size JPEGs cost a CPU core about 2 ms each to decode; one H100 trains a compiled resnet50 at
-about 5,500 img/s, more than 16 cores decode (docs/architecture.md, "Reference figures").
+about 5,500 img/s, more than 16 cores decode (docs/benchmarks.md, "GPU reference figures").
 With this option the loader workers only read the tars, size each JPEG from its header and draw
 the crop box and flip; the training process decodes the whole batch at once
 (`torchvision.io.decode_jpeg` on a list, batched on CUDA), then crops and resizes each image on

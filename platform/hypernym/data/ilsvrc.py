@@ -170,7 +170,8 @@ def list_ilsvrc(uri: str, devkit: str | None, *, threads: int = 8):
                                 f"truth ({len(labels)} lines): the devkit does not match these "
                                 "images")
         wnid = ids[labels[number - 1]]
-        val.setdefault(wnid, []).append(Item(wnid, sample_key(f"val_{number:08d}"), *item))
+        val.setdefault(wnid, []).append(Item(wnid, sample_key(f"val_{number:08d}"), *item,
+                                            name=f"ILSVRC2012_val_{number:08d}"))
     strangers = sorted(set(val) - set(train))
     if strangers:
         raise HypernymError(f"the devkit maps validation images to synsets {strangers[:5]} that "

@@ -27,6 +27,7 @@ class Item:
     source: str  # filesystem path of the file or of the tar holding it
     offset: int = -1  # data offset inside the tar; -1 for a plain file
     size: int = -1
+    name: str = ""  # the image's file name without extension: how annotations join to it
 
 
 @dataclass
@@ -37,6 +38,17 @@ class Listing:
     # A validation split the source defines itself (ILSVRC-2012's); empty: prepare holds out
     # val_per_class images of each class instead.
     val: dict[str, list[Item]] = field(default_factory=dict)
+    # Annotated sources (data/boxes.py): labels and boxes by item key. ``annotated``: every
+    # sample's json carries labels and boxes (an item without an entry has its class as its one
+    # label and no boxes).
+    annotated: bool = False
+    annotations: dict = field(default_factory=dict)  # item key -> boxes.ImageAnnotation
+    annotation_skipped: Counter = field(default_factory=Counter)  # corrupt annotations
+    annotation_stats: Counter = field(default_factory=Counter)  # e.g. box files read
+    # A class vocabulary of the source's own (VOC, COCO, multi-label tables); ``items`` and
+    # ``val`` are then grouped by each image's rarest label, only to plan the splits. None:
+    # the groups are the classes.
+    classes: list[str] | None = None
 
 
 def sample_key(*parts: str) -> str:
@@ -74,7 +86,8 @@ def _add_member(items, skipped, class_id, tar_path, member: tarfile.TarInfo) -> 
     elif member.size == 0:
         skipped["empty_file"] += 1
     else:
-        items.append(Item(class_id, sample_key(stem), tar_path, member.offset_data, member.size))
+        items.append(Item(class_id, sample_key(stem), tar_path, member.offset_data, member.size,
+                          name=stem))
 
 
 def list_folder(fs, class_dir: str) -> tuple[str, list[Item], Counter]:
@@ -93,5 +106,5 @@ def list_folder(fs, class_dir: str) -> tuple[str, list[Item], Counter]:
         while key in seen:  # two names that sanitise alike
             key += "_"
         seen.add(key)
-        items.append(Item(class_id, key, info["name"]))
+        items.append(Item(class_id, key, info["name"], name=stem))
     return class_id, items, skipped

@@ -28,6 +28,7 @@ __all__ = [
 ]
 
 MANIFEST = "manifest.json"
+_UNUSED_WHEN_EMPTY = ("boxes", "label_separator")
 TIMM_INFO = "_info.json"
 FORMAT_VERSION = 1
 
@@ -46,7 +47,7 @@ class ClassInfo(BaseModel):
 
 
 class Manifest(BaseModel):
-    """What a prepared dataset holds; see docs in README ("Datasets")."""
+    """What a prepared dataset holds; see docs/datasets.md ("Output")."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -71,7 +72,9 @@ class Manifest(BaseModel):
 def fingerprint(recipe: dict[str, Any], class_ids: list[str], shards: list[ShardInfo]) -> str:
     """sha256 over what defines the data: recipe, classes, shard contents (not times or paths)."""
     stable = {k: v for k, v in recipe.items()
-              if k not in ("source", "output", "overwrite", "devkit")}  # where, not what
+              if k not in ("source", "output", "overwrite", "devkit")  # where, not what
+              # keys a recipe leaves unused: a dataset keeps the identity it had before them
+              and not (k in _UNUSED_WHEN_EMPTY and v in (None, []))}
     payload = json.dumps(
         {"recipe": stable, "classes": class_ids, "shards": [(s.name, s.sha256) for s in shards]},
         sort_keys=True,

@@ -14,6 +14,7 @@ import re
 from collections import Counter
 
 from hypernym.config import PrepareRecipe
+from hypernym.data.annotated import annotation_summary, is_multi_label
 from hypernym.data.filters import drop_duplicates, exclude_subtrees
 from hypernym.data.manifest import (
     MANIFEST,
@@ -24,7 +25,7 @@ from hypernym.data.manifest import (
     write_manifest,
     write_timm_info,
 )
-from hypernym.data.shards import PARTS_DIR, ShardResult, write_shard
+from hypernym.data.shards import PARTS_DIR, ShardAnnotations, ShardResult, write_shard
 from hypernym.data.sources import Item, Listing, list_source
 from hypernym.data.storage import join, open_fs
 from hypernym.errors import HypernymError
@@ -32,7 +33,7 @@ from hypernym.preflight import check_cluster, prepare_locations
 from hypernym.progress import ProgressBar
 from hypernym.settings import get_settings
 
-__all__ = ["RECIPE_NAME", "RECIPE_VERSION", "mixing", "plan_splits", "prepare"]
+__all__ = ["RECIPE_NAME", "RECIPE_VERSION", "mixing", "plan_splits", "prepare", "shard_tasks"]
 
 RECIPE_NAME, RECIPE_VERSION = "hypernym-prepare", 1
 
@@ -42,9 +43,15 @@ def plan_splits(
 ) -> tuple[list[str], dict[str, list[list[Item]]], Counter]:
     """Decide classes, splits and shards. Pure: same listing and recipe, same plan.
 
+    A source with a class vocabulary of its own (``listing.classes``: VOC, COCO, multi-label
+    tables) keeps every image: its items are grouped by label only to hold out validation
+    images, and ``min_per_class`` does not apply.
+
     Returns:
         (kept class ids in index order, {split: [shard items, ...]}, dropped counts by reason).
     """
+    if listing.classes is not None:
+        return list(listing.classes), _cut(_vocabulary_splits(listing, recipe), recipe), Counter()
     dropped: Counter = Counter()
     kept: dict[str, list[Item]] = {}
     held_out = 0 if listing.val else recipe.val_per_class  # a source's own val split is kept
@@ -67,12 +74,32 @@ def plan_splits(
         for i, item in enumerate(items):
             splits["val" if i in held else "train"].append(item)
         splits["val"] += sorted(listing.val.get(class_id, []), key=lambda i: i.key)
+    return list(kept), _cut(splits, recipe), dropped
+
+
+def _vocabulary_splits(listing: Listing, recipe: PrepareRecipe) -> dict[str, list[Item]]:
+    """The source's own val split, or ``val_per_class`` images of each label group held out
+    (at most half of a group, so that a rare label keeps training images)."""
+    rng = random.Random(recipe.seed)
+    splits: dict[str, list[Item]] = {"train": [], "val": []}
+    for group in sorted(listing.items):
+        items = sorted(listing.items[group], key=lambda i: i.key)
+        held_out = 0 if listing.val else min(recipe.val_per_class, len(items) // 2)
+        held = set(rng.sample(range(len(items)), held_out))
+        for i, item in enumerate(items):
+            splits["val" if i in held else "train"].append(item)
+    for group in sorted(listing.val):
+        splits["val"] += sorted(listing.val[group], key=lambda i: i.key)
+    return splits
+
+
+def _cut(splits: dict[str, list[Item]], recipe: PrepareRecipe) -> dict[str, list[list[Item]]]:
     shards: dict[str, list[list[Item]]] = {}
     for offset, (split, items) in enumerate(splits.items()):
         random.Random(recipe.seed * 7919 + offset).shuffle(items)  # mixes classes across shards
         n = recipe.shard_samples
         shards[split] = [items[i : i + n] for i in range(0, len(items), n)]
-    return list(kept), shards, dropped
+    return shards
 
 
 def prepare(recipe: PrepareRecipe, *, show_progress: bool = True) -> Manifest:
@@ -91,7 +118,11 @@ def prepare(recipe: PrepareRecipe, *, show_progress: bool = True) -> Manifest:
             f"{recipe.output} already holds a dataset; pass --set overwrite=true to replace it"
         )
     listing = list_source(recipe.source, recipe.source_format,  # bad sources fail here, early
-                          devkit=recipe.devkit)
+                          devkit=recipe.devkit, label_separator=recipe.label_separator,
+                          boxes=recipe.boxes)
+    if listing.classes is not None and recipe.exclude_subtrees:
+        raise HypernymError("exclude_subtrees leaves out whole classes of a single-label source; "
+                            "this source's images carry several labels each: drop the key")
     filtered = exclude_subtrees(listing, recipe.exclude_subtrees)
     if recipe.dedupe:
         filtered.update(drop_duplicates(listing, recipe.source))
@@ -105,14 +136,17 @@ def prepare(recipe: PrepareRecipe, *, show_progress: bool = True) -> Manifest:
 
     jobs = [(split, f"{split}-{i:06d}.tar", items)
             for split, shard_items in plan.items() for i, items in enumerate(shard_items)]
-    results = _run_tasks(jobs, recipe, class_index, show_progress=show_progress)
+    multi_label = is_multi_label(listing, plan)
+    results = _run_tasks(shard_tasks(jobs, recipe, class_index, listing,
+                                     multi_label=multi_label), show_progress=show_progress)
 
     skipped = Counter(listing.skipped)
     bad_sources = Counter(listing.skipped_sources)
     for result in results.values():
         skipped.update(result.skipped)
         bad_sources.update(result.bad_sources)
-    total = sum(len(v) for v in listing.items.values()) + sum(listing.skipped.values())
+    total = sum(len(v) for part in (listing.items, listing.val) for v in part.values()) \
+        + sum(listing.skipped.values())
     bad = sum(skipped.values())
     if total and bad / total > recipe.max_bad_fraction:
         worst = ", ".join(f"{s.rsplit('/', 1)[-1]} ({n})" for s, n in bad_sources.most_common(5))
@@ -124,6 +158,14 @@ def prepare(recipe: PrepareRecipe, *, show_progress: bool = True) -> Manifest:
     splits = {split: [results[name].info for s, name, _ in jobs if s == split]
               for split in plan}
     params = recipe.model_dump(mode="json")
+    stats: dict = {"mixing": {split: mixing([results[name].class_counts for s, name, _ in jobs
+                                             if s == split]) for split in plan}}
+    if listing.annotated:
+        stats["annotations"] = annotation_summary(listing, results, jobs, class_ids,
+                                                  multi_label=multi_label)
+        dropped.update({f"annotation_{k}": v for k, v in listing.annotation_skipped.items()})
+        for result in results.values():
+            dropped.update({f"annotation_{k}": v for k, v in result.annotation_skipped.items()})
     manifest = Manifest(
         name=recipe.name or out_path.rstrip("/").rsplit("/", 1)[-1],
         recipe={"name": RECIPE_NAME, "version": RECIPE_VERSION, "params": params},
@@ -131,8 +173,7 @@ def prepare(recipe: PrepareRecipe, *, show_progress: bool = True) -> Manifest:
         hierarchy=hierarchy,
         splits=splits,
         dropped={**dict(dropped), **{f"skipped_{k}": v for k, v in skipped.items()}},
-        stats={"mixing": {split: mixing([results[name].class_counts for s, name, _ in jobs
-                                         if s == split]) for split in plan}},
+        stats=stats,
         fingerprint=fingerprint(params, class_ids, [i for v in splits.values() for i in v]),
     )
     _remove_strays(out_fs, out_path, keep={name for _, name, _ in jobs})
@@ -162,7 +203,24 @@ def mixing(shard_counts: list[Counter]) -> dict[str, float]:
             "classes_per_shard": round(sum(len(c) for c in shard_counts) / len(shard_counts), 2)}
 
 
-def _run_tasks(jobs, recipe: PrepareRecipe, class_index, *, show_progress: bool):
+def shard_tasks(jobs, recipe: PrepareRecipe, class_index: dict[str, int], listing: Listing, *,
+                multi_label: bool) -> dict[str, dict]:
+    """`write_shard`'s keyword arguments for each shard of the plan, by shard name."""
+    tasks = {}
+    for _split, name, items in jobs:
+        annotations = None
+        if listing.annotated:
+            annotations = ShardAnnotations({i.key: listing.annotations[i.key] for i in items
+                                            if i.key in listing.annotations},
+                                           multi_label=multi_label)
+        tasks[name] = dict(items=items, name=name, output=recipe.output, source=recipe.source,
+                           class_index=class_index, size=recipe.image_size,
+                           resize=recipe.resize, quality=recipe.jpeg_quality,
+                           annotations=annotations)
+    return tasks
+
+
+def _run_tasks(tasks: dict[str, dict], *, show_progress: bool) -> dict[str, ShardResult]:
     import ray
 
     from hypernym.runtime import ensure_ray
@@ -172,13 +230,8 @@ def _run_tasks(jobs, recipe: PrepareRecipe, class_index, *, show_progress: bool)
     task = ray.remote(num_cpus=1)(write_shard)
     # Every shard is a task, finished ones too: the task checks a previous run's shard (by
     # re-hashing it), so that check runs in parallel on the cluster, not serially here.
-    pending = {
-        task.remote(items=items, name=name, output=recipe.output, source=recipe.source,
-                    class_index=class_index, size=recipe.image_size, resize=recipe.resize,
-                    quality=recipe.jpeg_quality): name
-        for _split, name, items in jobs
-    }
-    with ProgressBar("prepare", total=len(jobs), unit="shards", enabled=show_progress) as bar:
+    pending = {task.remote(**kwargs): name for name, kwargs in tasks.items()}
+    with ProgressBar("prepare", total=len(tasks), unit="shards", enabled=show_progress) as bar:
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:

@@ -1,5 +1,7 @@
 """Raw image sources: the winter21 release (one tar per synset), a folder per class, a table of
-paths, and the ILSVRC-2012 release (ilsvrc.py).
+paths (tables.py), the ILSVRC-2012 release (ilsvrc.py), and the annotated layouts: PASCAL VOC
+(voc.py), COCO (coco.py), and ImageNet's own boxes joined to a winter21 or ILSVRC-2012 listing
+(annotated.py).
 
 Listing records, for every image, where its bytes are: a plain file, or an offset and size inside
 a source tar, so that a shard writer reads one member with a seek instead of re-reading the tar.
@@ -10,19 +12,20 @@ from __future__ import annotations
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from hypernym.data.listing import IMAGE_EXTENSIONS, Item, Listing, list_folder, list_tar, sample_key
+from hypernym.data.listing import IMAGE_EXTENSIONS, Item, Listing, list_folder, list_tar
 from hypernym.data.storage import open_fs
 from hypernym.errors import HypernymError
 
 __all__ = ["IMAGE_EXTENSIONS", "Item", "Listing", "detect_format", "list_source", "read_item"]
 
 
-
 def detect_format(uri: str) -> str:
     """``winter21`` for a directory of nXXXXXXXX.tar files, ``folder`` for class folders,
     ``ilsvrc2012`` for the ILSVRC-2012 archives (or their train/ and val/ folders beside the
-    devkit)."""
+    devkit), ``voc`` and ``coco`` for those layouts, ``csv``/``jsonl`` for a table."""
     from hypernym.data import ilsvrc
+    from hypernym.data.coco import coco_files
+    from hypernym.data.voc import is_voc
 
     fs, path = open_fs(uri)
     if fs.isfile(path) and path.lower().endswith((".csv", ".jsonl")):
@@ -30,12 +33,17 @@ def detect_format(uri: str) -> str:
     if not fs.isdir(path):
         raise HypernymError(
             f"source {uri} does not exist or is not a directory: give a directory of "
-            "nXXXXXXXX.tar files (winter21), of class folders, or a .csv/.jsonl of path,label"
+            "nXXXXXXXX.tar files (winter21), of class folders, a VOC or COCO layout, or a "
+            ".csv/.jsonl of path,label"
         )
     entries = fs.ls(path, detail=True)
     names = {e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries}
     if names & {ilsvrc.TRAIN_TAR, ilsvrc.VAL_TAR, ilsvrc.DEVKIT, f"{ilsvrc.DEVKIT}.tar.gz"}:
         return "ilsvrc2012"
+    if is_voc(names):
+        return "voc"
+    if "annotations" in names and coco_files(fs, path):
+        return "coco"
     tars = [e for e in entries if e["type"] == "file" and e["name"].endswith(".tar")]
     dirs = [e for e in entries if e["type"] == "directory"]
     if tars and not dirs:
@@ -50,17 +58,41 @@ def detect_format(uri: str) -> str:
 
 
 def list_source(uri: str, source_format: str = "auto", *, threads: int = 8,
-                devkit: str | None = None) -> Listing:
+                devkit: str | None = None, label_separator: str | None = None,
+                boxes: list[str] | tuple[str, ...] = ()) -> Listing:
     """List every image of the source, with per-reason counts of what was skipped.
 
     ``devkit``: the ILSVRC-2012 devkit (folder or .tar.gz) when it is not in the source.
+    ``label_separator``: splits a table's labels (a multi-label table). ``boxes``: ImageNet box
+    archives or folders, joined to a winter21, ILSVRC-2012 or class-folder listing by image name
+    (the counts of what was read go to ``listing.annotation_stats``).
     """
     fmt = detect_format(uri) if source_format == "auto" else source_format
+    listing = _list(uri, fmt, threads=threads, devkit=devkit, label_separator=label_separator)
+    if boxes:
+        from hypernym.data.annotated import join_boxes
+
+        listing.annotation_stats.update(join_boxes(listing, list(boxes), threads=threads))
+    return listing
+
+
+def _list(uri: str, fmt: str, *, threads: int, devkit: str | None,
+          label_separator: str | None) -> Listing:
     fs, path = open_fs(uri)
     if fmt in ("csv", "jsonl"):
-        return _list_table(fs, path, fmt)
+        from hypernym.data.tables import list_table
+
+        return list_table(fs, path, fmt, label_separator=label_separator)
     if not fs.isdir(path):
         raise HypernymError(f"source {uri} does not exist or is not a directory")
+    if fmt == "voc":
+        from hypernym.data.voc import list_voc
+
+        return list_voc(uri, threads=threads)
+    if fmt == "coco":
+        from hypernym.data.coco import list_coco
+
+        return list_coco(uri)
     listing = Listing()
     if fmt == "ilsvrc2012":
         from hypernym.data.ilsvrc import list_ilsvrc
@@ -95,43 +127,6 @@ def _merge(listing: Listing, class_id: str, items: list[Item], skipped: Counter,
     listing.skipped.update(skipped)
     if skipped:
         listing.skipped_sources[source] += sum(skipped.values())
-
-
-def _list_table(fs, path: str, fmt: str) -> Listing:
-    """A CSV (header ``path,label``) or JSONL ({"path", "label"}) of images. Relative paths are
-    relative to the table's folder; absolute paths and s3:// URIs are taken as they are."""
-    import csv
-    import io
-    import json
-
-    if not fs.isfile(path):
-        raise HypernymError(f"source table {path} does not exist")
-    text = fs.cat_file(path).decode("utf-8")
-    if fmt == "csv":
-        rows = list(csv.DictReader(io.StringIO(text)))
-    else:
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-    if rows and not {"path", "label"} <= set(rows[0]):
-        raise HypernymError(f"{path}: each row needs 'path' and 'label' (got {sorted(rows[0])})")
-    base = path.rsplit("/", 1)[0]
-    listing, seen = Listing(), set()
-    for row in rows:
-        src, label = str(row["path"]), str(row["label"])
-        if "://" not in src and not src.startswith("/"):
-            src = f"{base}/{src}"
-        stem, _, ext = src.rsplit("/", 1)[-1].rpartition(".")
-        if f".{ext.lower()}" not in IMAGE_EXTENSIONS:
-            listing.skipped["not_an_image"] += 1
-            listing.skipped_sources[path] += 1
-            continue
-        key = sample_key(label, stem)
-        while key in seen:
-            key += "_"
-        seen.add(key)
-        listing.items.setdefault(label, []).append(Item(label, key, src))
-    if not listing.items:
-        raise HypernymError(f"{path}: no image rows found")
-    return listing
 
 
 def read_item(fs, item: Item, handles: dict) -> bytes:

@@ -20,7 +20,7 @@ from rich.console import Console
 
 from hypernym.config import parse_recipe
 from hypernym.demo.fewshot import FewShotConfig
-from hypernym.demo.report import print_summary
+from hypernym.demo.summary_table import print_summary
 from hypernym.recipes import describe, run_recipe
 from hypernym.settings import get_settings
 
@@ -105,6 +105,7 @@ def run_demo(cfg: DemoConfig, *, workdir: Path | None = None) -> dict:
     """Run every stage; print a table of what came out. Returns the figures for tests."""
     from hypernym.data.demo import DEMO_CLASSES, make_digits_folder, make_winter21
     from hypernym.registry.models import load_backbone, pull
+    from hypernym.tracking import metric_history
 
     settings = get_settings()
     workdir = (workdir or settings.home / "demo").resolve()
@@ -154,8 +155,8 @@ def run_demo(cfg: DemoConfig, *, workdir: Path | None = None) -> dict:
     console.print(f"pulled {cfg.finetuned_name}@candidate to {pulled}; "
                   f"load_backbone -> {type(model).__name__} ({model.num_classes} classes)")
     figures = {
-        "curves": {name: _curve(result.run_id, settings) for name, result in
-                   (("pretrained", fine), ("scratch", scratch))},
+        "curves": {name: metric_history(result.run_id, "val/top1", settings=settings)
+                   for name, result in (("pretrained", fine), ("scratch", scratch))},
         "pretrain_val_top1": pre.metrics.get("val/top1"),
         "finetune_val_top1": fine.metrics.get("val/top1"),
         "scratch_val_top1": scratch.metrics.get("val/top1"),
@@ -196,13 +197,6 @@ def _few_shot(cfg: DemoConfig, workdir: Path, settings) -> dict[str, dict[str, l
                          str(workdir / "data" / "digits"), arch=cfg.arch, img_size=cfg.img_size,
                          mean=card.mean, std=card.std, cfg=cfg.few_shot, settings=settings,
                          log=console.print)
-
-
-def _curve(run_id: str, settings) -> list[float]:
-    from hypernym.tracking import client
-
-    history = client(settings.tracking_uri).get_metric_history(run_id, "val/top1")
-    return [m.value for m in sorted(history, key=lambda m: m.step)]
 
 
 def _write_recipes(recipes: dict, directory: Path) -> None:

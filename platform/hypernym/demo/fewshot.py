@@ -4,7 +4,7 @@ same budget, over several seeds of the few-shot subset.
 
 Random init is drawn afresh for every seed (timm's init under ``torch.manual_seed(seed)``), so its
 spread holds the luck of the init as well as of the subset: a single draw of random init can sit
-several points above or below its average (README, "What the demo shows").
+several points above or below its average (docs/benchmarks.md, "Demo").
 
 The probe is the transfer package's logistic regression (`hypernym.transfer.probe`, on
 standardised features, batch norm in eval mode), by default on the pooled pre-logits, as a linear

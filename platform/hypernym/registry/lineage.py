@@ -47,11 +47,10 @@ def lineage(ref: str, *, settings: Settings | None = None) -> dict[str, Any]:
 
 def _links(ref: str, settings: Settings):
     from hypernym.registry.models import fetch_card, resolve
-    from hypernym.tracking import client
+    from hypernym.tracking._backend import client
 
     version = resolve(ref, settings=settings)
-    c = client(settings.tracking_uri)
-    registered = c.get_registered_model(version.name)
+    registered = client(settings.tracking_uri).get_registered_model(version.name)
     tags = dict(version.tags)
     card = None
     try:
@@ -71,31 +70,29 @@ def _links(ref: str, settings: Settings):
         node["teacher"] = {k: tags[k] for k in _TEACHER_KEYS if tags.get(k)}
     run_node, dataset_node = None, None
     if version.run_id:
-        run_node, dataset_node = _run(c, version.run_id, card)
+        run_node, dataset_node = _run(version.run_id, card, settings)
     return node, run_node, dataset_node, node["parent"]
 
 
-def _run(c, run_id: str, card) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    from hypernym.tracking import mlflow_module
-
-    MlflowException = mlflow_module().exceptions.MlflowException  # noqa: N806
+def _run(run_id: str, card, settings: Settings
+         ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    from hypernym.tracking import run_summary
 
     try:
-        run = c.get_run(run_id)
-    except MlflowException:
+        run = run_summary(run_id, settings=settings)
+    except HypernymError:
         return {"kind": "run", "run_id": run_id, "status": "DELETED or unknown"}, None
-    params = run.data.params
-    node = {"kind": "run", "run_id": run_id, "name": run.info.run_name,
-            "task": run.data.tags.get("hypernym.kind"), "status": run.info.status,
-            "recipe": {k: params[k] for k in _RECIPE_KEYS if k in params},
-            "metrics": {k: round(v, 6) for k, v in sorted(run.data.metrics.items())
+    node = {"kind": "run", "run_id": run_id, "name": run.name,
+            "task": run.tags.get("hypernym.kind"), "status": run.status,
+            "recipe": {k: run.params[k] for k in _RECIPE_KEYS if k in run.params},
+            "metrics": {k: round(v, 6) for k, v in sorted(run.metrics.items())
                         if k.startswith(("val", "train/loss", "epoch"))},
-            "git_commit": run.data.tags.get("mlflow.source.git.commit") or None}
+            "git_commit": run.tags.get("mlflow.source.git.commit") or None}
     dataset = None
-    for item in run.inputs.dataset_inputs if run.inputs else []:
-        source = _json(item.dataset.source)
-        dataset = {"kind": "dataset", "name": item.dataset.name,
-                   "fingerprint": source.get("fingerprint", item.dataset.digest),
+    for item in run.datasets:
+        source = _json(item.source)
+        dataset = {"kind": "dataset", "name": item.name,
+                   "fingerprint": source.get("fingerprint", item.digest),
                    "uri": source.get("uri", "")}
     if card is not None:
         info = card.dataset

@@ -23,7 +23,7 @@ import torch
 from hypernym.errors import HypernymError
 from hypernym.registry.card import CARD_FILE, README_FILE, WEIGHTS_FILE, ModelCard, sha256_file
 from hypernym.settings import Settings, get_settings
-from hypernym.tracking import client, mlflow_module, tracking_uri
+from hypernym.tracking._backend import client, fluent_uri, mlflow_module
 
 __all__ = [
     "ModelRef",
@@ -36,6 +36,7 @@ __all__ = [
     "pull",
     "register_model",
     "resolve",
+    "set_version_tags",
 ]
 
 _REF = re.compile(r"^(?:models:/)?(?P<name>[^/@:]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))?$")
@@ -85,7 +86,7 @@ def register_model(*, run_id: str, name: str, model: torch.nn.Module, card: Mode
 
     settings = settings or get_settings()
     mlflow = mlflow_module()
-    with tempfile.TemporaryDirectory() as tmp, tracking_uri(settings.tracking_uri):
+    with tempfile.TemporaryDirectory() as tmp, fluent_uri(settings.tracking_uri):
         weights, card_path = Path(tmp) / WEIGHTS_FILE, Path(tmp) / CARD_FILE
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(weights))
@@ -118,6 +119,17 @@ def register_model(*, run_id: str, name: str, model: torch.nn.Module, card: Mode
                            uri=f"models:/{name}/{version.version}")
 
 
+def set_version_tags(name: str, version: int | str, tags: dict[str, str], *,
+                     settings: Settings | None = None) -> None:
+    """Set tags on a registered version (e.g. why its weights were chosen); empty values are
+    left out."""
+    settings = settings or get_settings()
+    c = client(settings.tracking_uri)
+    for key, value in tags.items():
+        if value:
+            c.set_model_version_tag(name, str(version), key, str(value))
+
+
 def _parent_card(parent: str | None, settings: Settings) -> ModelCard | None:
     if not parent:
         return None
@@ -130,7 +142,7 @@ def _parent_card(parent: str | None, settings: Settings) -> ModelCard | None:
 
 def _ensure_registered(c, name: str, *, description: str) -> None:
     """Create the registered model unless it exists; another process may create it first."""
-    MlflowException = mlflow_module().exceptions.MlflowException  # noqa: N806
+    from mlflow.exceptions import MlflowException
 
     if c.search_registered_models(filter_string=f"name='{name}'"):
         return
@@ -175,7 +187,7 @@ def _lineage_tags(card: ModelCard) -> dict[str, str]:
 
 def resolve(ref: str, *, settings: Settings | None = None):
     """The MLflow ModelVersion a reference points at, or a HypernymError saying what exists."""
-    MlflowException = mlflow_module().exceptions.MlflowException  # noqa: N806
+    from mlflow.exceptions import MlflowException
 
     settings = settings or get_settings()
     parsed = parse_ref(ref)
@@ -242,7 +254,7 @@ def _download(version, tmp: Path, settings: Settings) -> Path:
     uri = f"models:/{version.name}/{version.version}/artifacts"
     for attempt in range(3):  # a freshly registered version may be a moment from READY
         try:
-            with tracking_uri(settings.tracking_uri):
+            with fluent_uri(settings.tracking_uri):
                 return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri,
                                                                 dst_path=str(tmp)))
         except Exception:
@@ -304,7 +316,7 @@ def fetch_card(ref: str, *, settings: Settings | None = None) -> ModelCard:
     settings = settings or get_settings()
     version = resolve(ref, settings=settings)
     mlflow = mlflow_module()
-    with tempfile.TemporaryDirectory() as tmp, tracking_uri(settings.tracking_uri):
+    with tempfile.TemporaryDirectory() as tmp, fluent_uri(settings.tracking_uri):
         local = Path(mlflow.artifacts.download_artifacts(
             artifact_uri=f"models:/{version.name}/{version.version}/artifacts/{CARD_FILE}",
             dst_path=tmp))

@@ -34,14 +34,16 @@ class Promotion:
         return asdict(self)
 
 
-def _metric(c, version, metric: str) -> float:
+def _metric(version, metric: str, settings: Settings) -> float:
     selected_metric = version.tags.get("selected_metric")
     if selected_metric == metric and version.tags.get("selected_value"):
         return float(version.tags["selected_value"])
     if not version.run_id:
         raise HypernymError(f"{version.name} v{version.version} has no run: nothing recorded "
                             f"{metric} for it")
-    metrics = c.get_run(version.run_id).data.metrics
+    from hypernym.tracking import run_summary
+
+    metrics = run_summary(version.run_id, settings=settings).metrics
     if metric not in metrics:
         known = ", ".join(sorted(metrics)) or "none"
         raise HypernymError(f"{version.name} v{version.version}'s run {version.run_id} recorded "
@@ -62,12 +64,10 @@ def promote(ref: str, *, alias: str, if_better: str | None = None,
     Raises:
         HypernymError: a bad reference or alias, or a metric a run did not record.
     """
-    from hypernym.tracking import mlflow_module
-
-    MlflowException = mlflow_module().exceptions.MlflowException  # noqa: N806
+    from mlflow.exceptions import MlflowException
 
     from hypernym.registry.models import parse_ref, resolve
-    from hypernym.tracking import client
+    from hypernym.tracking._backend import client
 
     if alias == "latest" or (alias[:1] == "v" and alias[1:].isdigit()):
         raise HypernymError(f"alias {alias!r} is reserved by MLflow; pick another")
@@ -87,7 +87,8 @@ def promote(ref: str, *, alias: str, if_better: str | None = None,
         return Promotion(**base, moved=False, reason=f"@{alias} already points at "
                          f"v{candidate.version}")
     if if_better and holder is not None:
-        new, old = _metric(c, candidate, if_better), _metric(c, holder, if_better)
+        new = _metric(candidate, if_better, settings)
+        old = _metric(holder, if_better, settings)
         better = new > old if mode == "max" else new < old
         base.update(candidate_value=new, previous_value=old)
         if not better:
@@ -98,7 +99,7 @@ def promote(ref: str, *, alias: str, if_better: str | None = None,
         reason = (f"v{candidate.version} {if_better} {new:.4f} beats @{alias} "
                   f"v{holder.version}'s {old:.4f} ({mode})")
     elif if_better:
-        base.update(candidate_value=_metric(c, candidate, if_better))
+        base.update(candidate_value=_metric(candidate, if_better, settings))
         reason = f"no version held @{alias}"
     else:
         reason = "unconditional"

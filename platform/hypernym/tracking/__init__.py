@@ -1,14 +1,11 @@
-"""Run tracking: the one place hypernym talks to MLflow's tracking API.
+"""Run tracking: runs, their metrics and results, and their lineage, in MLflow.
 
-MLflow is imported only inside this package (and by `hypernym.registry.pyfunc_model`, the file
-MLflow itself loads); the rest of hypernym calls these functions. See docs/architecture.md.
+One of the two MLflow adapters (the other is `hypernym.registry`, the model registry): the rest
+of hypernym calls these functions and never holds an MLflow client. See docs/architecture.md.
 """
 
 from hypernym.tracking.logger import RunLogger, flatten
-from hypernym.tracking.reports import (
-    end_run,
-    get_run_info,
-    log_eval_inputs,
+from hypernym.tracking.results import (
     log_run_dict,
     log_run_figure,
     log_run_metrics,
@@ -16,19 +13,21 @@ from hypernym.tracking.reports import (
     set_run_tags,
 )
 from hypernym.tracking.runs import (
+    RunDataset,
     RunSummary,
-    client,
+    check_server,
+    child_runs,
+    end_run,
     ensure_experiment,
     latest_metrics,
-    log_lineage,
+    log_inputs,
     mark_running,
-    mlflow_module,
+    metric_history,
     run_summary,
     start_run,
-    tracking_uri,
 )
 
-__all__ = ["RunLogger", "RunSummary", "client", "end_run", "ensure_experiment", "flatten",
-           "get_run_info", "latest_metrics", "log_eval_inputs", "log_lineage", "log_run_dict",
-           "log_run_figure", "log_run_metrics", "log_run_table", "mark_running", "mlflow_module",
-           "run_summary", "set_run_tags", "start_run", "tracking_uri"]
+__all__ = ["RunDataset", "RunLogger", "RunSummary", "check_server", "child_runs", "end_run",
+           "ensure_experiment", "flatten", "latest_metrics", "log_inputs", "log_run_dict",
+           "log_run_figure", "log_run_metrics", "log_run_table", "mark_running",
+           "metric_history", "run_summary", "set_run_tags", "start_run"]

@@ -10,8 +10,8 @@ import logging
 import re
 from typing import Any
 
+from hypernym.tracking._backend import client, mlflow_module
 from hypernym.tracking.metric_queue import MetricQueue
-from hypernym.tracking.runs import client, mlflow_module
 
 __all__ = ["RunLogger", "flatten"]
 
@@ -64,7 +64,7 @@ class RunLogger:
         return self._queue.dropped if self._queue else 0
 
     @property
-    def mlflow_client(self):
+    def _mlflow(self):
         if self._client is None:
             self._client = client(self.tracking_uri)
         return self._client
@@ -82,7 +82,7 @@ class RunLogger:
 
         items = [Param(k, v) for k, v in flatten(params).items()]
         for i in range(0, len(items), 100):  # MLflow's batch limit for params
-            self._safe("log_params", self.mlflow_client.log_batch, self.run_id,
+            self._safe("log_params", self._mlflow.log_batch, self.run_id,
                        params=items[i : i + 100])
 
     def log_metrics(self, metrics: dict[str, float], *, step: int) -> None:
@@ -96,19 +96,19 @@ class RunLogger:
         self._queue.put([Metric(k, float(v), now, step) for k, v in metrics.items()])
 
     def _send_metrics(self, batch: list) -> None:  # on the queue's thread; raises to retry
-        self.mlflow_client.log_batch(self.run_id, metrics=batch)
+        self._mlflow.log_batch(self.run_id, metrics=batch)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 
-        self._safe("set_tags", self.mlflow_client.log_batch, self.run_id,
+        self._safe("set_tags", self._mlflow.log_batch, self.run_id,
                    tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_dict(self, obj: Any, artifact_file: str) -> None:
-        self._safe("log_dict", self.mlflow_client.log_dict, self.run_id, obj, artifact_file)
+        self._safe("log_dict", self._mlflow.log_dict, self.run_id, obj, artifact_file)
 
     def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
-        self._safe("log_artifact", self.mlflow_client.log_artifact, self.run_id, path,
+        self._safe("log_artifact", self._mlflow.log_artifact, self.run_id, path,
                    artifact_path)
 
     def start_system_metrics(self, *, interval_s: float = 10.0, node_id: str | None = None) -> None:
@@ -149,4 +149,4 @@ class RunLogger:
     def finish(self, status: str = "FINISHED", *, timeout_s: float = 120.0) -> None:
         """Send the queued metrics, then end the run as FINISHED, FAILED or KILLED."""
         self._close(timeout_s)
-        self._safe("finish", self.mlflow_client.set_terminated, self.run_id, status)
+        self._safe("finish", self._mlflow.set_terminated, self.run_id, status)

@@ -113,13 +113,15 @@ class Trainer:
             dataset: the recipe's dataset, opened (opened here when None).
             task: the task (the recipe's `build_task` when None).
             loaders: where batches come from (the dataset's shards when None).
-            backbone: a fine-tune's concrete registry reference ``NAME/VERSION``.
+            backbone: the registry reference a fine-tune starts from (the recipe's
+                ``backbone`` when None; the driver passes it pinned, ``NAME/VERSION``).
             rank, world: this worker's place in a process group that already exists.
         """
         device = torch.device(device)
         train = recipe.train
         dataset = dataset or open_dataset(recipe.data.path)
         task = task or build_task(recipe, dataset)
+        backbone = backbone or getattr(recipe, "backbone", None)
         loaders = loaders or ShardLoaders(recipe.data, dataset, task.codec(), rank=rank,
                                           world=world)
         seed_everything(recipe.data.seed)  # the same init on every rank (FSDP shards it)

@@ -44,6 +44,7 @@ class TrainResult:
     registered: Any = None  # hypernym.registry.models.RegisteredModel
     wall_s: float = 0.0
     checkpoint: Any = None  # the last ray.train.Checkpoint, readable from the run's storage
+    dataset: Dataset | None = None  # the run's dataset, opened once in the driver
 
 
 @dataclass
@@ -120,6 +121,7 @@ def run_training(recipe: PretrainRecipe | FinetuneRecipe, *, task: Task | None =
         status = "FINISHED"
         return TrainResult(
             run_id=run_id, metrics=metrics, registered=registered, checkpoint=result.checkpoint,
+            dataset=plan.dataset,
             checkpoint_path=(checkpoint_uri(result.checkpoint, settings.storage)
                              if result.checkpoint else None),
             wall_s=time.perf_counter() - started)
@@ -184,9 +186,8 @@ def _record_inputs(plan: RunPlan, run_id: str, logger, settings: Settings) -> No
     recipe, dataset = plan.recipe, plan.dataset
     logger.log_params(recipe.model_dump(mode="json"))
     logger.log_dict(recipe.model_dump(mode="json"), "recipe.json")
-    tracking.log_lineage(run_id, dataset_name=dataset.name, fingerprint=dataset.fingerprint,
-                         uri=dataset.root, parent_model_id=plan.parent_model_id,
-                         settings=settings)
+    tracking.log_inputs(run_id, dataset_name=dataset.name, fingerprint=dataset.fingerprint,
+                        uri=dataset.root, model_id=plan.parent_model_id, settings=settings)
 
 
 def _reopen(run_id: str, plan: RunPlan, settings: Settings) -> str:
@@ -220,6 +221,7 @@ def fit_in_process(plan: RunPlan, run_id: str, *, settings: Settings, logger) ->
     from hypernym.train.checkpoint import load_state
     from hypernym.train.checkpointing import LocalCheckpoints, latest_local_checkpoint
     from hypernym.train.core import Trainer
+    from hypernym.train.records import SampleTrace
 
     recipe = plan.recipe
     use_gpu = recipe.scaling.use_gpu and torch.cuda.is_available()
@@ -235,6 +237,10 @@ def fit_in_process(plan: RunPlan, run_id: str, *, settings: Settings, logger) ->
                              recipe=recipe.model_dump(mode="json"), registry=recipe.registry,
                              ema=recipe.train.ema_decay is not None)
     trainer.hooks = hooks
+    trace = SampleTrace.open(os.environ.get("HYPERNYM_SAMPLE_TRACE"), 0,
+                             trainer.state.global_step)
+    if trace is not None:
+        trainer.records.append(trace)
     if recipe.train.system_metrics_s:
         logger.start_system_metrics(interval_s=recipe.train.system_metrics_s)
     metrics = trainer.fit()

@@ -63,7 +63,7 @@ def register_checkpoint(recipe, checkpoint_dir: str | Path, run_id: str, *,
             the card's ``selected.sweep`` and the version tag ``sweep_run_id``.
     """
     from hypernym.registry.card import training_card
-    from hypernym.registry.models import register_model
+    from hypernym.registry.models import register_model, set_version_tags
     from hypernym.train.checkpoint import load_state
     from hypernym.train.tasks import build_task
 
@@ -79,7 +79,8 @@ def register_checkpoint(recipe, checkpoint_dir: str | Path, run_id: str, *,
     run = tracking.run_summary(run_id, settings=settings)
     metrics = {k: v for k, v in metrics.items() if not isinstance(v, bool)}
     card = training_card(recipe, manifest, arch=recipe.model.arch,
-                         num_classes=len(manifest.classes), weights=selected["weights"],
+                         num_classes=task.num_outputs or len(manifest.classes),
+                         weights=selected["weights"],
                          selected=selected, run_id=run_id,
                          parent=run.tags.get("hypernym.backbone") or None, metrics=metrics,
                          lineage=task.lineage())
@@ -87,11 +88,9 @@ def register_checkpoint(recipe, checkpoint_dir: str | Path, run_id: str, *,
     log.info("registering %s: %s", recipe.registry.name, why)
     registered = register_model(run_id=run_id, name=recipe.registry.name, model=model, card=card,
                                 alias=recipe.registry.alias, settings=settings)
-    mlflow = tracking.client(settings.tracking_uri)
-    mlflow.set_model_version_tag(registered.name, str(registered.version), "weights_choice", why)
-    if sweep is not None:
-        mlflow.set_model_version_tag(registered.name, str(registered.version), "sweep_run_id",
-                                     sweep["run_id"])
+    set_version_tags(registered.name, registered.version,
+                     {"weights_choice": why, "sweep_run_id": sweep["run_id"] if sweep else ""},
+                     settings=settings)
     return registered
 
 

@@ -27,8 +27,8 @@ def eval_model(
         "data (from the model's lineage)")] = False,
 ) -> None:
     """Evaluation report of a registered model on a prepared dataset, in an MLflow run."""
+    from hypernym.transfer.eval_report import print_report
     from hypernym.transfer.evaluation import run_eval
-    from hypernym.transfer.report import print_report
 
     report, run_id = run_eval(model_ref, dataset, split=split, batch_size=batch_size,
                               experiment=experiment, contamination=check_contamination)

@@ -221,20 +221,20 @@ def lineage_dataset(backbone_ref: str, *, settings=None) -> str:
 
     from hypernym.data.manifest import read_manifest
     from hypernym.registry.models import resolve
-    from hypernym.tracking import get_run_info
+    from hypernym.tracking import run_summary
 
     version = resolve(backbone_ref, settings=settings)
     if not version.run_id:
         raise HypernymError(f"{backbone_ref} has no training run in the registry: pass the "
                             "pretraining dataset with --against")
-    run = get_run_info(version.run_id, settings=settings)
-    fingerprint = run["tags"].get("hypernym.dataset_fingerprint")
-    for ds in run["datasets"]:
+    run = run_summary(version.run_id, settings=settings)
+    fingerprint = run.tags.get("hypernym.dataset_fingerprint")
+    for ds in run.datasets:
         try:
-            source = json.loads(ds["source"])
+            source = json.loads(ds.source)
         except (TypeError, ValueError):
             continue
-        if ds["context"] in (None, "train") and source.get("fingerprint") == fingerprint:
+        if ds.context in (None, "train") and source.get("fingerprint") == fingerprint:
             uri = source["uri"]
             found = read_manifest(uri).fingerprint
             if found != fingerprint:

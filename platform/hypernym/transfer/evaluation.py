@@ -1,17 +1,59 @@
-"""Where the evaluation report runs: `run_eval` (``hypernym eval``: its own MLflow run, linked to
-the model) and `report_finetune` (the end of a fine-tune, into the fine-tune's run)."""
+"""Evaluating a classifier on a prepared split: `predict_split` runs it over the split,
+`run_eval` (``hypernym eval``: its own MLflow run, linked to the model) and `report_finetune`
+(the end of a fine-tune, into the fine-tune's run) turn its scores into the evaluation report
+(`hypernym.transfer.eval_report`)."""
 
 from __future__ import annotations
 
 import logging
 
+import numpy as np
+import torch
+
+from hypernym.data.manifest import Manifest
 from hypernym.errors import HypernymError
 from hypernym.settings import Settings, get_settings
-from hypernym.transfer.report import Report, build_report, evaluate, log_report
+from hypernym.transfer.eval_report import Report, build_report, log_report
 
-__all__ = ["report_finetune", "run_eval"]
+__all__ = ["predict_split", "report_finetune", "run_eval"]
 
 log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def predict_split(model: torch.nn.Module, manifest: Manifest, root: str, *, split: str = "val",
+                  img_size: int, mean, std, batch_size: int = 64, num_workers: int = 0,
+                  device: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, softmax scores) of ``model`` over the whole ``split`` of the dataset at ``root``:
+    the project's reader in eval mode (resize to ``img_size`` and a center crop), normalised with
+    ``mean`` and ``std`` (`hypernym.data.normalize`), one pass without gradients.
+
+    Raises:
+        HypernymError: the split does not exist or is empty, or the model's classifier does not
+            have one output per class of the dataset.
+    """
+    from hypernym.data.normalize import normalizer
+    from hypernym.data.reader import make_loader
+
+    if manifest.num_samples(split) == 0:
+        raise HypernymError(f"dataset {manifest.name!r} has no samples in split {split!r}; its "
+                            f"splits: {', '.join(manifest.splits) or 'none'}")
+    outputs = getattr(model, "num_classes", None)
+    if outputs is not None and outputs != len(manifest.classes):
+        raise HypernymError(f"the model has {outputs} outputs but dataset {manifest.name!r} has "
+                            f"{len(manifest.classes)} classes: evaluate it on the dataset it was "
+                            "trained (fine-tuned) for")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = model.to(dev).eval()
+    normalize = normalizer(dev, mean, std)
+    loader = make_loader(manifest, root, split, rank=0, world_size=1, epoch=0,
+                         batch_size=batch_size, img_size=img_size, train=False,
+                         num_workers=num_workers)
+    labels, scores = [], []
+    for batch in loader:
+        scores.append(model(normalize(batch[0])).float().softmax(dim=1).cpu())
+        labels.append(batch[1])
+    return torch.cat(labels).numpy(), torch.cat(scores).numpy()
 
 
 def run_eval(model_ref: str, dataset: str, *, split: str = "val", batch_size: int = 64,
@@ -57,12 +99,12 @@ def run_eval(model_ref: str, dataset: str, *, split: str = "val", batch_size: in
               "hypernym.dataset_fingerprint": manifest.fingerprint, "hypernym.eval_split": split})
     status = "FAILED"
     try:
-        tracking.log_eval_inputs(run_id, dataset_name=manifest.name,
-                                 fingerprint=manifest.fingerprint, uri=dataset,
-                                 model_id=getattr(version, "model_id", None), settings=settings)
-        labels, probs = evaluate(model, manifest, dataset, split=split,
-                                 img_size=card.input_size[-1], mean=card.mean, std=card.std,
-                                 batch_size=batch_size)
+        tracking.log_inputs(run_id, dataset_name=manifest.name, fingerprint=manifest.fingerprint,
+                            uri=dataset, context="eval",
+                            model_id=getattr(version, "model_id", None), settings=settings)
+        labels, probs = predict_split(model, manifest, dataset, split=split,
+                                      img_size=card.input_size[-1], mean=card.mean,
+                                      std=card.std, batch_size=batch_size)
         report = build_report(labels, probs, manifest, split=split)
         report.contamination = _contamination(card, dataset, split, run_id, contamination,
                                               settings)
@@ -77,7 +119,7 @@ def _contamination(card, dataset: str, split: str, run_id: str, check: bool,
                    settings: Settings) -> dict | None:
     """Run the check against the backbone's pretraining data, or show what the model's own
     training run logged (``hypernym contamination ... --run``)."""
-    from hypernym.tracking import get_run_info
+    from hypernym.tracking import run_summary
 
     if check:
         from hypernym.transfer.contamination import (
@@ -95,7 +137,7 @@ def _contamination(card, dataset: str, split: str, run_id: str, check: bool,
         log_contamination(result, run_id, settings=settings)
         return {**result.summary(), "examples": result.matches[:10]}
     if card.run_id:
-        metrics = get_run_info(card.run_id, settings=settings)["metrics"]
+        metrics = run_summary(card.run_id, settings=settings).metrics
         if "contamination/checked" in metrics:
             found = {k: int(metrics[f"contamination/{k}"]) for k in ("checked", "exact", "near")}
             return {**found, "against": "(logged in the model's training run)"}
@@ -103,13 +145,14 @@ def _contamination(card, dataset: str, split: str, run_id: str, check: bool,
 
 
 def report_finetune(recipe, run_id: str, *, registered=None, checkpoint=None,
-                    metrics: dict[str, float] | None = None,
+                    metrics: dict[str, float] | None = None, dataset=None,
                     settings: Settings | None = None) -> Report | None:
     """The report of a finished fine-tune on its val split, logged into the fine-tune's run.
 
     Reads the registered weights, or, when nothing was registered, the weights registration
-    would have chosen from the final checkpoint (``metrics``: the run's last epoch metrics). A
-    failure is logged, not raised: the model is trained and registered by then.
+    would have chosen from the final checkpoint (``metrics``: the run's last epoch metrics).
+    ``dataset``: the run's dataset, already opened (`hypernym.data.dataset.Dataset`). A failure
+    is logged, not raised: the model is trained and registered by then.
     """
     settings = settings or get_settings()
     try:
@@ -120,7 +163,7 @@ def report_finetune(recipe, run_id: str, *, registered=None, checkpoint=None,
         from hypernym.train.checkpoint import load_state
         from hypernym.train.registration import choose_weights, load_weights
 
-        manifest = read_manifest(recipe.data.path)
+        manifest = dataset.manifest if dataset is not None else read_manifest(recipe.data.path)
         if manifest.num_samples("val") == 0:
             log.info("no val split: no evaluation report")
             return None
@@ -134,9 +177,9 @@ def report_finetune(recipe, run_id: str, *, registered=None, checkpoint=None,
             load_weights(model, choose_weights(recipe, state, metrics or {})[0])
         else:
             return None
-        labels, probs = evaluate(model, manifest, recipe.data.path, split="val",
-                                 img_size=recipe.data.img_size, mean=recipe.data.mean,
-                                 std=recipe.data.std, batch_size=recipe.data.batch_size)
+        labels, probs = predict_split(model, manifest, recipe.data.path, split="val",
+                                      img_size=recipe.data.img_size, mean=recipe.data.mean,
+                                      std=recipe.data.std, batch_size=recipe.data.batch_size)
         report = build_report(labels, probs, manifest, split="val")
         log_report(report, run_id, settings=settings)
         return report

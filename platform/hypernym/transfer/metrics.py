@@ -8,12 +8,13 @@ other two are specific to this project's class hierarchies.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 __all__ = ["ECE_BINS", "calibration", "classification_metrics", "confused_pairs",
-           "level_accuracy", "topk_accuracy"]
+           "level_accuracy", "mean_std", "topk_accuracy"]
 
 ECE_BINS = 15  # the usual choice since Guo et al. 2017, "On Calibration of Modern Neural Networks"
 
@@ -104,3 +105,10 @@ def level_accuracy(labels: np.ndarray, preds: np.ndarray, class_ids: Sequence[st
             out[level] = {"accuracy": float((truth[valid] == guess[valid]).mean()),
                           "samples": int(valid.sum())}
     return out
+
+
+def mean_std(values: Sequence[float]) -> str:
+    """``0.912 ± 0.008`` (mean and population std, e.g. over seeds), or the one value."""
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.fmean(values):.3f} ± {statistics.pstdev(values):.3f}"

@@ -83,12 +83,13 @@ def extract_features(model: torch.nn.Module, images: torch.Tensor, *, mean, std,
 
     ``mean`` and ``std`` are per channel for 0-1 pixels (the model card's normalisation).
     """
+    from hypernym.data.normalize import normalizer
+
     model.eval()
-    m = torch.tensor(mean).view(1, 3, 1, 1) * 255
-    s = torch.tensor(std).view(1, 3, 1, 1) * 255
+    normalize = normalizer(images.device, mean, std)
     out = []
     for i in range(0, len(images), batch_size):
-        x = (images[i : i + batch_size].float() - m) / s
+        x = normalize(images[i : i + batch_size])
         out.append(model.forward_head(model.forward_features(x), pre_logits=True).float())
     return torch.cat(out) if out else torch.empty(0)
 

@@ -7,7 +7,6 @@ always a row. This is how to pick a backbone before paying for a fine-tune.
 
 from __future__ import annotations
 
-import statistics
 from typing import Annotated
 
 import typer
@@ -15,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hypernym.errors import HypernymError
+from hypernym.transfer.metrics import mean_std
 
 __all__ = ["probe"]
 
@@ -50,11 +50,5 @@ def probe(
     for column in ("model", *probes, "features (s)"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row["model"], *(_cell(row[p]) for p in probes), f"{row['seconds']:.1f}")
+        table.add_row(row["model"], *(mean_std(row[p]) for p in probes), f"{row['seconds']:.1f}")
     out.print(table)
-
-
-def _cell(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.pstdev(values):.3f}"

@@ -112,7 +112,6 @@ def run_sweep(recipe_raw: dict[str, Any], space: dict[str, tuple[str, list]] | d
         raise HypernymError(f"--grace-period must be 1..{max_epochs} (the most epochs a trial "
                             f"runs), got {grace_period}")
 
-    tracking.ensure_experiment(recipe.experiment, settings=settings)
     sweep_id = tracking.start_run(experiment=recipe.experiment, run_name=f"{recipe.name}-sweep",
                                   settings=settings, tags={"hypernym.kind": "sweep"})
     logger = tracking.RunLogger(sweep_id, tracking_uri=settings.tracking_uri)
@@ -205,10 +204,8 @@ def _epoch_values(recipe_raw: dict[str, Any], space) -> list[int]:
 def _summaries(grid, sweep_id: str, experiment: str, metric: str, max_epochs: int,
                settings: Settings) -> list[TrialSummary]:
     """Each trial's outcome, and its child run closed: KILLED when ASHA stopped it."""
-    mlflow = tracking.client(settings.tracking_uri)
-    runs = {r.data.tags.get(_TRIAL_TAG): r for r in mlflow.search_runs(
-        [tracking.ensure_experiment(experiment, settings=settings)],
-        filter_string=f"tags.mlflow.parentRunId = '{sweep_id}'", max_results=10_000)}
+    runs = {r.tags.get(_TRIAL_TAG): r for r in tracking.child_runs(
+        sweep_id, experiment=experiment, settings=settings)}
     out = []
     for result in grid:
         metrics = result.metrics or {}
@@ -217,27 +214,31 @@ def _summaries(grid, sweep_id: str, experiment: str, metric: str, max_epochs: in
         epochs = int(metrics.get("epoch", 0))
         error = str(result.error) if result.error else None
         stopped = error is None and epochs < int(result.config.get("train.epochs", max_epochs))
-        if run is not None and stopped and run.info.status != "KILLED":
+        if run is not None and stopped and run.status != "KILLED":
             # Stopping the trial aborts its TorchTrainer, so the run may have closed as FAILED.
-            mlflow.set_tag(run.info.run_id, "hypernym.sweep.stopped", "asha")
-            mlflow.set_terminated(run.info.run_id, status="KILLED")
-        elif run is not None and not error and run.info.status != "FINISHED":
+            _close(run.run_id, "KILLED", "asha", settings)
+        elif run is not None and not error and run.status != "FINISHED":
             # All epochs ran; Tune ended the actor at max_t (aborting the trainer's teardown).
-            mlflow.set_terminated(run.info.run_id, status="FINISHED")
-        elif run is not None and run.info.status == "RUNNING":
+            _close(run.run_id, "FINISHED", None, settings)
+        elif run is not None and run.status == "RUNNING":
             # Tune ends a trial's actor as soon as ASHA says stop, also at max_t (after the last
             # epoch's report, before the run could close itself): all epochs ran -> FINISHED.
             status = "FAILED" if error else "KILLED" if stopped else "FINISHED"
-            if status != "FINISHED":
-                mlflow.set_tag(run.info.run_id, "hypernym.sweep.stopped",
-                               "asha" if stopped else "error")
-            mlflow.set_terminated(run.info.run_id, status=status)
+            why = None if status == "FINISHED" else "asha" if stopped else "error"
+            _close(run.run_id, status, why, settings)
         out.append(TrialSummary(
             trial_id=trial_id, values=dict(result.config), epochs=epochs,
-            run_id=run.info.run_id if run is not None else None,
+            run_id=run.run_id if run is not None else None,
             metric=float(metrics[metric]) if metric in metrics else None,
             stopped_early=stopped, error=error))
     return out
+
+
+def _close(run_id: str, status: str, stopped_by: str | None, settings: Settings) -> None:
+    """End a trial's run as ``status``; ``stopped_by`` (asha, error) goes in its tags."""
+    if stopped_by:
+        tracking.set_run_tags(run_id, {"hypernym.sweep.stopped": stopped_by}, settings=settings)
+    tracking.end_run(run_id, status, settings=settings)
 
 
 def _register_best(recipe_raw, grid, best: TrialSummary, sweep_id: str, metric: str,
@@ -265,15 +266,12 @@ def _release_trial(trial_id: str, sweep_id: str, experiment: str, settings: Sett
     from ray._raylet import PlacementGroupID
     from ray.util.placement_group import PlacementGroup, remove_placement_group
 
-    mlflow = tracking.client(settings.tracking_uri)
-    runs = mlflow.search_runs(
-        [tracking.ensure_experiment(experiment, settings=settings)],
-        filter_string=f"tags.mlflow.parentRunId = '{sweep_id}' and "
-                      f"tags.`{_TRIAL_TAG}` = '{trial_id}'")
+    runs = tracking.child_runs(sweep_id, experiment=experiment, tags={_TRIAL_TAG: trial_id},
+                               settings=settings)
     table = _placement_groups()
     removed = []
     for run in runs:
-        pg_id = run.data.tags.get("hypernym.placement_group")
+        pg_id = run.tags.get("hypernym.placement_group")
         if pg_id and table.get(pg_id, {}).get("state") in ("CREATED", "PENDING"):
             remove_placement_group(PlacementGroup(PlacementGroupID.from_hex(pg_id)))
             removed.append(pg_id)

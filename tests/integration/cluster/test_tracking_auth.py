@@ -4,72 +4,34 @@ read), the password appears in no message or log, and the right one opens and lo
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from hypernym.cli import app
 from hypernym.errors import HypernymError
+from tests.servers import start_mlflow_server
 
 pytestmark = pytest.mark.integration
 
-BIN = Path(sys.executable).parent
 ADMIN_PASSWORD = "adm-7f3c1e9b2a"  # unique strings: a leak cannot pass unseen
 WRONG_PASSWORD = "wrong-5d8e0a4c71"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """A basic-auth tracking server (SQLite is enough here), stopped by its process group."""
-    import requests
-
+    """A basic-auth tracking server (SQLite is enough here)."""
     state = tmp_path_factory.mktemp("auth-server")
     config = state / "basic_auth.ini"
     config.write_text(
         "[mlflow]\ndefault_permission = READ\n"
         f"database_uri = sqlite:///{state / 'users.db'}\nadmin_username = admin\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(config),
-           "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
-           "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret-key",
-           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--app-name", "basic-auth", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{state / 'mlflow.db'}",
-         "--artifacts-destination", str(state / "artifacts")],
-        env=env, stdout=open(state / "server.log", "w"), stderr=subprocess.STDOUT,
-        start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            try:
-                if requests.get(f"{url}/health", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            assert proc.poll() is None, (state / "server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the tracking server did not start in 240 s"
-            time.sleep(0.5)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    env = {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
+           "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret-key"}
+    with start_mlflow_server(state, app_name="basic-auth", env=env) as running:
+        yield running.url
 
 
 def _client_env(monkeypatch, tmp_path, url, *, user, password):
@@ -103,6 +65,8 @@ def test_wrong_password_is_refused_before_any_work(server, tmp_path, monkeypatch
 
 
 def test_missing_credentials_and_the_right_ones(server, tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
     from hypernym import tracking
     from hypernym.preflight import check_tracking
     from hypernym.settings import get_settings
@@ -121,7 +85,7 @@ def test_missing_credentials_and_the_right_ones(server, tmp_path, monkeypatch):
     logger.log_params({"data": {"path": "s3://d/ds"}, "aws_secret_access_key": ADMIN_PASSWORD})
     logger.log_metrics({"train/loss": 1.5}, step=1)
     logger.finish("FINISHED")
-    run = tracking.client(settings.tracking_uri).get_run(run_id)
+    run = MlflowClient(settings.tracking_uri).get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.metrics == {"train/loss": 1.5}
     assert run.data.params == {"data.path": "s3://d/ds"}  # a secret-named key is never logged
     assert run.info.artifact_uri.startswith("mlflow-artifacts:/")

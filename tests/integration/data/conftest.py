@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tests.tars import add_member
+
 SYNSETS = ["n02085620", "n02085782", "n02123045", "n02123159", "n03100240"]
 
 
@@ -20,24 +22,18 @@ def jpeg(seed: int, size=(64, 48)) -> bytes:
     return out.getvalue()
 
 
-def add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data))
-
-
 def make_winter21(root: Path, *, per_class: int = 12, bad: bool = False) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for c, synset in enumerate(SYNSETS):
         with tarfile.open(root / f"{synset}.tar", "w") as tar:
             for i in range(per_class):
-                add(tar, f"{synset}_{i}.JPEG", jpeg(c * 1000 + i))
+                add_member(tar, f"{synset}_{i}.JPEG", jpeg(c * 1000 + i))
             if bad and c == 0:
-                add(tar, f"{synset}_corrupt.JPEG", b"\xff\xd8\xff garbage")
-                add(tar, f"{synset}_empty.JPEG", b"")
-                add(tar, "README.txt", b"not an image")
+                add_member(tar, f"{synset}_corrupt.JPEG", b"\xff\xd8\xff garbage")
+                add_member(tar, f"{synset}_empty.JPEG", b"")
+                add_member(tar, "README.txt", b"not an image")
                 truncated = jpeg(99, size=(300, 300))
-                add(tar, f"{synset}_truncated.JPEG", truncated[: len(truncated) // 3])
+                add_member(tar, f"{synset}_truncated.JPEG", truncated[: len(truncated) // 3])
     return root
 
 
@@ -48,4 +44,3 @@ def small_recipe(source, output, **settings):
     base = {"val_per_class": 1, "min_per_class": 0, "image_size": 24, "shard_samples": 10}
     return parse_recipe({"kind": "prepare", "source": str(source), "output": str(output),
                          **base, **settings})
-

@@ -10,8 +10,9 @@ import pytest
 
 from hypernym.data.prepare import prepare
 from hypernym.errors import HypernymError
+from tests.tars import add_member
 
-from .conftest import SYNSETS, add, jpeg, make_winter21
+from .conftest import SYNSETS, jpeg, make_winter21
 from .conftest import small_recipe as recipe
 
 pytestmark = pytest.mark.integration
@@ -43,7 +44,7 @@ def test_exclude_subtree_drop_small_and_dedupe(tmp_path, ray_local):
     import tarfile
 
     with tarfile.open(src / f"{SYNSETS[-1]}.tar", "a") as tar:
-        add(tar, f"{SYNSETS[-1]}_dup.JPEG", jpeg(0))
+        add_member(tar, f"{SYNSETS[-1]}_dup.JPEG", jpeg(0))
     dog = "n02084071"  # the first two synsets are dog breeds
     manifest = prepare(recipe(src, tmp_path / "out", exclude_subtrees=[dog], dedupe=True),
                        show_progress=False)

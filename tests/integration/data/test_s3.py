@@ -10,7 +10,7 @@ from hypernym.data.manifest import read_manifest
 from hypernym.data.prepare import prepare
 from hypernym.data.reader import make_loader
 from hypernym.data.storage import open_fs
-from tests.servers import moto_s3
+from tests.servers import local_ray, moto_s3
 
 from .conftest import make_winter21
 
@@ -19,14 +19,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def s3():
-    import ray
-
-    with moto_s3("hyp"):
-        # Ray workers take the driver's environment when Ray starts: start a fresh one now.
-        ray.shutdown()
-        ray.init(address="local", num_cpus=2, include_dashboard=False)
+    # Ray workers take the driver's environment when Ray starts: a fresh one, inside moto's.
+    with moto_s3("hyp"), local_ray(fresh=True):
         yield "s3://hyp"
-        ray.shutdown()
 
 
 def test_prepare_from_and_to_s3_and_stream(s3, tmp_path):
@@ -69,3 +64,38 @@ def test_local_csv_pointing_at_s3_images(s3, tmp_path):
     }), show_progress=False)
     assert [c.id for c in manifest.classes] == ["a", "b"]
     assert manifest.num_samples("train") == 6 and manifest.num_samples("val") == 2
+
+
+def test_annotated_sources_from_s3(s3, tmp_path):
+    """A VOC layout on S3 to shards on S3, and ImageNet's per-synset box archives on S3 joined
+    to winter21 tars on S3; the boxes come out where the images put them."""
+    import webdataset as wds
+
+    from tests.annotated import SYNSETS, check_samples, make_full_release, make_voc
+
+    fs = open_fs(s3)[0]  # for the endpoint now set, not a cached one
+    expected = make_voc(tmp_path / "voc")
+    fs.put(str(tmp_path / "voc") + "/", f"{s3}/voc/", recursive=True)
+    settings = {"kind": "prepare", "min_per_class": 0, "val_per_class": 1, "image_size": 48,
+                "shard_samples": 4}
+    manifest = prepare(parse_recipe({**settings, "source": f"{s3}/voc",
+                                     "output": f"{s3}/voc-ds"}), show_progress=False)
+    local = []
+    for split in manifest.splits:
+        for url in manifest.shard_urls(f"{s3}/voc-ds", split):
+            local.append(tmp_path / url.rsplit("/", 1)[-1])
+            local[-1].write_bytes(fs.cat_file(url))
+    samples = list(wds.WebDataset([str(p) for p in local], shardshuffle=False))
+    assert check_samples(samples, expected, [c.id for c in manifest.classes]) == 15
+    assert manifest.dropped["annotation_missing"] == 1
+
+    images, notes, expected = make_full_release(tmp_path / "release")
+    fs.put(str(images) + "/", f"{s3}/w21/", recursive=True)
+    fs.put(str(notes) + "/", f"{s3}/Annotation/", recursive=True)
+    manifest = prepare(parse_recipe({**settings, "source": f"{s3}/w21",
+                                     "boxes": f"{s3}/Annotation", "output": str(tmp_path / "ds"),
+                                     "resize": "shorter"}), show_progress=False)
+    samples = [s for split in manifest.splits for s in wds.WebDataset(
+        manifest.shard_urls(str(tmp_path / "ds"), split), shardshuffle=False)]
+    assert check_samples(samples, expected, SYNSETS) == sum(len(b) for _, b in expected.values())
+    assert manifest.dropped["annotation_unreadable"] == 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ from PIL import Image
 from hypernym.registry.card import ModelCard
 from hypernym.registry.models import register_model
 from hypernym.settings import Settings
-from hypernym.tracking import RunLogger, log_lineage, start_run
+from hypernym.tracking import RunLogger, log_inputs, start_run
 
 CLASSES = [{"id": f"n0000000{i}", "name": f"thing {i}"} for i in range(5)]
 
@@ -50,8 +49,8 @@ def make_run(settings: Settings, name: str, *, metrics: dict[str, float] | None 
                        "kind": kind, "name": f"{kind}-{name}"})
     logger.log_metrics(metrics or {"val/top1": 0.5}, step=1)
     card = make_card(run_id, task=kind, metrics=metrics or {"val/top1": 0.5}, **card_kw)
-    log_lineage(run_id, dataset_name=card.dataset["name"], fingerprint=card.dataset["fingerprint"],
-                uri=card.dataset["uri"], settings=settings)
+    log_inputs(run_id, dataset_name=card.dataset["name"], fingerprint=card.dataset["fingerprint"],
+               uri=card.dataset["uri"], settings=settings)
     logger.finish("FINISHED")
     return run_id, card
 
@@ -82,9 +81,3 @@ def jpeg_bytes(width: int = 80, height: int = 60, fmt: str = "JPEG", seed: int =
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format=fmt)
     return buffer.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -7,12 +7,12 @@ import multiprocessing as mp
 import time
 
 import pytest
+from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from hypernym.errors import HypernymError
 from hypernym.registry.models import fetch_card, pull
 from hypernym.registry.promote import promote
-from hypernym.tracking import client
 from tests.integration.registry.helpers import make_run, register_run, register_tiny, settings_at
 
 pytestmark = pytest.mark.integration
@@ -59,7 +59,7 @@ def chain(tmp_path_factory):
     for queue, (run_id, card) in zip(jobs, runs, strict=True):
         queue.put((run_id, card.model_dump_json()))
     seen = set()
-    c = client(settings.tracking_uri)
+    c = MlflowClient(settings.tracking_uri)
     while any(child.is_alive() for child in children):
         try:  # whatever the alias points at, at any moment, is a complete version
             version = c.get_model_version_by_alias("ft", "candidate")
@@ -78,7 +78,7 @@ def chain(tmp_path_factory):
 
 
 def test_concurrent_registrations_both_get_versions(chain, tmp_path):
-    c = client(chain.tracking_uri)
+    c = MlflowClient(chain.tracking_uri)
     versions = sorted(int(v.version) for v in c.search_model_versions("name='ft'"))
     assert versions == [1, 2]
     holder = c.get_model_version_by_alias("ft", "candidate")
@@ -120,7 +120,7 @@ def test_lineage_json_and_tree(chain, monkeypatch):
 def test_promote_only_when_better(chain, monkeypatch):
     from hypernym.cli import app
 
-    c = client(chain.tracking_uri)
+    c = MlflowClient(chain.tracking_uri)
     better = {v.version: float(c.get_run(v.run_id).data.metrics["val/top1"])
               for v in c.search_model_versions("name='ft'")}
     best = max(better, key=better.get)

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from hypernym.errors import HypernymError
 from hypernym.registry.export import export
 from hypernym.registry.models import load_backbone, pull
-from hypernym.tracking import client
 from tests.integration.registry.helpers import register_tiny, settings_at
 
 pytestmark = pytest.mark.integration
@@ -30,9 +30,9 @@ def registered(tmp_path_factory):
 
 
 def _artifact_dir(settings, reg) -> Path:
-    version = client(settings.tracking_uri).get_model_version(reg.name, str(reg.version))
+    version = MlflowClient(settings.tracking_uri).get_model_version(reg.name, str(reg.version))
     model_id = version.source.removeprefix("models:/")
-    location = client(settings.tracking_uri).get_logged_model(model_id).artifact_location
+    location = MlflowClient(settings.tracking_uri).get_logged_model(model_id).artifact_location
     return Path(location.removeprefix("file://"))
 
 
@@ -94,7 +94,7 @@ def test_readme_is_rendered_from_the_card(registered, tmp_path):
     assert "| val/top1 | 0.5000 |" in readme and "| 0 | n00000000 | thing 0 |" in readme
     # ImageNet-style WordNet classes: the documented biases, and whether people were excluded
     assert "Towards Fairer Datasets" in readme and "was excluded from this model's data" in readme
-    version = client(settings.tracking_uri).get_model_version(reg.name, "1")
+    version = MlflowClient(settings.tracking_uri).get_model_version(reg.name, "1")
     assert version.description.startswith("# files\n")
 
 

@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import sys
-from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 import timm
 import torch
+from mlflow import MlflowClient
 
 from hypernym.errors import HypernymError
 from hypernym.registry.card import ModelCard
-from hypernym.registry.models import load_backbone, load_card, pull, register_model, resolve
+from hypernym.registry.models import (
+    load_backbone,
+    load_card,
+    pull,
+    register_model,
+    resolve,
+    set_version_tags,
+)
 from hypernym.settings import get_settings
-from hypernym.tracking import RunLogger, client, start_run
-from tests.servers import Server, free_port, start_server
+from hypernym.tracking import RunLogger, start_run
+from tests.servers import start_mlflow_server
 
 pytestmark = pytest.mark.integration
 
@@ -43,8 +50,9 @@ def register_tiny(settings, name="bb", alias="candidate"):
     return run_id, model, reg
 
 
-def test_register_pull_load_without_pickle(tmp_path):
+def test_register_pull_load_without_pickle(tmp_path, monkeypatch):
     settings = get_settings()
+    uri = settings.tracking_uri
     run_id, model, reg = register_tiny(settings)
     assert (reg.name, reg.version, reg.alias) == ("bb", 1, "candidate")
 
@@ -54,11 +62,15 @@ def test_register_pull_load_without_pickle(tmp_path):
     child.start()
     child.join(240)  # a spawned child imports torch and MLflow: slow on a busy machine
     assert child.exitcode == 0
-    c = client(settings.tracking_uri)
+    c = MlflowClient(settings.tracking_uri)
     assert [(m.value, m.step) for m in c.get_metric_history(run_id, "loss")] == [(1.5, 3)]
 
+    set_version_tags("bb", 1, {"weights_choice": "ema weights of epoch 2", "sweep_run_id": ""},
+                     settings=settings)
     version = resolve("bb@candidate", settings=settings)
     assert version.tags["run_id"] == run_id and version.tags["dataset_fingerprint"] == "f" * 64
+    assert version.tags["weights_choice"] == "ema weights of epoch 2"
+    assert "sweep_run_id" not in version.tags  # empty values are left out
     assert resolve("bb", settings=settings).version == resolve("bb/1", settings=settings).version
 
     out = pull("bb@candidate", tmp_path / "w", settings=settings)
@@ -77,13 +89,10 @@ def test_register_pull_load_without_pickle(tmp_path):
     assert load_backbone("bb", num_classes=0, settings=settings)(x).shape == (2, 512)
     assert load_card("bb/1", settings=settings).dataset["uri"] == "/d"
 
-    import mlflow
-
-    from hypernym.tracking import tracking_uri
-
-    with tracking_uri(settings.tracking_uri):
-        pyfunc = mlflow.pyfunc.load_model("models:/bb@candidate")
-    assert "MLFLOW_TRACKING_URI" not in os.environ  # nothing leaks into later settings
+    # registering, pulling and loading pointed MLflow at the URI for a moment, not for good
+    assert "MLFLOW_TRACKING_URI" not in os.environ and mlflow.get_tracking_uri() != uri
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # as a user of MLflow alone would
+    pyfunc = mlflow.pyfunc.load_model("models:/bb@candidate")
     assert pyfunc.metadata.signature.inputs.input_names() == ["image"]
     # uint8 images in: the card's preprocessing (37 px is already 32 / crop_pct 0.875, so only
     # the 32 px center crop applies) then the model
@@ -116,20 +125,9 @@ def test_missing_names_aliases_versions_are_explained():
         resolve("bb/7", settings=settings)
 
 
-def start_mlflow_server(root: Path, port: int) -> Server:
-    exe = Path(sys.executable).parent / "mlflow"
-    return start_server(
-        [str(exe), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-         "--artifacts-destination", str(root / "server-artifacts")],
-        url=f"http://127.0.0.1:{port}", ready_path="/health", log=root / f"mlflow-{port}.log",
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # no job runner
-        timeout_s=240)  # importing mlflow alone took over a minute on a loaded 2-core machine
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
-    with start_mlflow_server(tmp_path, free_port()) as server:
+    with start_mlflow_server(tmp_path) as server:
         yield server.url
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
 import sys
 import time
 import urllib.error
@@ -18,8 +17,8 @@ import pytest
 import torch
 
 from hypernym.data.transforms import eval_transform
-from tests.integration.registry.helpers import free_port, jpeg_bytes, register_tiny, settings_at
-from tests.servers import routed, wait_ready
+from tests.integration.registry.helpers import jpeg_bytes, register_tiny, settings_at
+from tests.servers import free_port, launch, routed
 
 pytestmark = pytest.mark.integration
 
@@ -38,6 +37,7 @@ def _post(url: str, body: dict, timeout: float = 60) -> tuple[int, dict]:
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
+    """Both servers on the registered model, started side by side (their start-ups overlap)."""
     root = tmp_path_factory.mktemp("serving")
     settings = settings_at(root / "home")
     _, model, _ = register_tiny(settings, name="served", alias="prod")
@@ -47,37 +47,19 @@ def servers(tmp_path_factory):
            # uvicorn is started by name: the venv's bin/ must be on PATH
            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     mlflow_port, ray_port = free_port(), free_port()
-    procs = []
-    logs = {name: root / f"{name}.log" for name in ("mlflow", "ray")}
-    with open(logs["mlflow"], "w") as log:
-        procs.append(subprocess.Popen(
-            [str(BIN / "mlflow"), "models", "serve", "-m", "models:/served@prod",
-             "--env-manager", "local", "--host", "127.0.0.1", "--port", str(mlflow_port),
-             "--workers", "1"], env=env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True))
-    with open(logs["ray"], "w") as log:
-        procs.append(subprocess.Popen(
-            [str(BIN / "python"), "-m", "hypernym", "serve", "served@prod", "--port",
-             str(ray_port), "--max-batch-size", "8", "--batch-wait-ms", "5"], env=env,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-    urls = {"mlflow": f"http://127.0.0.1:{mlflow_port}/invocations",
-            "ray": f"http://127.0.0.1:{ray_port}/"}
-    try:
-        deadline = time.time() + 240
-        wait_ready(f"http://127.0.0.1:{mlflow_port}/ping", timeout_s=deadline - time.time(),
-                   proc=procs[0], log=logs["mlflow"])
-        wait_ready(urls["ray"], timeout_s=max(1.0, deadline - time.time()), proc=procs[1],
-                   log=logs["ray"], accept=routed)
-        yield model, urls, logs
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, 15)
-        for proc in procs:
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
+    mlflow = launch([str(BIN / "mlflow"), "models", "serve", "-m", "models:/served@prod",
+                     "--env-manager", "local", "--host", "127.0.0.1", "--port", str(mlflow_port),
+                     "--workers", "1"], url=f"http://127.0.0.1:{mlflow_port}",
+                    log=root / "mlflow.log", env=env)
+    ray = launch([str(BIN / "python"), "-m", "hypernym", "serve", "served@prod", "--port",
+                  str(ray_port), "--max-batch-size", "8", "--batch-wait-ms", "5"],
+                 url=f"http://127.0.0.1:{ray_port}", log=root / "ray.log", env=env)
+    with mlflow, ray:
+        deadline = time.monotonic() + 240
+        mlflow.wait("/ping", timeout_s=deadline - time.monotonic())
+        ray.wait("/", timeout_s=max(1.0, deadline - time.monotonic()), accept=routed)
+        yield model, {"mlflow": f"{mlflow.url}/invocations", "ray": f"{ray.url}/"}, \
+            {"mlflow": mlflow.log, "ray": ray.log}
 
 
 def _expected(model, data: bytes, k: int = 5) -> list[int]:

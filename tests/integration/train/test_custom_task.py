@@ -1,11 +1,14 @@
 """A task defined here, in the test file alone, trains through the core with no change to it:
 multi-hot targets (the binary digits of each sample's class index) learned with BCE, on shards
 prepared from generated images. Once in this process (`Trainer`), once on Ray Train with two
-workers (`run_training`), where the task is pickled to the workers as it is."""
+workers (`run_training`), where the task is pickled to the workers as it is; that run also
+shards the model with FSDP2 (gloo), takes mid-epoch checkpoints gathered from the shards, and
+registers a model equal to its last checkpoint."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -101,17 +104,34 @@ def test_in_process(shards):
     assert metrics["val/bit_accuracy"] > 0.6, metrics  # chance: 0.5
 
 
-def test_on_ray_train_with_two_workers(shards):
+def test_on_ray_train_with_two_workers_and_fsdp(shards):
     import ray.cloudpickle
     from mlflow.tracking import MlflowClient
 
+    from hypernym.registry.models import load_backbone
     from hypernym.settings import get_settings
+    from hypernym.train.checkpoint import load_state
 
     # Ray pickles classes of importable modules by reference; this file is not on the
     # workers' path, so its classes travel by value.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    result = run_training(recipe(shards, num_workers=2), task=BitsTask(), show_progress=False)
-    run = MlflowClient(get_settings().tracking_uri).get_run(result.run_id)
+    raw = recipe(shards, num_workers=2, strategy="fsdp").model_dump(mode="json")
+    raw["train"]["checkpoint_every"] = 3
+    raw["registry"] = {"name": "bits", "alias": "candidate"}
+    result = run_training(parse_recipe(raw), task=BitsTask(), show_progress=False)
+    client = MlflowClient(get_settings().tracking_uri)
+    run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["hypernym.task"] == "bits"
-    assert run.data.metrics["progress/step"] == 4 * (8 * 18 // 32)
+    steps = 4 * (8 * 18 // 32)
+    assert run.data.metrics["progress/step"] == steps
     assert result.metrics["val/bit_accuracy"] > 0.55, result.metrics
+    # mid-epoch checkpoints every 3 steps were reported too; the last 2 are kept
+    kept = sorted(p.name for p in Path(result.checkpoint_path).parent.iterdir()
+                  if p.name.startswith(("step-", "epoch-")))
+    assert kept == ["epoch-0004", "step-00000015"], kept
+    state = load_state(result.checkpoint_path)
+    assert state["optimizer"]["state"], "the optimizer state was gathered from the shards"
+    model = load_backbone("bits@candidate")  # the task's model: a classifier of BITS outputs
+    assert state["model"].keys() == model.state_dict().keys()
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state["model"][key]), key

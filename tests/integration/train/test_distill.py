@@ -21,7 +21,7 @@ from hypernym.errors import HypernymError
 from hypernym.registry.card import ModelCard
 from hypernym.registry.models import fetch_card, register_model, resolve
 from hypernym.settings import get_settings
-from hypernym.tracking import client, start_run
+from hypernym.tracking import metric_history, run_summary, start_run
 from hypernym.train import Trainer, build_task, run_training
 from hypernym.train.core import Hooks
 from hypernym.train.distill.store_job import write_store
@@ -103,6 +103,14 @@ def register_other(name: str, card: dict) -> str:
     return f"{name}/{reg.version}"
 
 
+def all_runs() -> int:
+    """How many runs the tracking server holds, over every experiment."""
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(get_settings().tracking_uri)
+    return len(c.search_runs([e.experiment_id for e in c.search_experiments()]))
+
+
 def test_a_teacher_that_cannot_teach_is_refused_before_any_run(glyphs, teacher):
     data = open_dataset(glyphs)
     ids = data.class_ids
@@ -115,8 +123,7 @@ def test_a_teacher_that_cannot_teach_is_refused_before_any_run(glyphs, teacher):
     semantic = register_other("semantic-teacher", {
         "num_classes": len(ids), "classes": [{"id": c, "name": c} for c in ids],
         "loss": "semantic", "hierarchy": {"kind": "wordnet", "class_paths": paths}})
-    runs_before = len(client(get_settings().tracking_uri).search_runs(
-        [e.experiment_id for e in client(get_settings().tracking_uri).search_experiments()]))
+    runs_before = all_runs()
     cases = [
         ({"teacher": other}, [other, "test_resnet", "'mismatch'", "18 of the student's classes",
                               "n09999999"]),
@@ -131,8 +138,7 @@ def test_a_teacher_that_cannot_teach_is_refused_before_any_run(glyphs, teacher):
             assert needle in str(err.value), (needle, str(err.value))
     # the same class list in another order teaches (its outputs are reordered), with kl
     build_task(recipe(glyphs, "reordered", distill={"teacher": flat}), open_dataset(glyphs))
-    c = client(get_settings().tracking_uri)
-    assert len(c.search_runs([e.experiment_id for e in c.search_experiments()])) == runs_before
+    assert all_runs() == runs_before
 
 
 def test_online_teacher_sees_the_students_mixed_batch_resized(glyphs, teacher):
@@ -171,12 +177,11 @@ def test_online_distillation_in_process(glyphs, teacher):
     m = result.metrics
     for key in ("val/teacher_agreement", "val/teacher_top1", "val_ema/teacher_agreement"):
         assert 0 <= m[key] <= 1, key
-    c = client(get_settings().tracking_uri)
-    run = c.get_run(result.run_id)
-    assert run.data.tags["hypernym.teacher"] == teacher
-    assert run.data.tags["hypernym.task"] == "classification+distill"
+    run = run_summary(result.run_id)
+    assert run.tags["hypernym.teacher"] == teacher
+    assert run.tags["hypernym.task"] == "classification+distill"
     for key in ("train/loss_hard", "train/loss_distill"):
-        assert len(c.get_metric_history(result.run_id, key)) >= 2, key
+        assert len(metric_history(result.run_id, key)) >= 2, key
     version = resolve("student@candidate")
     sha = fetch_card(teacher).weights_sha256
     assert version.tags["teacher"] == teacher and version.tags["teacher_sha256"] == sha
@@ -325,8 +330,8 @@ def test_online_distillation_on_ray_train_with_two_fsdp_workers(glyphs, teacher)
                                  scaling={"num_workers": 2, "strategy": "fsdp"},
                                  registry={"name": "student-fsdp"}),
                           show_progress=False)
-    run = client(get_settings().tracking_uri).get_run(result.run_id)
-    assert run.info.status == "FINISHED"
+    run = run_summary(result.run_id)
+    assert run.status == "FINISHED"
     assert 0 <= result.metrics["val/teacher_agreement"] <= 1
-    assert "train/loss_distill" in run.data.metrics and "train/loss_hard" not in run.data.metrics
+    assert "train/loss_distill" in run.metrics and "train/loss_hard" not in run.metrics
     assert resolve("student-fsdp@candidate").tags["teacher"] == teacher

@@ -57,8 +57,8 @@ def test_ema_and_head_init(datasets, tmp_path, monkeypatch):
     from hypernym.registry.models import load_backbone, load_card, resolve
     from hypernym.settings import get_settings
     from hypernym.train import run_training
-    from hypernym.train.build import TaskSpec, build_model
     from hypernym.train.checkpoint import load_state
+    from hypernym.train.model import build_classifier
 
     monkeypatch.setenv("HYPERNYM_HOME", str(datasets / "home"))
     settings = get_settings()

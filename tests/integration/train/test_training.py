@@ -1,8 +1,9 @@
 """Pretraining on real MLflow (SQLite) and real shards prepared from a generated winter21
-miniature: the 21K-P loss with EMA and accumulation through the in-process core (the whole run:
-MLflow, checkpoints on run storage, registration), FSDP2 on real Ray Train (2 CPU workers,
-gloo), and bad inputs refused before any Ray work. The whole path pretrain -> register ->
-fine-tune -> eval -> pull -> load on Ray Train is the e2e demo test's (tests/e2e/test_cli.py)."""
+miniature, through the in-process core (the whole run: MLflow, checkpoints on run storage,
+registration): the 21K-P loss with Mixup/CutMix, EMA and accumulation; and bad inputs refused
+before any Ray work. FSDP2 on real Ray Train is test_custom_task.py's; the whole path pretrain ->
+register -> fine-tune -> eval -> pull -> load on Ray Train is the e2e demo test's
+(tests/e2e/test_cli.py)."""
 
 from __future__ import annotations
 
@@ -68,9 +69,9 @@ def train_recipe(kind: str, path, **extra) -> dict:
 
 
 def test_semantic_softmax_with_ema_and_accumulation(workspace, monkeypatch):
-    """The 21K-P loss on a two-level hierarchy, with model EMA, gradient accumulation and
-    system metrics, in one process; the registered version carries the EMA weights of the best
-    epoch, the hierarchy and lineage."""
+    """The 21K-P loss on a two-level hierarchy, with Mixup/CutMix, model EMA, gradient
+    accumulation and system metrics, in one process; the registered version carries the EMA
+    weights of the best epoch, the hierarchy and lineage."""
     from mlflow.tracking import MlflowClient
 
     from hypernym.registry.models import load_backbone, load_card, resolve
@@ -83,7 +84,7 @@ def test_semantic_softmax_with_ema_and_accumulation(workspace, monkeypatch):
         "pretrain", workspace["root"] / "semantic", name="test-semantic",
         train={"epochs": 3, "log_every": 2, "loss": "semantic", "label_smoothing": 0.1,
                "ema_decay": 0.9, "accum_steps": 2, "system_metrics_s": 1,
-               "keep_checkpoints": 10},
+               "keep_checkpoints": 10, "mixup_alpha": 0.8, "cutmix_alpha": 1.0},
         registry={"name": "bb-semantic", "alias": "candidate", "select": "best",
                   "weights": "ema"},
     )), show_progress=False, in_process=True)
@@ -135,35 +136,6 @@ def test_semantic_softmax_with_ema_and_accumulation(workspace, monkeypatch):
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 20)
 
 
-def test_fsdp_with_mixup_and_cutmix(workspace, monkeypatch):
-    """FSDP2 over 2 CPU workers (gloo): sharded training with timm's Mixup/CutMix, mid-epoch
-    checkpoints gathered from the shards, and a registered model equal to the last checkpoint."""
-    from mlflow.tracking import MlflowClient
-
-    from hypernym.registry.models import load_backbone
-    from hypernym.settings import get_settings
-    from hypernym.train import run_training
-    from hypernym.train.checkpoint import load_state
-
-    monkeypatch.setenv("HYPERNYM_HOME", str(workspace["root"] / "home"))
-    result = run_training(parse_recipe(train_recipe(
-        "pretrain", workspace["root"] / "mini21k", name="test-fsdp",
-        train={"epochs": 2, "log_every": 2, "mixup_alpha": 0.8, "cutmix_alpha": 1.0,
-               "label_smoothing": 0.1, "checkpoint_every": 3, "system_metrics_s": None},
-        scaling={"num_workers": 2, "strategy": "fsdp"},
-        registry={"name": "bb-fsdp", "alias": "candidate"},
-    )), show_progress=False)
-    client = MlflowClient(get_settings().tracking_uri)
-    assert client.get_run(result.run_id).info.status == "FINISHED"
-    assert 0.0 <= result.metrics["val/top1"] <= 1.0
-    state = load_state(result.checkpoint_path)
-    model = load_backbone("bb-fsdp@candidate")
-    assert state["model"].keys() == model.state_dict().keys()
-    for key, value in model.state_dict().items():
-        assert torch.equal(value, state["model"][key]), key
-    assert state["optimizer"]["state"], "the optimizer state was gathered from the shards"
-
-
 def workspace_manifest(workspace, name):
     from hypernym.data.manifest import read_manifest
 
@@ -200,3 +172,46 @@ def test_bad_inputs_fail_before_ray_work(workspace, tmp_path, monkeypatch):
     client = MlflowClient(get_settings().tracking_uri)
     assert not client.search_runs([e.experiment_id for e in client.search_experiments()],
                                   "attributes.run_name = 'bad-kwargs'")
+
+
+def test_a_failed_run_resumes_in_process_exactly_once(workspace, tmp_path, monkeypatch):
+    """A run that fails mid-epoch (its task raises at the 10th step) ends FAILED; resumed in
+    process, it continues from its last checkpoint on run storage, in the same MLflow run, and
+    the sample trace shows every sample of both epochs trained exactly once."""
+    from mlflow.tracking import MlflowClient
+
+    from hypernym.data.dataset import open_dataset
+    from hypernym.settings import get_settings
+    from hypernym.train import build_task, run_training
+    from tests.integration.train.trace import attempts, check_exactly_once, surviving_history
+
+    monkeypatch.setenv("HYPERNYM_SAMPLE_TRACE", str(tmp_path / "trace"))
+    recipe = parse_recipe(train_recipe(
+        "pretrain", workspace["root"] / "mini21k", name="resume-in-process",
+        data={"path": str(workspace["root"] / "mini21k"), "img_size": 32, "batch_size": 16},
+        train={"epochs": 2, "checkpoint_every": 4, "keep_checkpoints": 2,
+               "system_metrics_s": None}))
+    dataset = open_dataset(recipe.data.path)
+    task = build_task(recipe, dataset)
+    calls, loss = [0], task.loss
+
+    def failing(model, images, target):
+        calls[0] += 1
+        if calls[0] == 10:
+            raise RuntimeError("a lost device")
+        return loss(model, images, target)
+
+    task.loss = failing
+    with pytest.raises(RuntimeError, match="a lost device"):
+        run_training(recipe, task=task, show_progress=False, in_process=True)
+    client = MlflowClient(get_settings().tracking_uri)
+    [failed] = client.search_runs([client.get_experiment_by_name("tests").experiment_id],
+                                  "attributes.run_name = 'resume-in-process'")
+    assert failed.info.status == "FAILED"
+
+    result = run_training(recipe, resume=failed.info.run_id, show_progress=False,
+                          in_process=True)
+    assert result.run_id == failed.info.run_id
+    assert client.get_run(result.run_id).info.status == "FINISHED"
+    assert attempts(tmp_path / "trace") == {"00000000", "00000008"}  # from the step-8 checkpoint
+    check_exactly_once(surviving_history(tmp_path / "trace"), dataset.num_samples("train"), [1])

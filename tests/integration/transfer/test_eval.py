@@ -38,13 +38,13 @@ def dataset(tmp_path_factory, ray_local):
 def register(name, *, dataset_uri, manifest, parent=None, lineage=False):
     from hypernym.registry.card import ModelCard
     from hypernym.registry.models import register_model
-    from hypernym.tracking import log_lineage, start_run
+    from hypernym.tracking import log_inputs, start_run
 
     run_id = start_run(experiment="t", run_name=name,
                        tags={"hypernym.dataset_fingerprint": manifest.fingerprint})
     if lineage:
-        log_lineage(run_id, dataset_name=manifest.name, fingerprint=manifest.fingerprint,
-                    uri=dataset_uri)
+        log_inputs(run_id, dataset_name=manifest.name, fingerprint=manifest.fingerprint,
+                   uri=dataset_uri)
     model = timm.create_model("test_resnet", num_classes=len(manifest.classes)).eval()
     card = ModelCard(arch="test_resnet", num_classes=len(manifest.classes),
                      classes=[{"id": c.id, "name": c.name} for c in manifest.classes],

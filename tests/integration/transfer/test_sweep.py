@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.servers import local_ray
+
 pytestmark = pytest.mark.integration
 
 
@@ -23,9 +25,8 @@ def test_sweep_with_asha(tmp_path, monkeypatch):
     from hypernym.transfer.sweep import run_sweep
 
     monkeypatch.setenv("HYPERNYM_HOME", str(tmp_path / "home"))
-    ray.shutdown()  # a Ray of its own, all 2 CPUs for the trials (not the package's shared one)
-    ray.init(address="local", num_cpus=2, include_dashboard=False)  # never another's cluster
-    try:
+    # a Ray of its own, all 2 CPUs for the trials (not the package's shared one)
+    with local_ray(fresh=True):
         # Four toy classes, 8 training images each: 4 steps an epoch.
         make_winter21(tmp_path / "raw", images_per_class=12, image_size=(40, 32), seed=5,
                       classes=["n02085620", "n02123045", "n01530575", "n02814533"])
@@ -53,8 +54,6 @@ def test_sweep_with_asha(tmp_path, monkeypatch):
         client = MlflowClient(settings.tracking_uri)
         pgs = ray.util.placement_group_table()
         left = [g for g in pgs.values() if g["state"] in ("CREATED", "PENDING")]
-    finally:
-        ray.shutdown()
 
     assert len(result.trials) == 3 and all(t.error is None for t in result.trials)
     stopped = [t for t in result.trials if t.stopped_early]

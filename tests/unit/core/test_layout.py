@@ -4,7 +4,8 @@ The rules are data (`MAY_IMPORT`): for each part of the package (a subpackage, o
 module), the other parts its modules may import. The test walks every module's imports with
 `ast` (function-level imports included: they defer an import, they do not remove the
 dependency), and fails on an import the rules do not allow, on a part the rules do not name, on
-MLflow imported outside the tracking adapter, and on any import cycle between modules.
+MLflow imported outside its two adapters (tracking, registry) or their client handed to another
+part, and on any import cycle between modules.
 """
 
 from __future__ import annotations
@@ -48,10 +49,10 @@ MAY_IMPORT: dict[str, set[str]] = {
                          "transfer", "deploy", "serving", "recipes", "jobs", "demo"},
     "__main__": {"cli"},
 }
-# The tracking adapter, and the pyfunc file MLflow itself loads from a registered model.
-MLFLOW_ALLOWED = ("hypernym.tracking", "hypernym.registry.pyfunc_model",
-                  # the signature and input example: types of MLflow's model format itself
-                  "hypernym.registry.serving_schema")
+# The two MLflow adapters: tracking (runs, metrics, lineage) and registry (the model registry).
+MLFLOW_ALLOWED = ("hypernym.tracking", "hypernym.registry")
+# The MLflow client they share; everything else calls their public functions.
+MLFLOW_CLIENT = "hypernym.tracking._backend"
 
 
 def module_names(root: Path, package: str) -> dict[str, Path]:
@@ -65,6 +66,15 @@ def module_names(root: Path, package: str) -> dict[str, Path]:
     return out
 
 
+def source_module(node: ast.ImportFrom, module: str, is_package: bool) -> str:
+    """The module a ``from ... import`` in ``module`` reads from (relative imports resolved)."""
+    base = node.module or ""
+    if node.level:
+        anchor = module.split(".")[: len(module.split(".")) - node.level + is_package]
+        base = ".".join([*anchor, base] if base else anchor)
+    return base
+
+
 def imports(path: Path, module: str, is_package: bool) -> set[str]:
     """Every module name ``path`` imports, at any depth (relative imports resolved)."""
     found: set[str] = set()
@@ -72,10 +82,7 @@ def imports(path: Path, module: str, is_package: bool) -> set[str]:
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = module.split(".")[: len(module.split(".")) - node.level + is_package]
-                base = ".".join([*anchor, base] if base else anchor)
+            base = source_module(node, module, is_package)
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)  # maybe submodules
     return found
@@ -159,7 +166,7 @@ def test_the_package_has_no_import_cycle():
     assert cycles(import_graph(PACKAGE, "hypernym")) == []
 
 
-def test_mlflow_is_imported_only_by_the_tracking_adapter():
+def test_mlflow_is_imported_only_by_the_mlflow_adapters():
     offenders = [name for name, path in module_names(PACKAGE, "hypernym").items()
                  if not name.startswith(MLFLOW_ALLOWED)
                  and any(m == "mlflow" or m.startswith("mlflow.")
@@ -196,6 +203,48 @@ def test_the_checker_catches_a_private_import(tmp_path):
     assert private_imports(pkg, "pkg") == ["pkg.b imports pkg.a._helper"]
 
 
+def test_only_the_mlflow_adapters_hold_an_mlflow_client():
+    graph = import_graph(PACKAGE, "hypernym")
+    holders = sorted(m for m, targets in graph.items() if MLFLOW_CLIENT in targets
+                     and not m.startswith(MLFLOW_ALLOWED))
+    assert holders == []
+
+
+def tracking_names(path: Path, module: str, is_package: bool) -> set[str]:
+    """The names ``path`` takes from `hypernym.tracking`: ``from hypernym.tracking import X``
+    and ``tracking.X`` after ``from hypernym import tracking``."""
+    tree = ast.parse(path.read_text(), str(path))
+    names, aliases = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = source_module(node, module, is_package)
+            if base == "hypernym.tracking":
+                names.update(alias.name for alias in node.names)
+            elif base == "hypernym":
+                aliases.update(a.asname or a.name for a in node.names if a.name == "tracking")
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                and node.value.id in aliases):
+            names.add(node.attr)
+    return names
+
+
+def test_other_parts_call_only_the_public_tracking_api():
+    """No raw client or module handed out: outside the adapters, only `__all__` is used."""
+    import hypernym.tracking
+
+    public = set(hypernym.tracking.__all__)
+    assert not public & {"client", "mlflow_module"}
+    used = {}
+    for name, path in module_names(PACKAGE, "hypernym").items():
+        if name.startswith(MLFLOW_ALLOWED):
+            continue
+        extra = tracking_names(path, name, path.name == "__init__.py") - public
+        if extra:
+            used[name] = sorted(extra)
+    assert used == {}
+
+
 def test_the_checker_catches_a_cycle_and_a_layer_breach(tmp_path):
     """A tiny package with the old cli <-> demo cycle (both imports inside functions) and a
     data module importing train."""
@@ -224,7 +273,6 @@ def test_the_checker_catches_a_cycle_and_a_layer_breach(tmp_path):
 
 def test_platform_is_still_the_standard_library():
     assert hasattr(platform, "python_version")
-    assert "site-packages" not in (platform.__file__ or "") or "lib" in platform.__file__
     assert Path(platform.__file__).parent == Path(subprocess.__file__).parent
     assert not (REPO / "platform" / "__init__.py").exists()
 

@@ -43,4 +43,5 @@ def test_without_workers_recycling_is_off(tmp_path):
     manifest = make_dataset(tmp_path, SIZES)
     kept = list(batches(manifest, tmp_path, recycle=True, workers=0))
     again = list(batches(manifest, tmp_path, recycle=False, workers=0))
+    assert len(kept) == len(again) == 40
     assert all(torch.equal(a[0], b[0]) for a, b in zip(kept, again, strict=True))

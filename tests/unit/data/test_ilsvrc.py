@@ -6,7 +6,6 @@ devkit."""
 from __future__ import annotations
 
 import io
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from hypernym.data.prepare import plan_splits
 from hypernym.data.sources import detect_format, list_source, read_item
 from hypernym.data.storage import open_fs
 from hypernym.errors import HypernymError
+from tests.tars import tar_bytes
 
 # ILSVRC2012_ID -> synset, as in the real devkit (1: tench, 2: goldfish, 3: great white shark)
 CLASSES = {1: "n01440764", 2: "n01443537", 3: "n01484850"}
@@ -28,16 +28,6 @@ def jpeg(seed: int) -> bytes:
     rng = np.random.default_rng(seed)
     out = io.BytesIO()
     Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(out, "JPEG")
-    return out.getvalue()
-
-
-def tar_bytes(members: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
     return out.getvalue()
 
 
@@ -70,13 +60,7 @@ def archives(root: Path, *, labels=VAL_LABELS) -> Path:
     (root / "ILSVRC2012_img_val.tar").write_bytes(tar_bytes(val_images()))
     devkit = {f"ILSVRC2012_devkit_t12/{GT}": "\n".join(map(str, labels)).encode() + b"\n",
               "ILSVRC2012_devkit_t12/data/meta.mat": meta_mat()}
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz") as tar:
-        for name, data in devkit.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    (root / "ILSVRC2012_devkit_t12.tar.gz").write_bytes(out.getvalue())
+    (root / "ILSVRC2012_devkit_t12.tar.gz").write_bytes(tar_bytes(devkit, mode="w:gz"))
     return root
 
 

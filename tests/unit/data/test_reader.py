@@ -130,12 +130,10 @@ def test_bad_samples_are_counted_and_an_unreadable_share_fails_instead_of_spinni
 def test_an_s3_endpoint_that_refuses_connections_is_retried_then_named(monkeypatch, caplog):
     """botocore's connection errors are not OSErrors: they must be retried too (an S3 endpoint
     restarting), for ``_RETRY_S``, and then fail naming the shard and the attempts."""
-    import socket
+    from tests.servers import free_port
 
-    with socket.socket() as sock:  # a port nothing listens on: connections are refused
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    # a port nothing listens on: connections are refused
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # botocore's own retries: off, for speed

@@ -10,6 +10,7 @@ import pytest
 from hypernym.data.reader import read_shard
 from hypernym.data.tar import TarFormatError, iter_tar
 from hypernym.errors import HypernymError
+from tests.tars import add_member, tar_bytes
 
 MEMBERS = [
     ("s0.cls", b"7"),
@@ -28,9 +29,7 @@ def archive(fmt: int, *, extra_dir: bool = True) -> bytes:
             info.type = tarfile.DIRTYPE
             tar.addfile(info)
         for name, data in MEMBERS:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+            add_member(tar, name, data)
         link = tarfile.TarInfo("link.jpg")
         link.type, link.linkname = tarfile.SYMTYPE, "s0.jpg"
         tar.addfile(link)
@@ -40,13 +39,7 @@ def archive(fmt: int, *, extra_dir: bool = True) -> bytes:
 @pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
 def test_regular_files_come_out_as_tarfile_reads_them(fmt):
     if fmt == tarfile.USTAR_FORMAT:  # ustar can't hold the long or non-ASCII names
-        data = io.BytesIO()
-        with tarfile.open(fileobj=data, mode="w", format=fmt) as tar:
-            for name, payload in MEMBERS[:3]:
-                info = tarfile.TarInfo(name)
-                info.size = len(payload)
-                tar.addfile(info, io.BytesIO(payload))
-        data, expected = data.getvalue(), MEMBERS[:3]
+        data, expected = tar_bytes(MEMBERS[:3], format=fmt), MEMBERS[:3]
     else:
         data, expected = archive(fmt), MEMBERS
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
@@ -71,16 +64,11 @@ def test_truncated_and_corrupt_archives_fail_loudly():
 
 def test_read_shard_names_the_shard_it_cannot_read(tmp_path):
     path = tmp_path / "train-000003.tar"
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as tar:
-        for name, payload in [("a.cls", b"4"), ("a.jpg", b"J" * 600), ("b.cls", b"5"),
-                              ("b.jpg", b"K" * 600)]:
-            info = tarfile.TarInfo(name)
-            info.size = len(payload)
-            tar.addfile(info, io.BytesIO(payload))
-    path.write_bytes(out.getvalue())
+    data = tar_bytes([("a.cls", b"4"), ("a.jpg", b"J" * 600), ("b.cls", b"5"),
+                      ("b.jpg", b"K" * 600)])
+    path.write_bytes(data)
     assert list(read_shard(str(path))) == [(b"J" * 600, 4), (b"K" * 600, 5)]
-    assert list(read_shard(out.getvalue())) == [(b"J" * 600, 4), (b"K" * 600, 5)]
-    path.write_bytes(out.getvalue()[:2000])
+    assert list(read_shard(data)) == [(b"J" * 600, 4), (b"K" * 600, 5)]
+    path.write_bytes(data[:2000])
     with pytest.raises(HypernymError, match=r"train-000003\.tar.*truncated.*prepare"):
         list(read_shard(str(path)))

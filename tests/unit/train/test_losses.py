@@ -112,3 +112,16 @@ def test_cross_entropy_hard_and_soft():
     labels = torch.tensor([0, 1, 2, 3])
     loss = CrossEntropy(0.0)
     assert torch.allclose(loss(logits, labels), loss(logits, F.one_hot(labels, 5).float()))
+
+
+def test_classification_refuses_a_multi_label_dataset():
+    from hypernym.data.dataset import Dataset
+    from hypernym.data.manifest import ClassInfo, Manifest
+    from hypernym.train.tasks import ClassificationTask
+    from tests.unit.train.helpers import unit_recipe
+
+    classes = [ClassInfo(index=i, id=f"c{i}", name=f"c{i}") for i in range(3)]
+    manifest = Manifest(name="scenes", recipe={}, classes=classes, splits={}, fingerprint="-",
+                        stats={"annotations": {"multi_label": True}})
+    with pytest.raises(HypernymError, match="several labels per image.*task: multilabel"):
+        ClassificationTask.from_recipe(unit_recipe(), Dataset("/d", manifest))

@@ -91,3 +91,8 @@ def test_level_accuracy_shares_the_ancestor_at_each_depth():
     assert out[1] == {"accuracy": pytest.approx(3 / 5), "samples": 5}
     assert out[2] == {"accuracy": pytest.approx(2 / 4), "samples": 4}
     assert out[3] == {"accuracy": pytest.approx(1 / 4), "samples": 4}
+
+
+def test_mean_std_over_seeds():
+    assert M.mean_std([0.9]) == "0.900"
+    assert M.mean_std([0.9, 0.8, 0.7]) == "0.800 ± 0.082"  # population std: sqrt(0.02 / 3)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from timm.data import Mixup
 
+from hypernym.errors import HypernymError
 from hypernym.train.distributed import all_reduce_sum
 from hypernym.train.losses import CrossEntropy, SemanticSoftmax, build_loss, level_accuracy
 from hypernym.train.tasks.base import Task
@@ -36,9 +37,15 @@ class ClassificationTask(Task):
         """The task of a recipe's ``train`` section on its dataset.
 
         Raises:
-            HypernymError: ``train.loss: semantic`` on a dataset whose classes form no hierarchy.
+            HypernymError: ``train.loss: semantic`` on a dataset whose classes form no hierarchy,
+                or a dataset with several labels per image.
         """
         train, manifest = recipe.train, dataset.manifest
+        if (manifest.stats.get("annotations") or {}).get("multi_label"):
+            raise HypernymError(
+                f"dataset {manifest.name!r} has several labels per image (its samples have no "
+                "single class): train it with the recipe's `task: multilabel` (or `detection` "
+                "for its boxes), not classification")
         loss_fn = build_loss(train.loss, manifest, label_smoothing=train.label_smoothing)
         mixup = None
         if train.mixup_alpha > 0 or train.cutmix_alpha > 0:

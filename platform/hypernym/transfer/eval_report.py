@@ -1,11 +1,10 @@
 """The evaluation report of a classifier on a prepared dataset split.
 
-``evaluate`` runs the model over the split once (the project's reader, in eval mode: resize to
-the model's input size and a center crop, normalised with the model's mean and std) and keeps the
-softmax scores; `build_report` turns labels and scores into top-1/top-5, per-class
-precision/recall/F1 with macro and weighted averages, the confusion matrix, the reliability
-diagram with its expected calibration error, the most-confused class pairs and, when the classes
-form a tree (WordNet synsets or a custom hierarchy), the accuracy at each level of the tree.
+`build_report` turns labels and softmax scores (from
+`hypernym.transfer.evaluation.predict_split`) into top-1/top-5, per-class precision/recall/F1
+with macro and weighted averages, the confusion matrix, the reliability diagram with its
+expected calibration error, the most-confused class pairs and, when the classes form a tree
+(WordNet synsets or a custom hierarchy), the accuracy at each level of the tree.
 `log_report` sends it to an MLflow run (metrics, tables, images); `print_report` prints it.
 
 Models trained with the semantic softmax are scored by a softmax over all their logits, like the
@@ -19,13 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from hypernym.data.manifest import Manifest
-from hypernym.errors import HypernymError
 from hypernym.transfer import metrics as M
 
-__all__ = ["Report", "build_report", "evaluate", "log_report", "print_report"]
+__all__ = ["Report", "as_json", "build_report", "log_report", "print_report"]
 
 PREFIX = "eval"  # metric and artifact prefix, in eval runs and in fine-tune runs alike
 
@@ -93,41 +90,6 @@ def build_report(labels: np.ndarray, probs: np.ndarray, manifest: Manifest, *,
         macro=cls["macro"], weighted=cls["weighted"], confusion=cls["confusion"],
         calibration=M.calibration(probs.max(axis=1), preds == labels),
         pairs=M.confused_pairs(cls["confusion"], top_pairs), levels=levels)
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, manifest: Manifest, root: str, *, split: str = "val",
-             img_size: int, mean, std, batch_size: int = 64, num_workers: int = 0,
-             device: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, softmax scores) of ``model`` over the whole ``split`` of the dataset at ``root``.
-
-    Raises:
-        HypernymError: the split does not exist or is empty, or the model's classifier does not
-            have one output per class of the dataset.
-    """
-    from hypernym.data.reader import make_loader
-
-    if manifest.num_samples(split) == 0:
-        raise HypernymError(f"dataset {manifest.name!r} has no samples in split {split!r}; its "
-                            f"splits: {', '.join(manifest.splits) or 'none'}")
-    outputs = getattr(model, "num_classes", None)
-    if outputs is not None and outputs != len(manifest.classes):
-        raise HypernymError(f"the model has {outputs} outputs but dataset {manifest.name!r} has "
-                            f"{len(manifest.classes)} classes: evaluate it on the dataset it was "
-                            "trained (fine-tuned) for")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = model.to(dev).eval()
-    shift = torch.tensor(mean, device=dev).view(1, 3, 1, 1) * 255
-    scale = torch.tensor(std, device=dev).view(1, 3, 1, 1) * 255
-    loader = make_loader(manifest, root, split, rank=0, world_size=1, epoch=0,
-                         batch_size=batch_size, img_size=img_size, train=False,
-                         num_workers=num_workers)
-    labels, scores = [], []
-    for batch in loader:
-        images = (batch[0].to(dev).float() - shift) / scale
-        scores.append(model(images).float().softmax(dim=1).cpu())
-        labels.append(batch[1])
-    return torch.cat(labels).numpy(), torch.cat(scores).numpy()
 
 
 def log_report(report: Report, run_id: str, *, settings=None) -> None:

@@ -7,14 +7,9 @@ import statistics
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["lead", "mean_std", "print_summary"]
+from hypernym.transfer.metrics import mean_std
 
-
-def mean_std(values: list[float]) -> str:
-    """``0.912 ± 0.008`` (population std over seeds), or the one value."""
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.fmean(values):.3f} ± {statistics.pstdev(values):.3f}"
+__all__ = ["lead", "print_summary"]
 
 
 def lead(pretrained: list[float], scratch: list[float]) -> float:
