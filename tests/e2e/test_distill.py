@@ -1,6 +1,6 @@
 """Distillation as a user runs it: the example's command (teacher, `hypernym distill store`'s
 library call, students without a teacher, online and from the store), then the CLI's store
-command, its refusal of a teacher that does not exist, and the distilled student's lineage."""
+command refusing a teacher that does not exist, and the distilled student's lineage."""
 
 from __future__ import annotations
 
@@ -44,12 +44,6 @@ def test_distillation_example_end_to_end(tmp_path):
     assert summary["lead"]["store"] >= STORE_FLOOR, summary
 
     data = str(home / "distill-demo" / "data" / "glyphs")
-    store = cli("distill", "store", "hypernym-distill-teacher@candidate", data, "--views", "1",
-                "--topk", "2", "--crop-scale", "0.35", "1.0", "--out", str(tmp_path / "s"),
-                home=home)
-    assert store.returncode == 0, store.stderr[-3000:]
-    assert "teacher store ready" in store.stderr and "bytes per view" in store.stderr
-    assert (tmp_path / "s" / "store.json").is_file()
     assert_user_error(cli("distill", "store", "no-such-teacher@candidate", data, "--views", "1",
                           "--topk", "1", home=home), "no-such-teacher")
 
