@@ -37,20 +37,20 @@ class DistillDemoConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    images_per_class: int = Field(100, ge=10)
-    val_per_class: int = Field(30, ge=1, description="held-out images per class")
+    images_per_class: int = Field(40, ge=10)
+    val_per_class: int = Field(10, ge=1, description="held-out images per class")
     img_size: int = Field(32, ge=16)
     teacher_arch: str = "resnet10t"
-    teacher_epochs: int = Field(10, ge=1)
+    teacher_epochs: int = Field(8, ge=1)
     student_arch: str = "test_resnet"
-    student_epochs: int = Field(5, ge=1)
+    student_epochs: int = Field(4, ge=1)
     seeds: int = Field(3, ge=1, description="student seeds (init and data order): 0..seeds-1")
     batch_size: int = Field(32, ge=2)
     loss: Literal["kl", "semantic", "semantic_kl"] = Field("kl",
                                                            description="train.distill.loss")
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.1, ge=0, lt=1)
-    views: int = Field(8, ge=1, description="stored views per training image")
+    views: int = Field(4, ge=1, description="stored views per training image")
     topk: int = Field(5, ge=1, description="stored probabilities per view")
 
 
