@@ -7,7 +7,7 @@ GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo ,gpu)
 STAMP := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
 
-.PHONY: demo test test-fast lint bench clean setup
+.PHONY: demo test test-fast lint bench clean setup gpu-check
 
 setup: $(STAMP)
 
@@ -25,6 +25,14 @@ $(DEMO_STAMP): pyproject.toml
 
 demo: $(DEMO_STAMP)
 	$(BIN)/hypernym demo
+
+# On a GPU machine: every GPU path once (docs/gpu.md); `make gpu-check ARGS=--cpu-dry-run` runs
+# it on the CPU at toy sizes. Installs only where there is no venv yet, so a machine without
+# network access runs it on what is installed.
+ARGS ?=
+gpu-check:
+	test -x $(BIN)/hypernym || $(MAKE) $(DEMO_STAMP)
+	$(BIN)/hypernym gpu-check --out gpu-check $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -ra --durations=15

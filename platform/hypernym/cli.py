@@ -150,6 +150,7 @@ def _mount() -> None:
     # Sub-apps live beside the library code they drive; this module only composes them.
     from hypernym.data.cli import data_app
     from hypernym.deploy.cli import deploy_app
+    from hypernym.gpucheck.cli import gpu_check
     from hypernym.jobs.cli import jobs_app, submit
     from hypernym.registry.cli import models_app
     from hypernym.serving.cli import serve
@@ -161,6 +162,7 @@ def _mount() -> None:
 
     app.command(name="submit")(submit)
     app.command(name="serve")(serve)
+    app.command(name="gpu-check")(gpu_check)
     app.command(name="sweep")(sweep)
     app.add_typer(jobs_app, name="jobs", help="Follow and stop submitted jobs.")
     app.add_typer(models_app, name="models",

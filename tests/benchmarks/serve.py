@@ -1,35 +1,40 @@
-"""Serving load test: Ray Serve with dynamic batching against `mlflow models serve`, same run.
+"""Serving load test: `hypernym serve` (Ray Serve, dynamic batching) against `mlflow models
+serve`, on the same registered model and the same JPEG, in one run.
 
-Registers a timm model (random weights: the work per image does not depend on them) in a
-throwaway registry, starts each server in turn on a free 127.0.0.1 port and drives it with
-closed loops: for each client count of ``--clients``, that many threads post one JPEG per
-request back to back (keep-alive) until ``--requests`` are answered or ``--seconds`` pass.
-Prints throughput, p50/p99 latency and the 1-minute load average per run, then, for every p99
-bound seen, the best throughput each server reached within it and the ratio ("at equal p99").
-Stops its servers itself.
+For each model (a small one, then resnet50 at 224 px, where batching matters more), registers a
+timm model with random weights (the work per image does not depend on them) in a throwaway
+registry, then starts each server in turn on a free 127.0.0.1 port, alone on the machine, and
+drives it with closed loops (`hypernym.serving.loadtest`): for each client count, that many
+clients post one JPEG per request back to back (keep-alive) until ``--requests`` are answered
+or ``--seconds`` pass. `hypernym serve` runs once per ``--ingress`` (haproxy, direct and proxy on
+the small model; ``--large-ingress``, haproxy, on resnet50).
+Prints every run (throughput, p50/p99, load average), then for each ingress the comparison at
+equal p99: at mlflow's best point (its highest throughput, and that run's p99), the best
+throughput `hypernym serve` reached within the same p99, and the ratio.
 
     PYTHONPATH=platform .venv/bin/python tests/benchmarks/serve.py
-    PYTHONPATH=platform .venv/bin/python tests/benchmarks/serve.py --ray-ingress proxy,direct
-    PYTHONPATH=platform .venv/bin/python tests/benchmarks/serve.py --arch resnet50 \
-        --img-size 224 --image 500 375 --clients 2,4,8
+    PYTHONPATH=platform .venv/bin/python tests/benchmarks/serve.py --ingress haproxy --no-large
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import http.client
+import io
 import json
 import os
+import shlex
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO), str(REPO / "platform")]
 BIN = Path(sys.executable).parent
+
+
+def _ints(text: str) -> list[int]:
+    return [int(c) for c in text.split(",")]
 
 
 def _register(root: Path, arch: str, size: int) -> None:
@@ -49,98 +54,95 @@ def _register(root: Path, arch: str, size: int) -> None:
                    card=card, alias="bench", settings=settings)
 
 
-def _load(port: int, path: str, body: bytes, *, clients: int, requests: int,
-          seconds: float) -> dict:
-    latencies: list[float] = []
-    errors = [0]
-    lock = threading.Lock()
-    stop_at = time.perf_counter() + seconds
+def _body(width: int, height: int) -> tuple[bytes, int]:
+    import numpy as np
+    from PIL import Image
 
-    def client() -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-        while time.perf_counter() < stop_at:
-            with lock:
-                if len(latencies) + errors[0] >= requests:
-                    return
-            start = time.perf_counter()
-            try:
-                conn.request("POST", path, body, {"Content-Type": "application/json"})
-                response = conn.getresponse()
-                ok = response.status == 200 and b'"error": null' in response.read().replace(
-                    b'"error":null', b'"error": null')
-            except OSError:
-                ok = False
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-            with lock:
-                if ok:
-                    latencies.append(time.perf_counter() - start)
-                else:
-                    errors[0] += 1
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    began = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - began
-    latencies.sort()
-    n = len(latencies)
-    return {"ok": n, "errors": errors[0], "wall_s": wall, "rps": n / wall,
-            "p50_ms": 1000 * latencies[n // 2] if n else float("nan"),
-            "p99_ms": 1000 * latencies[min(n - 1, int(n * 0.99))] if n else float("nan")}
+    pixels = np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    body = {"dataframe_split": {"columns": ["image"], "data": [[
+        base64.b64encode(buffer.getvalue()).decode()]]}}
+    return json.dumps(body).encode(), len(buffer.getvalue())
 
 
 def _sweep(name: str, cmd: list[str], port: int, path: str, body: bytes, env: dict,
-           log_path: Path, args) -> list[dict]:
+           log: Path, clients: list[int], args) -> list:
     """Start one server, warm it up, then one closed-loop run per client count."""
+    from hypernym.serving.loadtest import closed_loop, format_run
     from tests.servers import routed, start_server
 
     rows = []
     # raises with the server's log tail if it exits or is not routed in time
-    with start_server(cmd, url=f"http://127.0.0.1:{port}", ready_path=path, log=log_path,
-                      env=env, timeout_s=300, accept=routed):
-        _load(port, path, body, clients=max(args.clients), requests=args.warmup, seconds=60)
-        for clients in args.clients:
-            load = os.getloadavg()[0]
-            r = _load(port, path, body, clients=clients, requests=args.requests,
-                      seconds=args.seconds)
-            r.update(server=name, clients=clients, load=load)
-            rows.append(r)
-            print(f"{name:20s} {clients:3d} clients {r['ok']:5d} ok {r['errors']:3d} err "
-                  f"{r['rps']:7.1f} req/s  p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms"
-                  f"  load {load:5.2f}", flush=True)
+    with start_server(cmd, url=f"http://127.0.0.1:{port}", ready_path=path, log=log, env=env,
+                      timeout_s=300, accept=routed):
+        closed_loop(port, path, body, server=name, clients=max(clients),
+                    requests=args.warmup, seconds=60)
+        for n in clients:
+            rows.append(closed_loop(port, path, body, server=name, clients=n,
+                                    requests=args.requests, seconds=args.seconds))
+            print(format_run(rows[-1]), flush=True)
     return rows
 
 
-def _best(rows: list[dict], bound: float) -> dict | None:
-    """The highest-throughput run whose p99 stays within ``bound`` ms (None if none does)."""
-    fits = [r for r in rows if r["errors"] == 0 and r["ok"] and r["p99_ms"] <= bound]
-    return max(fits, key=lambda r: r["rps"]) if fits else None
+def _summary(label: str, base: list, rays: dict[str, list]) -> None:
+    from hypernym.serving.loadtest import compare
 
-
-def _summary(base: list[dict], ray: list[dict], p99_ms: float | None) -> None:
-    """Best throughput of each server under the same p99 bounds, and the ratios."""
-    bounds = sorted({r["p99_ms"] for r in base + ray if r["ok"]})
-    if p99_ms:
-        bounds = [p99_ms]
-    print("\nbest throughput under the same p99 bound (clients in brackets):")
-    for bound in bounds:
-        b, r = _best(base, bound), _best(ray, bound)
-        if b is None or r is None:
+    for ingress, rows in rays.items():
+        result = compare(base, rows)
+        print(f"\n== {label}: hypernym serve --ingress {ingress} against mlflow models serve")
+        for b in result["bounds"]:
+            print(f"  p99 <= {b['p99_ms']:7.1f} ms: mlflow {b['base_rps']:6.1f} req/s "
+                  f"({b['base_clients']:2d})  hypernym {b['rps']:6.1f} req/s "
+                  f"({b['clients']:2d})  {b['ratio']:.2f}x")
+        at, best = result["at_base_best"], result["best_any"]
+        if at is None:
+            print("  no clean run to compare")
             continue
-        print(f"  p99 <= {bound:7.1f} ms: mlflow {b['rps']:6.1f} req/s ({b['clients']:2d})  "
-              f"ray {r['rps']:6.1f} req/s ({r['clients']:2d})  "
-              f"ray/mlflow {r['rps'] / b['rps']:.2f}x")
-    top = max(base, key=lambda r: r["rps"])  # mlflow's operating point: its best throughput
-    r = _best(ray, top["p99_ms"])
-    print(f"at mlflow's best point (p99 {top['p99_ms']:.0f} ms, {top['rps']:.1f} req/s): "
-          + (f"ray {r['rps']:.1f} req/s with p99 {r['p99_ms']:.0f} ms -> "
-             f"{r['rps'] / top['rps']:.2f}x" if r else "ray reached no run under that p99"))
-    top_ray = max(ray, key=lambda r: r["rps"])
-    print(f"best throughput at any p99: ray/mlflow {top_ray['rps'] / top['rps']:.2f}x "
-          f"(ray {top_ray['rps']:.1f} p99 {top_ray['p99_ms']:.0f} ms, mlflow {top['rps']:.1f} "
-          f"p99 {top['p99_ms']:.0f} ms)")
+        print(f"  at mlflow's best point (p99 {at['p99_ms']:.0f} ms, {at['base_rps']:.1f} "
+              "req/s): " + (f"hypernym {at['rps']:.1f} req/s with p99 {at['p99_ms_other']:.0f} "
+                            f"ms -> {at['ratio']:.2f}x" if at["rps"] else
+                            "hypernym reached no run within that p99"))
+        print(f"  best throughput at any p99: {best['ratio']:.2f}x (hypernym {best['rps']:.1f} "
+              f"p99 {best['p99_ms']:.0f} ms, mlflow {best['base_rps']:.1f} p99 "
+              f"{best['base_p99_ms']:.0f} ms)")
+
+
+def _model(label: str, arch: str, size: int, image: tuple[int, int], clients: list[int],
+           ingresses: list[str], args) -> None:
+    from tests.servers import free_port
+
+    body, jpeg = _body(*image)
+    print(f"\n### {label}: {arch} at {size}px, {image[0]}x{image[1]} JPEG ({jpeg} B), "
+          f"{os.cpu_count()} CPUs; hypernym serve: 1 replica x {args.num_cpus:g} CPU, batches "
+          f"of up to {args.max_batch_size}, {args.batch_wait_ms:g} ms wait {args.ray_args}; "
+          f"mlflow models serve: {args.mlflow_workers or 'its default'} workers", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        _register(root, arch, size)
+        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+               "HYPERNYM_HOME": str(root), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+               "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(REPO / "platform"),
+               # uvicorn is started by name: the venv's bin/ must be on PATH
+               "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+        port = free_port()
+        mlflow_cmd = [str(BIN / "mlflow"), "models", "serve", "-m", "models:/bench@bench",
+                      "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
+        if args.mlflow_workers:
+            mlflow_cmd += ["--workers", str(args.mlflow_workers)]
+        # One server at a time: each gets the whole machine while it is measured.
+        base = _sweep("mlflow models serve", mlflow_cmd, port, "/invocations", body, env,
+                      root / "mlflow.log", clients, args)
+        rays = {}
+        for ingress in ingresses:
+            port = free_port()
+            cmd = [str(BIN / "python"), "-m", "hypernym", "serve", "bench@bench",
+                   "--port", str(port), "--ingress", ingress, "--num-cpus", str(args.num_cpus),
+                   "--max-batch-size", str(args.max_batch_size),
+                   "--batch-wait-ms", str(args.batch_wait_ms), *shlex.split(args.ray_args)]
+            rays[ingress] = _sweep(f"hypernym ({ingress})", cmd, port, "/", body, env,
+                                   root / f"ray-{ingress}.log", clients, args)
+    _summary(label, base, rays)
 
 
 def main() -> None:
@@ -149,87 +151,32 @@ def main() -> None:
     parser.add_argument("--img-size", type=int, default=64, help="the model's input size")
     parser.add_argument("--image", type=int, nargs=2, default=(160, 120), metavar=("W", "H"),
                         help="the posted JPEG's size")
-    parser.add_argument("--clients", type=lambda s: [int(c) for c in s.split(",")],
-                        default=[4, 8, 16, 32], help="client counts to sweep, e.g. 4,8,16")
+    parser.add_argument("--clients", type=_ints, default=[4, 8, 16, 32],
+                        help="client counts to sweep, e.g. 4,8,16")
+    parser.add_argument("--no-large", dest="large", action="store_false",
+                        help="skip the second model (resnet50 at 224 px, a 500x375 JPEG)")
+    parser.add_argument("--large-clients", type=_ints, default=[2, 4, 8])
+    parser.add_argument("--large-ingress", type=lambda s: s.split(","), default=["haproxy"],
+                        help="hypernym serve's --ingress values for the second model")
     parser.add_argument("--requests", type=int, default=1500, help="per run, at most")
     parser.add_argument("--seconds", type=float, default=20, help="per run, at most")
     parser.add_argument("--warmup", type=int, default=40)
-    parser.add_argument("--p99-ms", type=float, default=None,
-                        help="compare only under this p99 bound (default: every bound seen)")
     parser.add_argument("--mlflow-workers", type=int, default=None,
                         help="uvicorn workers (default: mlflow's, the CPU count)")
-    parser.add_argument("--mlflow-env", action="append", default=[], metavar="KEY=VALUE",
-                        help="environment for mlflow models serve, e.g. OMP_NUM_THREADS=1")
+    parser.add_argument("--ingress", type=lambda s: s.split(","),
+                        default=["haproxy", "direct", "proxy"],
+                        help="hypernym serve's --ingress values to measure on the small model")
     parser.add_argument("--ray-args", default="", help="more `hypernym serve` flags, quoted")
-    parser.add_argument("--ray-env", action="append", default=[], metavar="KEY=VALUE",
-                        help="environment for hypernym serve (Ray Serve's feature flags)")
-    parser.add_argument("--ray-ingress", default="proxy",
-                        help="proxy (Serve's HTTP proxy), direct (the replica's own HTTP port: "
-                        "Ray Serve's direct-ingress feature flag, no proxy hop, one replica) "
-                        "or proxy,direct (both, one after the other)")
-    parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--num-cpus", type=float, default=float(os.cpu_count() or 1),
-                        help="CPUs per Ray Serve replica (torch threads)")
+                        help="CPUs of the replica (torch threads)")
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--batch-wait-ms", type=float, default=5.0)
     args = parser.parse_args()
-
-    import io
-    import shlex
-
-    import numpy as np
-    from PIL import Image
-
-    from tests.servers import free_port
-
-    pixels = np.random.default_rng(0).integers(0, 255, (args.image[1], args.image[0], 3),
-                                               dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
-    body = json.dumps({"dataframe_split": {"columns": ["image"], "data": [[
-        base64.b64encode(buffer.getvalue()).decode()]]}}).encode()
-    print(f"{args.arch} at {args.img_size}px, {args.image[0]}x{args.image[1]} JPEG "
-          f"({len(buffer.getvalue())} B), {os.cpu_count()} CPUs; ray: {args.replicas} "
-          f"replica(s) x {args.num_cpus:g} CPU, max_batch_size {args.max_batch_size}, wait "
-          f"{args.batch_wait_ms:g} ms {args.ray_args} {' '.join(args.ray_env)}; mlflow: "
-          f"{args.mlflow_workers or 'default'} workers {' '.join(args.mlflow_env)}", flush=True)
-
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        _register(root, args.arch, args.img_size)
-        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-               "HYPERNYM_HOME": str(root), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-               "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(REPO / "platform"),
-               "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-        ports = {"mlflow": free_port(), "ray": free_port()}
-        mlflow_cmd = [str(BIN / "mlflow"), "models", "serve", "-m", "models:/bench@bench",
-                      "--env-manager", "local", "--host", "127.0.0.1",
-                      "--port", str(ports["mlflow"])]
-        if args.mlflow_workers:
-            mlflow_cmd += ["--workers", str(args.mlflow_workers)]
-        ray_cmd = [str(BIN / "python"), "-m", "hypernym", "serve", "bench@bench",
-                   "--port", str(ports["ray"]), "--replicas", str(args.replicas),
-                   "--num-cpus", str(args.num_cpus), "--max-batch-size",
-                   str(args.max_batch_size), "--batch-wait-ms", str(args.batch_wait_ms),
-                   *shlex.split(args.ray_args)]
-        # One server at a time: each gets the whole machine while it is measured.
-        base = _sweep("mlflow models serve", mlflow_cmd, ports["mlflow"], "/invocations", body,
-                      {**env, **dict(kv.split("=", 1) for kv in args.mlflow_env)},
-                      root / "mlflow.log", args)
-        ray_env = {**env, **dict(kv.split("=", 1) for kv in args.ray_env)}
-        rays = {}
-        for ingress in args.ray_ingress.split(","):
-            target, extra = ports["ray"], {}
-            if ingress == "direct":  # the replica binds a port from this range (exactly one)
-                target = free_port()
-                extra = {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
-                         "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(target),
-                         "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(target + 1)}  # exclusive
-            rays[ingress] = _sweep(f"ray serve ({ingress})", ray_cmd, target, "/", body,
-                                   {**ray_env, **extra}, root / f"ray-{ingress}.log", args)
-    for ingress, ray in rays.items():
-        print(f"\n== ray serve ({ingress}) against mlflow models serve")
-        _summary(base, ray, args.p99_ms)
+    _model("small model", args.arch, args.img_size, tuple(args.image), args.clients,
+           args.ingress, args)
+    if args.large:
+        _model("resnet50", "resnet50", 224, (500, 375), args.large_clients, args.large_ingress,
+               args)
 
 
 if __name__ == "__main__":

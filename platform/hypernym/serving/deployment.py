@@ -14,14 +14,16 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray import serve
 
 from hypernym.errors import HypernymError
+from hypernym.serving.ingress import Ingress, IngressPlan, plan_ingress
 
-__all__ = ["ServeConfig", "build_app", "serve_model"]
+__all__ = ["ServeConfig", "Serving", "build_app", "serve_model"]
 
 
 class ServeConfig(BaseModel):
@@ -29,7 +31,7 @@ class ServeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    host: str = Field("127.0.0.1", description="address the HTTP proxy binds (loopback default)")
+    host: str = Field("127.0.0.1", description="address the ingress binds (loopback default)")
     port: int = Field(8000, ge=0, le=65535)
     route_prefix: str = "/"
     replicas: int = Field(1, ge=1, description="fixed replica count (without autoscaling)")
@@ -41,6 +43,12 @@ class ServeConfig(BaseModel):
     batch_wait_timeout_s: float = Field(0.01, ge=0)
     max_ongoing_requests: int = Field(64, ge=1, description="per replica; more queue upstream")
     num_cpus: float = Field(1.0, gt=0, description="CPUs per replica (torch threads follow)")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per replica (a fraction shares one); "
+                            "0: the model runs on the CPU")
+    ingress: Ingress | None = Field(None, description="how requests reach the replicas "
+                                    "(serving/ingress.py); None: direct for one local "
+                                    "replica, haproxy for several, the cluster's own "
+                                    "setting on RAY_ADDRESS")
     default_top_k: int = Field(5, ge=1)
     decode_threads: int | None = Field(None, ge=1, description="threads decoding images "
                                        "(default: one per CPU of the replica)")
@@ -78,12 +86,15 @@ class ImageModelServer:
 
         threads = max(1, int(self.config.num_cpus))
         torch.set_num_threads(threads)
+        # Ray hides the GPUs from a replica that asked for none (CUDA_VISIBLE_DEVICES="").
+        device = "cuda" if self.config.num_gpus and torch.cuda.is_available() else "cpu"
         self.decoder = ThreadPoolExecutor(self.config.decode_threads or threads,
                                           thread_name_prefix="decode")
         with tempfile.TemporaryDirectory() as tmp:  # pull checks the weights' sha256
             local = pull(ref, tmp, timm_config=False, settings=get_settings())
             self.classifier = ImageClassifier.from_files(str(local / CARD_FILE),
-                                                         str(local / WEIGHTS_FILE))
+                                                         str(local / WEIGHTS_FILE),
+                                                         device=device)
         self.ref = ref
         self.classify.set_max_batch_size(self.config.max_batch_size)
         self.classify.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
@@ -123,8 +134,10 @@ class ImageModelServer:
 
 def build_app(ref: str, *, tracking_uri: str, config: ServeConfig):
     """The Serve application for ``ref`` (replicas, autoscaling and batching from config)."""
+    actor = {"num_cpus": config.num_cpus, **({"num_gpus": config.num_gpus}
+                                             if config.num_gpus else {})}
     options: dict[str, Any] = {"max_ongoing_requests": config.max_ongoing_requests,
-                               "ray_actor_options": {"num_cpus": config.num_cpus},
+                               "ray_actor_options": actor,
                                "logging_config": {"enable_access_log": config.access_log}}
     if config.max_replicas is not None:
         options["autoscaling_config"] = {
@@ -136,12 +149,23 @@ def build_app(ref: str, *, tracking_uri: str, config: ServeConfig):
     return deployment.bind(ref, tracking_uri, config.model_dump())
 
 
-def serve_model(ref: str, config: ServeConfig, *, settings=None, blocking: bool = True) -> str:
-    """Deploy ``ref`` on Ray Serve (local Ray, or RAY_ADDRESS) and return its URL.
+@dataclass
+class Serving:
+    """A running `serve_model`: where to post, and how requests get there."""
+
+    url: str
+    ingress: IngressPlan
+
+
+def serve_model(ref: str, config: ServeConfig, *, settings=None) -> Serving:
+    """Deploy ``ref`` on Ray Serve (local Ray, or RAY_ADDRESS) and return where it answers.
+
+    The ingress (`hypernym.serving.ingress`) is chosen before Ray starts; the call returns
+    once the URL answers requests, leaving the application running (the caller stops Ray).
 
     Raises:
         HypernymError: the reference does not resolve or its weights fail the sha256 check
-            (checked here, before any replica starts).
+            (checked here, before any replica starts), or the ingress cannot work as asked.
     """
     from hypernym.registry.models import fetch_card, resolve
     from hypernym.runtime import ensure_ray
@@ -151,8 +175,87 @@ def serve_model(ref: str, config: ServeConfig, *, settings=None, blocking: bool 
     version = resolve(ref, settings=settings)
     pinned = f"{version.name}/{version.version}"  # an alias may move while replicas start
     fetch_card(pinned, settings=settings)
-    ensure_ray(settings=settings)
-    serve.start(http_options={"host": config.host, "port": config.port})
-    serve.run(build_app(pinned, tracking_uri=settings.tracking_uri, config=config),
-              name="hypernym", route_prefix=config.route_prefix, blocking=blocking)
-    return f"http://{config.host}:{config.port}{config.route_prefix.rstrip('/')}/"
+    plan = plan_ingress(config.ingress, port=config.port, replicas=config.replicas,
+                        autoscaling=config.max_replicas is not None,
+                        on_cluster=bool(settings.ray_address))
+    url = f"http://{config.host}:{config.port}{config.route_prefix.rstrip('/')}/"
+    try:
+        plan.apply()
+        ensure_ray(settings=settings)
+        _check_gpus(config, local=not settings.ray_address)
+        try:
+            serve.start(http_options={"host": config.host, "port": plan.proxy_port})
+            serve.run(build_app(pinned, tracking_uri=settings.tracking_uri, config=config),
+                      name="hypernym", route_prefix=config.route_prefix, blocking=False)
+        except Exception as exc:
+            _explain_ingress_failure(exc, plan)
+            raise
+        _wait_routed(url)
+    except BaseException:
+        if not settings.ray_address:  # our own Ray: nothing of it should outlive the failure
+            import ray
+
+            ray.shutdown()
+        plan.cleanup()
+        raise
+    return Serving(url=url, ingress=plan)
+
+
+def _check_gpus(config: ServeConfig, *, local: bool) -> None:
+    """A local Ray without the GPUs asked for would leave the replicas pending for ever (a
+    cluster's autoscaler may still add them)."""
+    if not (local and config.num_gpus):
+        return
+    import ray
+
+    have = ray.cluster_resources().get("GPU", 0)
+    replicas = config.max_replicas or config.replicas
+    if config.num_gpus * replicas > have:
+        raise HypernymError(f"--num-gpus {config.num_gpus:g} for {replicas} replica(s) needs "
+                            f"{config.num_gpus * replicas:g} GPUs; Ray sees {have:g} here: lower "
+                            "--num-gpus or --replicas (0: serve on the CPU)")
+
+
+def _explain_ingress_failure(exc: Exception, plan: IngressPlan) -> None:
+    """Raise a `HypernymError` for HAProxy failing inside Ray (which would otherwise surface
+    as a Ray actor's traceback); return for anything else."""
+    text = str(exc)
+    if plan.ingress != "haproxy" or "HAProxy" not in text:
+        return
+    # HAProxy's own reasons are its [ALERT] lines (a port in use, a bad config)
+    alerts = [line.split(":", 1)[-1].strip() for line in text.splitlines() if "[ALERT]" in line]
+    why = "; ".join(alerts) or [line for line in text.splitlines() if "HAProxy" in line][-1]
+    raise HypernymError(
+        f"HAProxy ({plan.detail}) did not start inside Ray: {why}. Serve with "
+        "--ingress proxy (or direct), or point RAY_SERVE_HAPROXY_BINARY_PATH at a working "
+        "haproxy; Ray's logs: /tmp/ray/session_latest/logs/serve") from None
+
+
+def _wait_routed(url: str, timeout_s: float = 120.0) -> None:
+    """Until ``url`` answers from a replica: serve.run returns when the replicas are up, but
+    HAProxy adds a replica only after its health checks pass (a few seconds), and until then
+    answers through its fallback."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    host = url.split("//", 1)[1].split("/", 1)[0]
+    if host.startswith("0.0.0.0:"):  # bound on every interface: ask loopback
+        url = url.replace("0.0.0.0", "127.0.0.1", 1)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as answer:
+                status = answer.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        except OSError:
+            status = None
+        # A GET carries no images: the application answers 400; 404/5xx/no answer: not yet.
+        if status is not None and status < 500 and status != 404:
+            return
+        if time.monotonic() > deadline:
+            raise HypernymError(f"{url} did not answer within {timeout_s:.0f} s of the "
+                                f"replicas starting (last status {status}); see Ray's logs "
+                                "under /tmp/ray/session_latest/logs/serve")
+        time.sleep(0.2)

@@ -45,8 +45,11 @@ MAY_IMPORT: dict[str, set[str]] = {
     "jobs": FOUNDATION | {"hypernym"},
     # the few-shot rows train through the core (hypernym.train.Trainer)
     "demo": FOUNDATION | {"data", "recipes", "registry", "tracking", "transfer", "train"},
+    # `hypernym gpu-check`: every stage once on this machine's GPU, through the library entries
+    "gpucheck": FOUNDATION | {"hypernym", "data", "recipes", "registry", "serving", "tracking",
+                              "train", "transfer"},
     "cli": FOUNDATION | {"hypernym", "taxonomy", "data", "tracking", "registry", "train",
-                         "transfer", "deploy", "serving", "recipes", "jobs", "demo"},
+                         "transfer", "deploy", "serving", "recipes", "jobs", "demo", "gpucheck"},
     "__main__": {"cli"},
 }
 # The two MLflow adapters: tracking (runs, metrics, lineage) and registry (the model registry).

@@ -129,7 +129,7 @@ def test_rand_augment_and_device_decode_are_refused_together():
             "model": {"arch": "resnet10t"}})
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.gpu
 def test_nvjpeg_on_the_gpu_matches_the_cpu():
     samples = [photo(i, size=(90 + 7 * i, 70)) for i in range(16)]
     batch, boxes = encoded(samples, train=True)

@@ -138,3 +138,16 @@ def test_the_gpu_base_matches_the_cuda_of_torch():
         pytest.skip("the installed torch is a CPU build; its CUDA cannot be compared")
     assert built[1] == major_minor, (f"installed torch targets CUDA {built[1]}, the image's "
                                      f"base is CUDA {major_minor}")
+
+
+@pytest.mark.parametrize("path", [GPU, CPU], ids=lambda p: p.name)
+def test_images_check_that_haproxy_runs(path):
+    """`hypernym serve` puts HAProxy in front of its replicas: the build fails without it."""
+    runs = " ".join(i["value"] for i in _parse(path).structure if i["instruction"] == "RUN")
+    assert "find_haproxy" in runs and "assert p, why" in runs
+
+
+def test_the_gpu_image_has_the_gpu_extra():
+    """nvidia-ml-py, without which MLflow logs no GPU system metrics."""
+    runs = " ".join(i["value"] for i in _parse(GPU).structure if i["instruction"] == "RUN")
+    assert '"./[gpu]"' in runs

@@ -103,3 +103,16 @@ def test_readme_states_imagenet_biases_only_for_wordnet_data():
     text = render_readme(digits, name="d", parent=backbone)
     assert "Its backbone learned from ImageNet-style WordNet data" in text
     assert "was NOT excluded from its backbone's data" in text
+
+
+@pytest.mark.gpu
+def test_the_classifier_on_the_gpu_answers_as_on_the_cpu(classifier):
+    _, card, path = classifier
+    on_cpu = ImageClassifier(card, str(path), device="cpu")
+    on_gpu = ImageClassifier(card, str(path), device="cuda")
+    assert next(on_gpu.model.parameters()).is_cuda
+    images = [_jpeg(), _jpeg(60, 80)]
+    for a, b in zip(on_cpu.predict(images, top_k=4), on_gpu.predict(images, top_k=4),
+                    strict=True):
+        assert a["class_ids"] == b["class_ids"]
+        assert np.allclose(a["probs"], b["probs"], atol=1e-3)
