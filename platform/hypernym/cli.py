@@ -171,6 +171,7 @@ def _mount() -> None:
     from hypernym.runs.cli import runs_app
     from hypernym.serving.cli import serve
     from hypernym.taxonomy.cli import taxonomy_app
+    from hypernym.train.distill.cli import distill_app
     from hypernym.transfer.cli import contamination, eval_model
     from hypernym.transfer.probe_cli import probe
     from hypernym.transfer.sweep_cli import sweep
@@ -187,6 +188,7 @@ def _mount() -> None:
     app.add_typer(taxonomy_app, name="taxonomy", help="The WordNet hierarchy of the classes.")
     app.add_typer(data_app, name="data", help="Inspect prepared datasets.")
     app.add_typer(deploy_app, name="deploy", help="Kubernetes manifests (KubeRay) for a recipe.")
+    app.add_typer(distill_app, name="distill", help="Knowledge distillation: teacher stores.")
     app.command(name="eval")(eval_model)
     app.command(name="contamination")(contamination)
     app.command(name="probe")(probe)

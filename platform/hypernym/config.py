@@ -28,6 +28,7 @@ from pydantic import (
 from hypernym.errors import HypernymError
 from hypernym.sections import (
     DetectionSpec,
+    DistillSpec,
     MultiLabelSpec,
     OptimSpec,
     RegisterSpec,
@@ -48,6 +49,7 @@ TASK_METRICS = {"classification": "top1", "detection": "map", "multilabel": "map
 __all__ = [
     "DataSpec",
     "DetectionSpec",
+    "DistillSpec",
     "FinetuneRecipe",
     "ModelSpec",
     "MultiLabelSpec",
@@ -233,6 +235,9 @@ class TrainSpec(Section):
         0, ge=0, description="steps between mid-epoch checkpoints (0: at epoch ends only); a "
         "resumed run reads exactly the samples of the epoch it had not trained on")
     keep_checkpoints: int = Field(2, ge=1, description="latest checkpoints kept on storage")
+    distill: DistillSpec | None = Field(
+        None, description="distil the model from a registered teacher, online or from a "
+        "teacher store (docs/distillation.md); None: no teacher")
 
 
 class ScalingSpec(Section):
@@ -474,6 +479,9 @@ def _section_at(model: type[BaseModel], loc: list[str]) -> type[BaseModel] | Non
     for part in loc:
         field = model.model_fields.get(part)
         ann = getattr(field, "annotation", None)
+        # An optional section (`Spec | None`): the section's own model.
+        ann = next((a for a in getattr(ann, "__args__", ()) if isinstance(a, type)
+                    and issubclass(a, BaseModel)), ann)
         if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
             return None
         model = ann

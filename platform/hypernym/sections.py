@@ -1,4 +1,5 @@
-"""The ``optim``, ``registry``, ``detection`` and ``multilabel`` sections of a training recipe.
+"""The ``optim``, ``registry``, ``train.distill``, ``detection`` and ``multilabel`` sections
+of a training recipe.
 
 ``optim``: timm's optimizer and scheduler, with each scheduler's own keys.
 
@@ -9,7 +10,10 @@ error, so ``sched: step`` with ``decay_milestones`` is caught before anything st
 
 ``registry``: where the trained model goes, and which weights (model or EMA, which epoch).
 
+``train.distill``: the teacher (a registry reference, or a teacher store) and the loss.
+
 ``detection``: the detector of a ``task: detection`` fine-tune and how its backbone trains.
+
 ``multilabel``: the keys of ``task: multilabel`` (its threshold, its crops, the asymmetric loss).
 
 Kept apart from config.py so that each file stays small; ``hypernym.config`` re-exports them.
@@ -21,8 +25,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["SCHEDULES", "SCHEDULE_KEYS", "DetectionSpec", "MultiLabelSpec", "OptimSpec",
-           "RegisterSpec", "detection_refusals"]
+__all__ = ["SCHEDULES", "SCHEDULE_KEYS", "DetectionSpec", "DistillSpec", "MultiLabelSpec",
+           "OptimSpec", "RegisterSpec", "detection_refusals"]
 
 # The schedules of timm.scheduler.create_scheduler_v2 (timm 1.0.31) a recipe may name.
 SCHEDULES = ("cosine", "tanh", "step", "multistep", "plateau", "poly", "wsd", "rsqrt",
@@ -256,3 +260,36 @@ class MultiLabelSpec(BaseModel):
     asl_gamma_pos: float = Field(1.0, ge=0, description="loss asl: focusing of the positives")
     asl_clip: float = Field(0.05, ge=0, lt=1, description="loss asl: probability margin that "
                             "discards easy negatives (0: off)")
+
+
+class DistillSpec(BaseModel):
+    """Knowledge distillation of the student from a registered teacher (``train.distill``;
+    docs/distillation.md)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    teacher: str | None = Field(
+        None, description="the teacher's registry reference (NAME, NAME@alias, NAME/VERSION): "
+        "run online, on every training batch")
+    store: str | None = Field(
+        None, description="a teacher store (path or s3://) written by `hypernym distill store`: "
+        "its stored views and soft labels are replayed and the teacher never runs")
+    loss: Literal["kl", "semantic", "semantic_kl"] = Field(
+        "kl", description="kl: Hinton's KL at temperature T, times T^2; semantic: MIIL's "
+        "semantic KD (per-level squared error weighted by the teacher's confidence); "
+        "semantic_kl: KL per semantic level, with the semantic softmax's level weights")
+    temperature: float = Field(1.0, gt=0, description="softmax temperature of kl and "
+                               "semantic_kl (semantic is defined at 1)")
+    alpha: float = Field(
+        0.5, ge=0, lt=1, description="weight of the hard-label loss; the teacher's loss gets "
+        "1 - alpha (0: the teacher alone)")
+
+    @model_validator(mode="after")
+    def _source(self) -> DistillSpec:
+        if self.teacher is None and self.store is None:
+            raise ValueError("set a teacher (a registry reference, run online) or a store "
+                             "(written by `hypernym distill store`)")
+        if self.loss == "semantic" and self.temperature != 1.0:
+            raise ValueError("loss semantic is MIIL's semantic KD, defined at temperature 1; "
+                             "use loss semantic_kl for a temperature")
+        return self

@@ -50,6 +50,9 @@ class ModelCard(BaseModel):
     recipe: dict[str, Any] = Field(default_factory=dict)  # the training recipe, as run
     run_id: str | None = None
     parent: str | None = None  # NAME/VERSION of the backbone a fine-tune started from
+    # What else the weights derive from, as the task records it (a distilled model's teacher:
+    # teacher, teacher_arch, teacher_sha256, distill_loss, distill_store_fingerprint...).
+    lineage: dict[str, str] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
     # A detector's build config (hypernym.registry.detector_model: detector, FPN, input size,
     # normalisation, score threshold); empty for a classifier.
@@ -72,7 +75,7 @@ def sha256_file(path: str | Path) -> str:
 
 def training_card(recipe, manifest, *, arch: str, num_classes: int, weights: str,
                   selected: dict[str, Any], run_id: str, parent: str | None,
-                  metrics: dict[str, Any]) -> ModelCard:
+                  metrics: dict[str, Any], lineage: dict[str, str] | None = None) -> ModelCard:
     """The card of a model trained by ``recipe`` on ``manifest``'s dataset (the trainer's
     registration step): classes, hierarchy, preprocessing, data statistics and lineage."""
     from hypernym.version import __version__
@@ -95,7 +98,7 @@ def training_card(recipe, manifest, *, arch: str, num_classes: int, weights: str
                  "excluded_subtrees": list(prepare.get("exclude_subtrees") or []),
                  "recipe": {k: v for k, v in prepare.items() if k not in ("output",)}},
         recipe=recipe.model_dump(mode="json"),
-        run_id=run_id, parent=parent,
+        run_id=run_id, parent=parent, lineage=dict(lineage or {}),
         metrics={k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
         hypernym_version=__version__,
     )

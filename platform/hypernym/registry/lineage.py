@@ -21,6 +21,8 @@ _RECIPE_KEYS = ("name", "kind", "model.arch", "backbone", "mode", "train.epochs"
                 "optim.opt", "optim.lr", "data.batch_size", "data.img_size",
                 "scaling.num_workers", "registry.select")
 _MAX_DEPTH = 20  # a parent chain longer than this is a cycle
+_TEACHER_KEYS = ("teacher", "teacher_arch", "teacher_sha256", "distill_loss", "distill_alpha",
+                 "distill_temperature", "distill_store", "distill_store_fingerprint")
 
 
 def lineage(ref: str, *, settings: Settings | None = None) -> dict[str, Any]:
@@ -64,6 +66,8 @@ def _links(ref: str, settings: Settings):
             "weights": tags.get("weights"), "epoch": tags.get("epoch"),
             "weights_sha256": tags.get("weights_sha256"), "parent": tags.get("parent") or None,
             "run_id": version.run_id}
+    if tags.get("teacher"):  # a distilled model: its teacher and, offline, the store
+        node["teacher"] = {k: tags[k] for k in _TEACHER_KEYS if tags.get(k)}
     run_node, dataset_node = None, None
     if version.run_id:
         run_node, dataset_node = _run(version.run_id, card, settings)

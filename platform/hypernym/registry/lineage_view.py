@@ -34,7 +34,20 @@ def _label(node: dict[str, Any]) -> str:
     epoch = f", epoch {node['epoch']}" if node.get("epoch") else ""
     return (f"[bold green]{node['name']} v{node['version']}[/] {aliases} "
             f"({node.get('task')}, {node.get('arch')}, {node.get('weights')} weights{epoch}) "
-            f"sha256 {str(node.get('weights_sha256') or '?')[:12]}")
+            f"sha256 {str(node.get('weights_sha256') or '?')[:12]}" + _teacher(node))
+
+
+def _teacher(node: dict[str, Any]) -> str:
+    teacher = node.get("teacher")
+    if not teacher:
+        return ""
+    line = (f"\ndistilled from teacher {teacher['teacher']} ({teacher.get('teacher_arch', '?')}, "
+            f"sha256 {teacher.get('teacher_sha256', '?')[:12]}), loss "
+            f"{teacher.get('distill_loss')}, alpha {teacher.get('distill_alpha')}")
+    if teacher.get("distill_store"):
+        line += (f"; teacher store {teacher['distill_store']} fingerprint "
+                 f"{teacher.get('distill_store_fingerprint', '?')[:12]}")
+    return line
 
 
 def tree(lineage: dict[str, Any]) -> Tree:

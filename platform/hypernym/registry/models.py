@@ -187,6 +187,7 @@ def _lineage_tags(card: ModelCard) -> dict[str, str]:
         # for select: best, the value that chose the epoch (promote compares it)
         "selected_metric": str(card.selected.get("metric", "")),
         "selected_value": str(card.selected.get("value", "")),
+        **card.lineage,  # a distilled model's teacher and store
     }
 
 

@@ -56,7 +56,7 @@ def render_readme(card: ModelCard, *, name: str | None = None,
              (detector["intro"] if detector else
               f"A timm `{card.arch}` {'pretrained' if card.task == 'pretrain' else 'fine-tuned'}")
              + f" by hypernym on **{data.get('name', '?')}**: {card.num_classes} classes, "
-             f"{h}x{w} RGB input.", "",
+             f"{h}x{w} RGB input." + _distilled(card), "",
              "## Model", "",
              detector["architecture"] if detector else
              f"- architecture: timm `{card.arch}`, " + (
@@ -114,6 +114,7 @@ def render_readme(card: ModelCard, *, name: str | None = None,
         lines.append(f"- started from the registered backbone `{card.parent}`"
                      + (f" (trained on {parent.dataset.get('name', '?')}, fingerprint "
                         f"`{str(parent.dataset.get('fingerprint', '?'))[:16]}`)" if parent else ""))
+    lines += _teacher_lines(card.lineage)
     lines.append("- full chain: `hypernym models lineage " + (name or "NAME") + "/VERSION`")
     lines += ["", "## Intended use", "",
               f"{'Object detection of' if detector else 'Image classification into'} the "
@@ -167,6 +168,30 @@ def _detector_text(card: ModelCard) -> dict[str, Any] | None:
                 'model = load_detector("DIR")',
                 'print(model([torchvision.io.decode_image("image.jpg") / 255])[0])'],
     }
+
+
+def _distilled(card: ModelCard) -> str:
+    """The intro's word on a distilled model: from which teacher, online or from a store."""
+    teacher = card.lineage.get("teacher")
+    if not teacher:
+        return ""
+    how = "an offline teacher store" if card.lineage.get("distill_store") else "the teacher online"
+    return (f" Distilled from the registered teacher `{teacher}` (timm "
+            f"`{card.lineage.get('teacher_arch', '?')}`), with {how}.")
+
+
+def _teacher_lines(lineage: dict[str, str]) -> list[str]:
+    if not lineage.get("teacher"):
+        return []
+    lines = [f"- distilled from the registered teacher `{lineage['teacher']}` (timm "
+             f"`{lineage.get('teacher_arch', '?')}`, weights sha256 "
+             f"`{lineage.get('teacher_sha256', '?')}`): loss `{lineage.get('distill_loss')}`, "
+             f"alpha {lineage.get('distill_alpha')}, temperature "
+             f"{lineage.get('distill_temperature')}"]
+    if lineage.get("distill_store"):
+        lines.append(f"- soft labels from the teacher store `{lineage['distill_store']}` "
+                     f"(fingerprint `{lineage.get('distill_store_fingerprint', '?')}`)")
+    return lines
 
 
 def _limitations(card: ModelCard, parent: ModelCard | None) -> list[str]:

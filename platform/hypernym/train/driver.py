@@ -184,13 +184,14 @@ def open_run(plan: RunPlan, *, resume: str | None, tags: dict[str, str] | None,
     recipe, dataset = plan.recipe, plan.dataset
     tracking.ensure_experiment(recipe.experiment, settings=settings)
     if resume:
-        return _reopen(resume, recipe, dataset, settings, in_process=in_process)
+        return _reopen(resume, plan, settings, in_process=in_process)
     return tracking.start_run(
         experiment=recipe.experiment, run_name=recipe.name, settings=settings,
         tags={"hypernym.kind": recipe.kind, "hypernym.task": plan.task.name,
               "hypernym.dataset_fingerprint": dataset.fingerprint,
               "hypernym.backbone": plan.backbone or "", "mlflow.source.git.commit": _git_commit(),
-              "hypernym.budget": plan.budget or "", **(tags or {})})
+              "hypernym.budget": plan.budget or "",
+              **{f"hypernym.{k}": v for k, v in plan.task.lineage().items()}, **(tags or {})})
 
 
 def _record_inputs(plan: RunPlan, run_id: str, logger, settings: Settings) -> None:
@@ -204,9 +205,10 @@ def _record_inputs(plan: RunPlan, run_id: str, logger, settings: Settings) -> No
                         uri=dataset.root, model_id=plan.parent_model_id, settings=settings)
 
 
-def _reopen(run_id: str, recipe, dataset: Dataset, settings: Settings, *,
-            in_process: bool) -> str:
-    """Check that ``run_id`` is a run of this recipe on this dataset, and mark it running."""
+def _reopen(run_id: str, plan: RunPlan, settings: Settings, *, in_process: bool) -> str:
+    """Check that ``run_id`` is a run of this recipe on this dataset (and, for a distilled
+    model, with this teacher), trained where it resumes, and mark it running."""
+    recipe, dataset = plan.recipe, plan.dataset
     run = tracking.run_summary(run_id, settings=settings)
     tags = run.tags
     if run.name != recipe.name or tags.get("hypernym.kind") != recipe.kind:
@@ -216,6 +218,10 @@ def _reopen(run_id: str, recipe, dataset: Dataset, settings: Settings, *,
         raise HypernymError(f"run {run_id} trained on another dataset (fingerprint "
                             f"{tags.get('hypernym.dataset_fingerprint', '?')[:12]}, now "
                             f"{dataset.fingerprint[:12]}): resume on the same dataset")
+    for key, value in plan.task.lineage().items():
+        if tags.get(f"hypernym.{key}", value) != value:
+            raise HypernymError(f"run {run_id} trained with {key} {tags[f'hypernym.{key}']}, "
+                                f"now {value}: resume it with what it started with")
     if run.status == "FINISHED":
         raise HypernymError(f"run {run_id} already finished: start a new run instead")
     check_resume(run_id, run_dir(settings.storage, recipe.name, run_id), settings,

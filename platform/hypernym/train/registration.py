@@ -89,7 +89,8 @@ def register_checkpoint(recipe, checkpoint_dir: str | Path, run_id: str, *,
                          num_classes=task.num_outputs or len(manifest.classes),
                          weights=selected["weights"],
                          selected=selected, run_id=run_id,
-                         parent=run.tags.get("hypernym.backbone") or None, metrics=metrics)
+                         parent=run.tags.get("hypernym.backbone") or None, metrics=metrics,
+                         lineage=task.lineage())
     card = card.model_copy(update=task.card_fields(model, recipe=recipe, dataset=dataset))
     why = _explain(selected)
     log.info("registering %s: %s", recipe.registry.name, why)

@@ -1,7 +1,8 @@
 """Training tasks: what depends on the objective (targets, loss, metrics, head).
 
-`build_task` makes a recipe's task; a custom `Task` subclass can be handed to
-`hypernym.train.core.Trainer` or `hypernym.train.run_training` directly (docs/training.md).
+`build_task` makes a recipe's task (with ``train.distill``, wrapped in `DistillTask`, see
+docs/distillation.md); a custom `Task` subclass can be handed to `hypernym.train.core.Trainer` or
+`hypernym.train.run_training` directly (docs/training.md).
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ def build_task(recipe, dataset) -> Task:
 
     Raises:
         HypernymError: the recipe does not fit the task or the dataset (for example the
-            semantic softmax on classes without a hierarchy).
+            semantic softmax on classes without a hierarchy, or a teacher of other classes).
     """
-    return TASKS[getattr(recipe, "task", "classification")].from_recipe(recipe, dataset)
+    task = TASKS[getattr(recipe, "task", "classification")].from_recipe(recipe, dataset)
+    if getattr(recipe.train, "distill", None) is not None:  # a teacher on top of the task
+        from hypernym.train.tasks.distill import DistillTask
+
+        task = DistillTask.from_recipe(recipe, dataset, base=task)
+    return task

@@ -110,3 +110,10 @@ class Task:
     def meter(self, device: torch.device) -> Meter:
         """A fresh accumulator of validation figures."""
         raise NotImplementedError(f"{type(self).__name__} must define meter()")
+
+    # ---- lineage
+    def lineage(self) -> dict[str, str]:
+        """What the trained model derives from besides its dataset and backbone (a teacher),
+        as string pairs: recorded as the run's tags (``hypernym.<key>``), in the model card's
+        ``lineage`` and as the registered version's tags. None by default."""
+        return {}
