@@ -271,6 +271,7 @@ class _TrainRecipe(Section):
     registry: RegisterSpec = Field(default_factory=RegisterSpec)
     detection: DetectionSpec | None = Field(
         None, description="task detection: the detector and how its backbone trains")
+    multilabel: MultiLabelSpec = Field(default_factory=MultiLabelSpec)
 
     @model_validator(mode="after")
     def _detection_fits(self):
@@ -287,8 +288,7 @@ class _TrainRecipe(Section):
             self.registry.metric = "val_ema/map" if self.registry.weights == "ema" else "val/map"
         if self.optim.sched == "plateau" and "plateau_metric" not in self.optim.model_fields_set:
             self.optim.plateau_metric = "val/map"
-
-    multilabel: MultiLabelSpec = Field(default_factory=MultiLabelSpec)
+        return self
 
     @model_validator(mode="after")
     def _task_keys(self):

@@ -142,7 +142,7 @@ def test_registered_detector_normalises_itself():
     trained = trainer(rec).state.model.eval()
     plain = task.export_model(rec).eval()
     plain.load_state_dict(trained.state_dict())
-    card = task.card_fields(rec)["detection"]
+    card = task.card_fields(plain, recipe=rec, dataset=None)["detection"]
     assert card["mean"] == list(rec.data.mean) and card["score_threshold"] == 0.3
     images = batch(2).image
     with torch.no_grad():
