@@ -1,4 +1,4 @@
-"""The multi-label meter over two ranks (gloo, two forked processes, no Ray): mAP and the best
+"""The multi-label meter over two ranks (gloo, two spawned processes, no Ray): mAP and the best
 thresholds are not sums, so every rank's scores are gathered; the figures equal one process's
 over all the batches, with the ranks holding unequal shares."""
 
@@ -40,9 +40,9 @@ def _worker(rank: int, init: str, out: str) -> None:
 
 
 def test_meter_gathers_every_ranks_scores(tmp_path):
-    # forked, not spawned: the children need not import torch again (seconds each)
+    # spawned, not forked: a fork of this process (its threads: Ray's, MLflow's) can deadlock
     mp.start_processes(_worker, args=(f"file://{tmp_path}/init", str(tmp_path)), nprocs=2,
-                       join=True, start_method="fork")
+                       join=True, start_method="spawn")
     whole, per_class = measure(None)
     assert 0.5 < whole["map"] < 1
     for rank in (0, 1):
