@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -87,20 +87,12 @@ class CheckpointHooks(Hooks):
 
 class LocalCheckpoints(CheckpointHooks):
     """A one-process run's checkpoints, written to run storage (a path or ``s3://``) under
-    ``run_dir``; the latest ``keep`` are kept, listed in order in ``checkpoints.json``.
-    ``on_epoch(metrics, path)``, if given, follows each epoch's checkpoint."""
+    ``run_dir``; the latest ``keep`` are kept, listed in order in ``checkpoints.json``."""
 
-    def __init__(self, run_dir: str, *, keep: int,
-                 on_epoch: Callable[[dict[str, float], str], None] | None = None,
-                 **kwargs) -> None:
+    def __init__(self, run_dir: str, *, keep: int, **kwargs) -> None:
         super().__init__(rank=0, **kwargs)
-        self.run_dir, self.keep, self.on_epoch = run_dir, keep, on_epoch
+        self.run_dir, self.keep = run_dir, keep
         self.latest: LocalCheckpoint | None = None
-
-    def epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
-        super().epoch_end(trainer, metrics)
-        if self.on_epoch is not None:
-            self.on_epoch(metrics, self.latest.path)
 
     def save(self, payload: dict | None, metrics: dict[str, float], *, name: str) -> None:
         fs, root = open_fs(self.run_dir)

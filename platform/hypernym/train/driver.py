@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,8 +74,7 @@ class RunPlan:
 def run_training(recipe: PretrainRecipe | FinetuneRecipe, *, task: Task | None = None,
                  show_progress: bool = True, settings: Settings | None = None,
                  resume: str | None = None, tags: dict[str, str] | None = None,
-                 callbacks: list | None = None, in_process: bool = False,
-                 on_epoch: Callable[[dict[str, float], str], None] | None = None) -> TrainResult:
+                 callbacks: list | None = None, in_process: bool = False) -> TrainResult:
     """Train ``recipe`` on Ray Train (or, with ``in_process``, in this process, without Ray)
     and register the result if ``recipe.registry.name`` is set.
 
@@ -92,9 +90,6 @@ def run_training(recipe: PretrainRecipe | FinetuneRecipe, *, task: Task | None =
         in_process: train one worker in this process (the recipe's ``scaling`` but
             ``use_gpu`` is not used): the same core, MLflow run, checkpoints on run storage,
             registration and resume, without Ray's start-up.
-        on_epoch: with ``in_process``, called after each epoch's checkpoint was written, with
-            the epoch's metrics and the checkpoint's path (a sweep's one-worker trials report
-            to Tune through it).
 
     Raises:
         HypernymError: before any Ray work, for a missing dataset, a dataset too small for the
@@ -117,8 +112,7 @@ def run_training(recipe: PretrainRecipe | FinetuneRecipe, *, task: Task | None =
                     total_steps=plan.steps_per_epoch * plan.recipe.train.epochs), \
                 tracking.heartbeat(run_id, tracking_uri=settings.tracking_uri):
             if in_process:
-                result = fit_in_process(plan, run_id, settings=settings, logger=logger,
-                                        on_epoch=on_epoch)
+                result = fit_in_process(plan, run_id, settings=settings, logger=logger)
             else:
                 result = fit_on_ray(plan, run_id, settings=settings, callbacks=callbacks)
         metrics = result.metrics
@@ -231,12 +225,10 @@ def _reopen(run_id: str, plan: RunPlan, settings: Settings, *, in_process: bool)
     return run_id
 
 
-def fit_in_process(plan: RunPlan, run_id: str, *, settings: Settings, logger,
-                   on_epoch: Callable[[dict[str, float], str], None] | None = None) -> FitOutcome:
+def fit_in_process(plan: RunPlan, run_id: str, *, settings: Settings, logger) -> FitOutcome:
     """Train one worker in this process with the core, rank 0's ``logger`` logging, checkpoints
     written to run storage where Ray Train would put them; a resumed run restores the newest
-    whole one (`hypernym.train.restore.restore_newest_local`). ``on_epoch(metrics, checkpoint
-    path)`` follows each epoch's checkpoint."""
+    whole one (`hypernym.train.restore.restore_newest_local`)."""
     import torch
 
     from hypernym.train.checkpointing import LocalCheckpoints
@@ -257,7 +249,7 @@ def fit_in_process(plan: RunPlan, run_id: str, *, settings: Settings, logger,
             logger.set_tags(restored.tags())  # which checkpoints were skipped, and why
     hooks = LocalCheckpoints(where, keep=recipe.train.keep_checkpoints,
                              recipe=recipe.model_dump(mode="json"), registry=recipe.registry,
-                             ema=recipe.train.ema_decay is not None, on_epoch=on_epoch)
+                             ema=recipe.train.ema_decay is not None)
     trainer.hooks = hooks
     trace = SampleTrace.open(os.environ.get("HYPERNYM_SAMPLE_TRACE"), 0,
                              trainer.state.global_step)

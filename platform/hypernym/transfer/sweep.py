@@ -4,11 +4,8 @@ Ray 2.60 runs Ray Train V2, whose trainers Tune cannot take directly (``Tuner(To
 raises ``TuneError: Improper 'run'``). The V2 pattern is used instead: each trial is a Tune
 function that runs one ordinary training run (`run_training`, so a trial is exactly what
 ``hypernym finetune`` would do with those values) whose ``TorchTrainer`` reports every epoch to
-Tune through ``TuneReportCallback``. A trial of one worker trains in its own Tune actor instead,
-through the same core (`run_training` in process), and reports each epoch with
-``ray.tune.report``: no worker group to start, the trial's actor reserves the worker's CPUs.
-ASHA (``AsyncHyperBandScheduler``, on the ``epoch`` the loop reports) stops the trials that
-fall behind; ``max_concurrent_trials`` bounds how many run at once.
+Tune through ``TuneReportCallback``. ASHA (``AsyncHyperBandScheduler``, on the ``epoch`` the loop
+reports) stops the trials that fall behind; ``max_concurrent_trials`` bounds how many run at once.
 
 Tracking: one MLflow run for the sweep; every trial is its child run (tag
 ``mlflow.parentRunId``). A trial ASHA stopped is killed with its actor and cannot close its own
@@ -134,7 +131,9 @@ def run_sweep(recipe_raw: dict[str, Any], space: dict[str, tuple[str, list]] | d
         release = _Release(sweep_id, recipe.experiment, settings)
         trainable = tune.with_parameters(_trial, base=_trial_base(recipe_raw), sweep_id=sweep_id,
                                          settings=settings)
-        trainable = tune.with_resources(trainable, _trial_resources(recipe))
+        # The trial function only waits on its TorchTrainer: the CPUs go to the training
+        # workers. Tune refuses an empty bundle, so the trial reserves a little memory instead.
+        trainable = tune.with_resources(trainable, {"cpu": 0, "memory": 64 * 2**20})
         tuner = tune.Tuner(
             trainable,
             param_space=to_tune(space),
@@ -178,42 +177,20 @@ def _trial_base(recipe_raw: dict[str, Any]) -> dict[str, Any]:
     return apply_overrides(recipe_raw, ["registry.name=null", "train.checkpoint_every=0"])
 
 
-def _trial_resources(recipe) -> dict[str, float]:
-    """A one-worker trial trains in its own Tune actor and reserves that worker's resources.
-    A trial of several workers only waits on its TorchTrainer, whose worker group reserves the
-    CPUs; Tune refuses an empty bundle, so that trial reserves a little memory instead."""
-    scaling = recipe.scaling
-    if scaling.num_workers == 1:
-        return {"cpu": scaling.cpus_per_worker, "gpu": 1 if scaling.use_gpu else 0}
-    return {"cpu": 0, "memory": 64 * 2**20}
-
-
 def _trial(config: dict[str, Any], *, base: dict[str, Any], sweep_id: str,
            settings: Settings) -> None:
-    """One Tune trial: an ordinary training run, reporting each epoch to Tune.
-
-    A one-worker trial runs the training core in this process (``run_training(in_process=True)``:
-    the same MLflow run, checkpoints and metrics) instead of starting a Ray Train worker group
-    for it: on a small machine that start-up costs more than a short trial trains."""
+    """One Tune trial: an ordinary training run, reporting each epoch to Tune."""
     import ray.tune
-    from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
+    from ray.tune.integration.ray_train import TuneReportCallback
 
     from hypernym.train.driver import run_training
 
     trial_id = ray.tune.get_context().get_trial_id()
     raw = with_values(base, config)
     raw["name"] = f"{raw.get('name', 'sweep')}-{trial_id}"
-    recipe = parse_recipe(raw, source=f"trial {trial_id}")
-    tags = {"mlflow.parentRunId": sweep_id, _TRIAL_TAG: trial_id}
-    if recipe.scaling.num_workers == 1:
-        def report(metrics: dict[str, float], path: str) -> None:
-            ray.tune.report({**metrics, CHECKPOINT_PATH_KEY: path})
-
-        run_training(recipe, show_progress=False, settings=settings, tags=tags,
-                     in_process=True, on_epoch=report)
-    else:
-        run_training(recipe, show_progress=False, settings=settings, tags=tags,
-                     callbacks=[TuneReportCallback()])
+    run_training(parse_recipe(raw, source=f"trial {trial_id}"), show_progress=False,
+                 settings=settings, callbacks=[TuneReportCallback()],
+                 tags={"mlflow.parentRunId": sweep_id, _TRIAL_TAG: trial_id})
 
 
 def _epoch_values(recipe_raw: dict[str, Any], space) -> list[int]:

@@ -1,7 +1,7 @@
-"""A 3-trial sweep on 2 CPUs with Ray Tune and ASHA (one-worker trials: the core in each
-trial's Tune actor; real MLflow and real shards): early-stopped trials end (their child runs are
-closed, Tune saw fewer epochs), no placement group stays reserved, and the best trial is the
-registered model, with the sweep in its lineage."""
+"""A 3-trial sweep on 2 CPUs with Ray Tune and ASHA (1 Ray Train worker per trial, real MLflow
+and real shards): early-stopped trials end (their child runs are closed, Tune saw fewer epochs),
+no placement group stays reserved, and the best trial is the registered model, with the sweep in
+its lineage."""
 
 from __future__ import annotations
 
