@@ -76,7 +76,9 @@ class IngressPlan:
         if self.env:
             import ray
 
-            if ray.is_initialized():
+            # Ray's own defaults for its ingress flags are off ("0").
+            changed = [k for k, v in self.env.items() if os.environ.get(k, "0") != v]
+            if ray.is_initialized() and changed:
                 raise HypernymError("Ray is already running in this process, so Ray Serve's "
                                     "ingress can no longer be chosen: its flags are read when "
                                     "Ray starts. Serve from a fresh process.")

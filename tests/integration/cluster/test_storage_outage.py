@@ -6,6 +6,7 @@ still final at once."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -45,7 +46,16 @@ def outage(server, s3_server) -> threading.Thread:
     return back
 
 
-def test_run_storage_waits_out_an_s3_outage(endpoint, caplog):
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_run_storage_waits_out_an_s3_outage(endpoint):
     import pyarrow.fs
 
     from hypernym.train.run_storage import ray_storage
@@ -57,7 +67,12 @@ def test_run_storage_waits_out_an_s3_outage(endpoint, caplog):
     with fs.open_output_stream(f"{path}/before.json") as out:
         out.write(b"{}")
 
-    caplog.set_level("WARNING", logger="hypernym.train.run_storage")
+    # A handler on the module's own logger: the CLI's logging set up by earlier tests in this
+    # process may stop records from propagating to pytest's capture.
+    caplog = _Records()
+    logger = logging.getLogger("hypernym.train.run_storage")
+    logger.addHandler(caplog)
+    logger.setLevel(logging.WARNING)
     back = outage(server, s3_server)
     started = time.monotonic()
     # What Ray Train's controller does at a checkpoint: write its snapshot, then read it back.
@@ -77,4 +92,5 @@ def test_run_storage_waits_out_an_s3_outage(endpoint, caplog):
     info = fs.get_file_info(f"{path}/missing.json")
     assert info.type == pyarrow.fs.FileType.NotFound
     assert time.monotonic() - started < 5
+    logger.removeHandler(caplog)
 

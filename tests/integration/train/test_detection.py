@@ -135,7 +135,8 @@ def test_the_pyfunc_and_ray_serve_answer_a_jpeg_with_boxes(world, finetunes):
     body = {"dataframe_split": {"columns": ["image"],
                                 "data": [[encoded[0]], [encoded[1]], ["bm90IGFuIGltYWdl"]]}}
     port = free_port()
-    url = serve_model(f"{registered.name}@candidate", ServeConfig(port=port),
+    # Ray already runs in this process (the module's), so Serve's own proxy: no flags to change
+    url = serve_model(f"{registered.name}@candidate", ServeConfig(port=port, ingress="proxy"),
                       settings=world.settings).url
     try:
         wait_ready(url, timeout_s=120, accept=routed)
