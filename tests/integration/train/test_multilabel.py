@@ -120,9 +120,8 @@ def test_backbone_beats_random_init_and_the_model_serves_its_labels(data, tmp_pa
 
     # the served model: the labels over their thresholds, most probable first
     images = _val_images(data / "scenes", 3)
-    mlflow.set_registry_uri(settings.tracking_uri)  # this module's home, not the process's
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    model = mlflow.pyfunc.load_model("models:/scenes/1")
+    # from this module's home (no process-wide MLflow URI: later tests' servers inherit it)
+    model = mlflow.pyfunc.load_model(client.get_model_version_download_uri("scenes", "1"))
     rows = model.predict({"image": images}).to_dict("records")
     assert len(rows) == 3
     for row in rows:
