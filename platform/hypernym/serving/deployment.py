@@ -257,23 +257,16 @@ def _wait_routed(url: str, timeout_s: float = 120.0) -> None:
     HAProxy adds a replica only after its health checks pass (a few seconds), and until then
     answers through its fallback."""
     import time
-    import urllib.error
-    import urllib.request
+
+    from hypernym.serving.loadtest import routed_status
 
     host = url.split("//", 1)[1].split("/", 1)[0]
     if host.startswith("0.0.0.0:"):  # bound on every interface: ask loopback
         url = url.replace("0.0.0.0", "127.0.0.1", 1)
     deadline = time.monotonic() + timeout_s
     while True:
-        try:
-            with urllib.request.urlopen(url, timeout=10) as answer:
-                status = answer.status
-        except urllib.error.HTTPError as exc:
-            status = exc.code
-        except OSError:
-            status = None
-        # A GET carries no images: the application answers 400; 404/5xx/no answer: not yet.
-        if status is not None and status < 500 and status != 404:
+        routed, status = routed_status(url)
+        if routed:
             return
         if time.monotonic() > deadline:
             raise HypernymError(f"{url} did not answer within {timeout_s:.0f} s of the "

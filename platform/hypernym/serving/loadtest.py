@@ -31,7 +31,24 @@ from pathlib import Path
 
 from hypernym.errors import HypernymError
 
-__all__ = ["RunStats", "ServerProcess", "closed_loop", "compare", "format_run", "free_port"]
+__all__ = ["RunStats", "ServerProcess", "closed_loop", "compare", "format_run", "free_port",
+           "routed_status"]
+
+
+def routed_status(url: str) -> tuple[bool, int | None]:
+    """Whether a GET on ``url`` reached the application, and its status (None: no answer).
+
+    A GET carries no images, so the model answers 400 or 405; Ray Serve's proxy answers 404
+    before the application is routed, and 5xx or no answer means not up yet.
+    """
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            status = answer.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except OSError:
+        status = None
+    return status is not None and status < 500 and status != 404, status
 
 
 @dataclass
@@ -205,14 +222,7 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise HypernymError(f"server exited with {self.proc.returncode}:\n"
                                     + self.tail())
-            try:
-                with urllib.request.urlopen(url, timeout=10) as answer:
-                    status = answer.status
-            except urllib.error.HTTPError as exc:
-                status = exc.code
-            except OSError:
-                status = None
-            if status is not None and status < 500 and status != 404:
+            if routed_status(url)[0]:
                 return
             time.sleep(0.5)
         raise HypernymError(f"{url} did not answer in {timeout_s:.0f} s:\n" + self.tail())

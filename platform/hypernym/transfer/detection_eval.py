@@ -42,7 +42,7 @@ def run_detection_eval(version, card, dataset: str, *, split: str = "val", batch
     from hypernym.registry.card import WEIGHTS_FILE
     from hypernym.registry.detector_model import build_detector
     from hypernym.registry.models import pull
-    from hypernym.transfer.eval_report import check_classes
+    from hypernym.transfer.eval_report import check_classes, start_eval_run
 
     settings = settings or get_settings()
     pinned = f"{version.name}/{version.version}"
@@ -52,17 +52,11 @@ def run_detection_eval(version, card, dataset: str, *, split: str = "val", batch
     with tempfile.TemporaryDirectory() as tmp:
         local = pull(pinned, tmp, timm_config=False, settings=settings)  # sha256 checked
         model.load_state_dict(load_file(str(local / WEIGHTS_FILE)))
-    run_id = tracking.start_run(
-        experiment=experiment, run_name=f"eval-{version.name}-v{version.version}-{manifest.name}",
-        settings=settings,
-        tags={"hypernym.kind": "eval", "hypernym.model": pinned,
-              "hypernym.model_run_id": card.run_id or "", "hypernym.task": "detection",
-              "hypernym.dataset_fingerprint": manifest.fingerprint, "hypernym.eval_split": split})
+    run_id = start_eval_run(version, pinned, card, manifest, dataset, split=split,
+                            experiment=experiment, settings=settings,
+                            tags={"hypernym.task": "detection"})
     status = "FAILED"
     try:
-        tracking.log_inputs(run_id, dataset_name=manifest.name, fingerprint=manifest.fingerprint,
-                            uri=dataset, context="eval",
-                            model_id=getattr(version, "model_id", None), settings=settings)
         detections = detect_split(model, manifest, dataset, split=split,
                                   img_size=card.detection["img_size"], batch_size=batch_size)
         report = build_detection_report(detections, manifest, split=split)

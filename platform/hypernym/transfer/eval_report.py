@@ -23,9 +23,47 @@ from hypernym.data.manifest import Manifest
 from hypernym.errors import HypernymError
 from hypernym.transfer import metrics as M
 
-__all__ = ["Report", "as_json", "build_report", "check_classes", "log_report", "print_report"]
+__all__ = ["Report", "as_json", "build_report", "check_classes", "class_columns",
+           "contamination_metrics", "log_report", "print_report", "start_eval_run"]
 
 PREFIX = "eval"  # metric and artifact prefix, in eval runs and in fine-tune runs alike
+
+
+def start_eval_run(version, pinned: str, card, manifest: Manifest, dataset: str, *, split: str,
+                   experiment: str, settings, tags: dict[str, str] | None = None) -> str:
+    """The MLflow run of an evaluation of ``pinned`` (NAME/VERSION) on ``dataset``'s ``split``,
+    tagged with what it scores and with the dataset and the model as its inputs."""
+    from hypernym import tracking
+
+    run_id = tracking.start_run(
+        experiment=experiment, run_name=f"eval-{version.name}-v{version.version}-{manifest.name}",
+        settings=settings,
+        tags={"hypernym.kind": "eval", "hypernym.model": pinned,
+              "hypernym.model_run_id": card.run_id or "",
+              "hypernym.dataset_fingerprint": manifest.fingerprint, "hypernym.eval_split": split,
+              **(tags or {})})
+    try:
+        tracking.log_inputs(run_id, dataset_name=manifest.name, fingerprint=manifest.fingerprint,
+                            uri=dataset, context="eval",
+                            model_id=getattr(version, "model_id", None), settings=settings)
+    except BaseException:
+        tracking.end_run(run_id, "FAILED", settings=settings)
+        raise
+    return run_id
+
+
+def contamination_metrics(contamination: dict[str, Any] | None) -> dict[str, float]:
+    """The contamination check's counts as metrics (none without a check)."""
+    if not contamination:
+        return {}
+    return {f"{PREFIX}/contamination_{k}": contamination[k]
+            for k in ("exact", "near", "checked") if k in contamination}
+
+
+def class_columns(classes: list[dict[str, Any]]) -> dict[str, list]:
+    """The per-class table's leading columns: index, class id, name."""
+    return {"index": list(range(len(classes))), "id": [c["id"] for c in classes],
+            "name": [c["name"] for c in classes]}
 
 
 @dataclass
@@ -53,15 +91,11 @@ class Report:
         for avg, values in (("macro", self.macro), ("weighted", self.weighted)):
             out.update({f"{PREFIX}/{avg}_{k}": v for k, v in values.items()})
         out.update({f"{PREFIX}/level{lv}_top1": v["accuracy"] for lv, v in self.levels.items()})
-        if self.contamination:
-            out.update({f"{PREFIX}/contamination_{k}": self.contamination[k]
-                        for k in ("exact", "near", "checked") if k in self.contamination})
-        return out
+        return {**out, **contamination_metrics(self.contamination)}
 
     def per_class_table(self) -> dict[str, list]:
         pc = self.per_class
-        return {"index": list(range(len(self.classes))),
-                "id": [c["id"] for c in self.classes], "name": [c["name"] for c in self.classes],
+        return {**class_columns(self.classes),
                 **{k: [round(float(v), 4) for v in pc[k]] for k in ("precision", "recall", "f1")},
                 "support": [int(v) for v in pc["support"]]}
 

@@ -14,7 +14,13 @@ import torch
 from hypernym.data.manifest import Manifest
 from hypernym.errors import HypernymError
 from hypernym.settings import Settings, get_settings
-from hypernym.transfer.eval_report import Report, build_report, check_classes, log_report
+from hypernym.transfer.eval_report import (
+    Report,
+    build_report,
+    check_classes,
+    log_report,
+    start_eval_run,
+)
 
 __all__ = ["predict_split", "print_any_report", "report_finetune", "run_eval"]
 
@@ -100,17 +106,10 @@ def run_eval(model_ref: str, dataset: str, *, split: str = "val", batch_size: in
     model = load_backbone(pinned, settings=settings)
     card = model.hypernym_card
     check_classes(pinned, card, manifest, dataset)
-    run_id = tracking.start_run(
-        experiment=experiment, run_name=f"eval-{version.name}-v{version.version}-{manifest.name}",
-        settings=settings,
-        tags={"hypernym.kind": "eval", "hypernym.model": pinned,
-              "hypernym.model_run_id": card.run_id or "",
-              "hypernym.dataset_fingerprint": manifest.fingerprint, "hypernym.eval_split": split})
+    run_id = start_eval_run(version, pinned, card, manifest, dataset, split=split,
+                            experiment=experiment, settings=settings)
     status = "FAILED"
     try:
-        tracking.log_inputs(run_id, dataset_name=manifest.name, fingerprint=manifest.fingerprint,
-                            uri=dataset, context="eval",
-                            model_id=getattr(version, "model_id", None), settings=settings)
         report = _report(model, manifest, dataset, split=split, img_size=card.input_size[-1],
                          mean=card.mean, std=card.std, batch_size=batch_size,
                          thresholds=((card.thresholds or 0.5)

@@ -18,7 +18,7 @@ import numpy as np
 
 import hypernym.train.tasks.multilabel_metrics as M
 from hypernym.data.manifest import Manifest
-from hypernym.transfer.eval_report import PREFIX
+from hypernym.transfer.eval_report import PREFIX, class_columns, contamination_metrics
 
 __all__ = ["MultiLabelReport", "build_multilabel_report", "log_multilabel_report",
            "multilabel_report", "print_multilabel_report"]
@@ -49,15 +49,11 @@ class MultiLabelReport:
                f"{PREFIX}/class_f1": o["cf1"], f"{PREFIX}/samples": self.samples,
                f"{PREFIX}/classes_scored": int(np.isfinite(self.per_class["ap"]).sum()),
                **{f"{PREFIX}/cardinality_{k}": c[k] for k in ("true", "predicted", "expected")}}
-        if self.contamination:
-            out.update({f"{PREFIX}/contamination_{k}": self.contamination[k]
-                        for k in ("exact", "near", "checked") if k in self.contamination})
-        return out
+        return {**out, **contamination_metrics(self.contamination)}
 
     def per_class_table(self) -> dict[str, list]:
         pc = self.per_class
-        return {"index": list(range(len(self.classes))),
-                "id": [c["id"] for c in self.classes], "name": [c["name"] for c in self.classes],
+        return {**class_columns(self.classes),
                 **{k: [_num(v) for v in pc[k]] for k in
                    ("ap", "precision", "recall", "f1", "threshold", "best_threshold", "f1_best")},
                 "support": [int(v) for v in pc["support"]]}

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from hypernym.transfer.linear_fit import fit_standardised_linear
+
 __all__ = ["compare_backbones", "extract_features", "extract_features_ray", "few_shot_indices",
            "fit_logistic_regression", "knn_accuracy", "linear_probe_accuracy", "load_split"]
 
@@ -151,31 +153,8 @@ def fit_logistic_regression(x: torch.Tensor, y: torch.Tensor, *, l2: float | Non
     Full-batch L-BFGS (strong Wolfe line search), the solver scikit-learn uses for this problem.
     The returned layer includes the standardisation (apply it to raw features).
     """
-    l2 = 1.0 / len(x) if l2 is None else l2
-    x = x.double()
-    mu, sd = x.mean(0), x.std(0).clamp_min(1e-6)
-    z = (x - mu) / sd
-    classes = int(y.max()) + 1
-    layer = torch.nn.Linear(z.shape[1], classes, dtype=torch.float64)
-    torch.nn.init.zeros_(layer.weight), torch.nn.init.zeros_(layer.bias)
-    opt = torch.optim.LBFGS(layer.parameters(), lr=1, max_iter=max_iter,
-                            line_search_fn="strong_wolfe", tolerance_grad=1e-7,
-                            tolerance_change=1e-10, history_size=20)
-
-    def closure():
-        opt.zero_grad()
-        loss = F.cross_entropy(layer(z), y) + 0.5 * l2 * layer.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    with torch.no_grad():  # fold the standardisation into the layer
-        weight = layer.weight / sd
-        bias = layer.bias - weight @ mu
-    out = torch.nn.Linear(z.shape[1], classes)
-    with torch.no_grad():
-        out.weight.copy_(weight.float()), out.bias.copy_(bias.float())
-    return out
+    return fit_standardised_linear(x, int(y.max()) + 1, lambda logits: F.cross_entropy(logits, y),
+                                   l2=l2, max_iter=max_iter)
 
 
 @torch.no_grad()

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from hypernym.train.tasks.multilabel_metrics import average_precision
+from hypernym.transfer.linear_fit import fit_standardised_linear
 
 __all__ = ["few_shot_multilabel", "fit_one_vs_rest", "knn_map", "linear_probe_map",
            "mean_ap", "multi_label_classes"]
@@ -57,29 +58,11 @@ def fit_one_vs_rest(x: torch.Tensor, y: torch.Tensor, *, l2: float | None = None
     """One logistic regression per class of ``y`` (0/1 [N, C]): mean binary cross-entropy +
     ``l2`` * |w_c|^2 / 2 each, on standardised features (``l2`` None: 1 / N, scikit-learn's
     C = 1). The returned layer includes the standardisation and gives logits."""
-    l2 = 1.0 / len(x) if l2 is None else l2
-    x, y = x.double(), y.double()
-    mu, sd = x.mean(0), x.std(0).clamp_min(1e-6)
-    z = (x - mu) / sd
-    layer = torch.nn.Linear(z.shape[1], y.shape[1], dtype=torch.float64)
-    torch.nn.init.zeros_(layer.weight), torch.nn.init.zeros_(layer.bias)
-    opt = torch.optim.LBFGS(layer.parameters(), lr=1, max_iter=max_iter,
-                            line_search_fn="strong_wolfe", tolerance_grad=1e-7,
-                            tolerance_change=1e-10, history_size=20)
-
-    def closure():
-        opt.zero_grad()
-        bce = F.binary_cross_entropy_with_logits(layer(z), y, reduction="sum") / len(z)
-        loss = bce + 0.5 * l2 * layer.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    out = torch.nn.Linear(z.shape[1], y.shape[1])
-    with torch.no_grad():  # fold the standardisation into the layer
-        weight = layer.weight / sd
-        out.weight.copy_(weight.float()), out.bias.copy_((layer.bias - weight @ mu).float())
-    return out
+    y = y.double()
+    return fit_standardised_linear(
+        x, y.shape[1],
+        lambda logits: F.binary_cross_entropy_with_logits(logits, y, reduction="sum") / len(y),
+        l2=l2, max_iter=max_iter)
 
 
 @torch.no_grad()
