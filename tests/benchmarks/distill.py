@@ -8,17 +8,21 @@ teacher (timm ``--teacher``, random weights: only its cost matters) registered i
 teacher store written by Ray actors (one per core), then ``--rounds`` alternating rounds of
 ``--steps`` training steps of the student through the core (`Trainer.train_epoch`) over the real
 shards, with the loader in the training process (``loader_workers: 0``: its work counts in the
-step), for each of: no teacher, the store (``train.distill.store``), the teacher online. Prints
-ms/step (best round) and the ratios (target for the store: <= 1.05), the store's images/s per
-core with where the time goes, its bytes per view, and both extrapolated to ImageNet-21K-P
-(11.8 M training images) at N=50 views, K=10.
+step), for each of: no teacher, the store (``train.distill.store``), the teacher online; and
+the training loader alone (no model), without a teacher and with the store. Prints ms/step (the
+median step over all rounds: on a shared machine a burst of other work lands on a few steps, not
+on the median) and the ratios (target for the store: <= 1.05), the loader's ms/batch and what the
+store adds to it, the store's images/s per core with where the time goes, its bytes per view,
+and both extrapolated to ImageNet-21K-P (11.8 M training images) at N=50 views, K=10.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -60,11 +64,14 @@ def register_teacher(arch: str, dataset, size: int) -> str:
     return f"{reg.name}/{reg.version}"
 
 
-def step_time(recipe, steps: int) -> float:
-    """Seconds per step of the core's epoch loop over the first ``steps`` batches."""
+def step_times(recipe, steps: int) -> list[float]:
+    """Seconds of each of ``steps`` steps of the core's epoch loop (`Trainer.train_epoch`),
+    after a warm-up epoch: a step is the time between two batches handed to the loop (the
+    training step on one, the loading of the next)."""
     from hypernym.train import Trainer
 
     trainer = Trainer.from_recipe(recipe)
+    ticks: list[float] = []
 
     class First:
         """The shard loaders, cut to ``steps`` batches."""
@@ -76,28 +83,45 @@ def step_time(recipe, steps: int) -> float:
             return getattr(self.loaders, name)
 
         def train(self, epoch, progress):
-            loader = self.loaders.train(epoch, progress)
-            return _Cut(loader, steps)
+            return _Cut(self.loaders.train(epoch, progress), steps, ticks)
 
     trainer.loaders = First(trainer.loaders)
     trainer.train_epoch(0)  # warm-up: the allocator, the first sidecars, the teacher's kernels
-    start = time.perf_counter()
+    ticks.clear()
     trainer.train_epoch(1)
-    return (time.perf_counter() - start) / steps
+    return [b - a for a, b in itertools.pairwise(ticks)]
+
+
+def loader_time(recipe, batches: int, epoch: int) -> float:
+    """Seconds per batch of the training loader alone (no model), after its first batch (the
+    shuffle buffer's fill, the same with and without a store)."""
+    from hypernym.data.schedule import EpochProgress
+    from hypernym.train import Trainer
+
+    loaders = Trainer.from_recipe(recipe).loaders
+    batch_iter = iter(loaders.train(epoch, EpochProgress(loaders.split_sizes(), epoch)))
+    next(batch_iter)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(batch_iter)
+    return (time.perf_counter() - start) / batches
 
 
 class _Cut:
-    def __init__(self, loader, steps: int) -> None:
-        self.loader, self.steps = loader, steps
+    """The first ``steps`` batches of a loader; ``ticks`` gets the time each is handed out,
+    and the time the loop comes back after the last."""
+
+    def __init__(self, loader, steps: int, ticks: list[float]) -> None:
+        self.loader, self.steps, self.ticks = loader, steps, ticks
 
     def __len__(self) -> int:
         return self.steps
 
     def __iter__(self):
-        for i, batch in enumerate(self.loader):
-            if i == self.steps:
-                return
+        for _, batch in zip(range(self.steps), self.loader, strict=False):
+            self.ticks.append(time.perf_counter())
             yield batch
+        self.ticks.append(time.perf_counter())
 
 
 def main() -> None:
@@ -109,7 +133,8 @@ def main() -> None:
     parser.add_argument("--teacher", default="resnet18")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=15)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--loader-batches", type=int, default=40)
     parser.add_argument("--views", type=int, default=4)
     parser.add_argument("--topk", type=int, default=10)
     args = parser.parse_args()
@@ -153,25 +178,33 @@ def run(args, tmp: Path) -> None:
     runs = {"no teacher": recipe(None), "store": recipe({"store": str(tmp / "store")}),
             "online": recipe({"teacher": teacher})}
     times = {name: [] for name in runs}
-    for _ in range(args.rounds):
+    loader = {name: [] for name in ("no teacher", "store")}
+    for round_no in range(args.rounds):
         for name, r in runs.items():
-            times[name].append(step_time(r, args.steps))
-    best = {name: min(t) for name, t in times.items()}
-    report(args, cores, best, store)
+            times[name] += step_times(r, args.steps)
+        for name in loader:  # a fresh epoch each round: another shard order
+            loader[name].append(loader_time(runs[name], args.loader_batches, round_no + 2))
+    median = {name: statistics.median(t) for name, t in times.items()}
+    report(args, cores, median, {name: min(t) for name, t in loader.items()}, store)
 
 
-def report(args, cores: int, best: dict[str, float], store) -> None:
+def report(args, cores: int, step: dict[str, float], loader: dict[str, float], store) -> None:
     import torch
 
     s = store.stats
     per_core = s["images_per_s"] / s["workers"]
     print(f"student {args.student}, {args.size}px, batch {args.batch}, {args.classes} classes; "
-          f"{args.steps} steps x {args.rounds} rounds (best), loader in the training process, "
-          f"{torch.get_num_threads()} threads")
-    for name, t in best.items():
+          f"median of {args.steps} steps x {args.rounds} rounds, loader in the training "
+          f"process, {torch.get_num_threads()} threads")
+    for name, t in step.items():
         print(f"  {name:<11}: {t * 1e3:7.1f} ms/step")
-    print(f"  store / no teacher : {best['store'] / best['no teacher']:.3f}  (target <= 1.05)")
-    print(f"  online / no teacher: {best['online'] / best['no teacher']:.3f}")
+    print(f"  store / no teacher : {step['store'] / step['no teacher']:.3f}  (target <= 1.05)")
+    print(f"  online / no teacher: {step['online'] / step['no teacher']:.3f}")
+    extra = loader["store"] - loader["no teacher"]
+    print(f"loader alone ({args.loader_batches} batches, best of {args.rounds}): no teacher "
+          f"{loader['no teacher'] * 1e3:.1f} ms/batch, store {loader['store'] * 1e3:.1f} "
+          f"ms/batch: the store adds {extra / args.batch * 1e3:.3f} ms/sample, "
+          f"{extra / step['no teacher']:.1%} of a step without a teacher")
     images = s["images"]
     print(f"distill store: teacher {args.teacher} at {args.size}px, {store.views} views x "
           f"top-{args.topk}, {int(images)} images on {int(s['workers'])} actors x 1 core: "

@@ -16,7 +16,9 @@ start-up:
    FINISHED in one MLflow run with every sample trained exactly once over the whole history
    and every metric logged; the backbone is registered once, its weights in the artifacts
    bucket through the tracking server;
-6. `hypernym submit` a fine-tune from ``NAME@alias``, then pull and load it on the client.
+6. a teacher store of the backbone written on S3 by a job (`hypernym distill store`, Ray actors
+   on the fresh cluster); `hypernym submit` a fine-tune from ``NAME@alias`` distilled from that
+   store, then pull and load it on the client.
 
 Nothing a worker reads is on the client's disk: the nodes cannot see it (checked), and every
 location in the recipes is on S3 or the tracking server. The sample trace (HYPERNYM_SAMPLE_TRACE)
@@ -76,6 +78,7 @@ EPOCHS = 2
 # with the run's end still far off.
 HEAD_LOSS_AT = 2 * EVERY
 STALE_S = 20  # `hypernym runs list --stale-after`: the run's silence that makes it abandoned
+KD_STORE = "s3://data/kd-store"  # the backbone's teacher store, for the distilled fine-tune
 
 
 def recipe(path: Path, body: dict) -> str:
@@ -267,18 +270,37 @@ def test_user_tasks_and_faults_on_a_cluster_that_shares_nothing(rig, tmp_path, m
     assert fs.glob("runs/hypernym/*/step-*") or fs.glob("runs/hypernym/*/epoch-*")
     print(f"[{clock()}] registered rig-backbone v{version.version}; weights on S3: {weights[0]}")
 
-    # 6. fine-tune from NAME@alias on the fresh cluster, then pull and load it here
+    # 6. the backbone's teacher store on S3, written by actors on the fresh cluster as a job;
+    # a fine-tune from NAME@alias distilled from that store; then pull and load it here
+    from hypernym.jobs.submit import submit_command
+
+    store_job = submit_command(f"python -m hypernym distill store rig-backbone@candidate "
+                               f"s3://data/ds --views 2 --topk 3 --out {KD_STORE}")
+    assert wait_job(store_job, timeout_s=600) == "SUCCEEDED", \
+        "".join(job_logs(store_job))[-5000:]
+    assert fs.exists(f"{KD_STORE}/store.json")
+    print(f"[{clock()}] teacher store of rig-backbone@candidate written to {KD_STORE}")
     monkeypatch.setenv("HYPERNYM_SAMPLE_TRACE", str(Path(rig.info["shared"]) / "finetune"))
     out = hypernym("submit", recipe(tmp_path / "finetune.yaml", {
         "kind": "finetune", "name": "rig-finetune", "experiment": "rig",
         "backbone": "rig-backbone@candidate",
         "data": {"path": "s3://data/ds", "img_size": 32, "batch_size": BATCH},
         "model": {"arch": ARCH}, "optim": {"lr": 1e-3},
-        "train": {"epochs": 1, "log_every": 5, "system_metrics_s": None},
+        "train": {"epochs": 1, "log_every": 5, "system_metrics_s": None,
+                  "distill": {"store": KD_STORE}},
         "scaling": {"num_workers": 2, "cpus_per_worker": 1},
         "registry": {"name": "rig-finetuned", "alias": "candidate"}}), "--follow")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    print(f"[{clock()}] fine-tune from rig-backbone@candidate done")
+    (tuned,) = [r for r in client.search_runs(
+        [client.get_experiment_by_name("rig").experiment_id])
+        if r.data.tags.get("mlflow.runName", "").startswith("rig-finetune")]
+    assert tuned.data.tags["hypernym.task"] == "classification+distill"
+    for key in ("train/loss_distill", "val/teacher_agreement"):
+        assert key in tuned.data.metrics, sorted(tuned.data.metrics)
+    assert client.get_model_version_by_alias("rig-finetuned", "candidate").tags[
+        "distill_store"] == KD_STORE
+    print(f"[{clock()}] fine-tune from rig-backbone@candidate, distilled from the store, "
+          "done")
     pulled = hypernym("models", "pull", "rig-finetuned@candidate", "--out",
                       str(tmp_path / "pulled"))
     assert pulled.returncode == 0, pulled.stderr[-2000:]

@@ -2,11 +2,13 @@
 its classes or hierarchy are not the student's, run online in process (consistent teaching,
 resizing, metrics, lineage), written as a teacher store on an S3 server by Ray actors, replayed
 offline from S3 (the same views on any worker layout, exactly once across a resume). Everything
-trains in process; Ray runs the dataset's preparation and the store's actors."""
+trains in process but one run on Ray Train (two workers, FSDP, the teacher loaded once per
+worker); Ray runs the dataset's preparation and the store's actors."""
 
 from __future__ import annotations
 
 import hashlib
+import sys
 
 import pytest
 import timm
@@ -24,7 +26,9 @@ from hypernym.tracking import metric_history, run_summary, start_run
 from hypernym.train import Trainer, build_task, run_training
 from hypernym.train.core import Hooks
 from hypernym.train.distill.store_job import write_store
+from hypernym.train.distributed import all_reduce_sum
 from hypernym.train.loaders import ShardLoaders
+from hypernym.train.tasks.distill import DistillTask
 from tests.servers import moto_s3
 
 pytestmark = pytest.mark.integration
@@ -196,6 +200,56 @@ def test_online_distillation_in_process(glyphs, teacher):
     readme = (pull("student@candidate", get_settings().home / "pulled") / "README.md").read_text()
     assert f"Distilled from the registered teacher `{teacher}`" in readme
     assert f"weights sha256 `{sha}`" in readme
+
+
+class CountingDistill(DistillTask):
+    """The recipe's distillation task, counting the teachers its process loads; its meter adds
+    ``teacher_loads``, summed over the ranks (logged as ``val/teacher_loads``)."""
+
+    loads = 0
+
+    def setup(self, device):
+        before = self._teacher
+        super().setup(device)
+        if self._teacher is not before:
+            self.loads += 1
+
+    def meter(self, device):
+        return LoadsMeter(super().meter(device), self, device)
+
+
+class LoadsMeter:
+    def __init__(self, base, task, device) -> None:
+        self.base, self.task, self.device = base, task, device
+
+    def update(self, outputs, target) -> None:
+        self.base.update(outputs, target)
+
+    def compute(self) -> dict[str, float]:
+        loads = all_reduce_sum(torch.tensor([float(self.task.loads)], device=self.device))
+        return {**self.base.compute(), "teacher_loads": loads.item()}
+
+
+def test_online_distillation_on_ray_train_with_two_workers_and_fsdp(glyphs, teacher):
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the task class above
+    r = recipe(glyphs, "fsdp", epochs=2, distill={"teacher": teacher, "temperature": 2.0},
+               scaling={"num_workers": 2, "strategy": "fsdp"})
+    task = CountingDistill.from_recipe(r, open_dataset(glyphs),
+                                       base=build_task(recipe(glyphs, "base"),
+                                                       open_dataset(glyphs)))
+    result = run_training(r, task=task, show_progress=False)
+    assert task.loads == 0  # the driver never loads the teacher
+    run = run_summary(result.run_id)
+    assert run.tags["hypernym.teacher"] == teacher and run.status == "FINISHED"
+    # each of the 2 workers loaded the teacher once (each needs one: a sum of 2 is 1 each),
+    # for both epochs
+    assert metric_history(result.run_id, "val/teacher_loads") == [2.0, 2.0]
+    for key in ("train/loss_hard", "train/loss_distill"):
+        assert len(metric_history(result.run_id, key)) >= 2, key
+    assert 0 <= result.metrics["val/teacher_agreement"] <= 1
+    assert result.metrics["val/teacher_top1"] > 0
 
 
 @pytest.fixture(scope="module")

@@ -160,3 +160,18 @@ def test_the_codec_refuses_a_store_that_does_not_match(store):
 
     codec(raw("a", "t.tar"), None)
     assert not pickle.loads(pickle.dumps(codec))._cache
+
+
+def test_the_codec_reads_a_sidecar_once_while_its_shard_is_in_the_shuffle_buffer(store):
+    # The buffer swaps a random entry per sample read: samples of many shards come out
+    # interleaved, and each lookup must not read and decode the sidecar again.
+    root, manifest = store
+    codec = StoreCodec(store=str(root), manifest=manifest, seed=0, img_size=24, shuffle_buffer=1)
+    first = [codec(raw(k, s), eval_transform(24) if s == "v.tar" else None)[1]
+             for k, s in (("a", "t.tar"), ("c", "v.tar"))]
+    (root / "t.safetensors").unlink()
+    (root / "v.safetensors").unlink()
+    for _ in range(3):  # both kept (8 buffers' worth of samples): no read of the removed files
+        assert codec(raw("a", "t.tar"), None)[1][1].tolist() == first[0][1].tolist()
+        assert codec(raw("c", "v.tar"), eval_transform(24))[1][5] == 4
+    assert list(codec._cache) == ["t.tar", "v.tar"] and codec._cached_samples == 3

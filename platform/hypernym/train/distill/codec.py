@@ -5,8 +5,8 @@ the sample's key, nothing else), cuts that view's crop out of the image and flip
 teacher saw it, and hands the view's stored soft label on as the target with the class index.
 Validation samples go through the reader's evaluation transform, with the teacher's stored
 prediction for the evaluation crop (for the teacher-student agreement). The sidecar of a shard
-is read once per loader process (a few are kept), and its sha256 is checked against the store's
-manifest.
+is read once per loader process while its samples pass through the shuffle buffer, and its sha256
+is checked against the store's manifest.
 
 The target of a batch is a `StoreTarget`; the task (`hypernym.train.tasks.distill`) turns it
 into full distributions on the training device (`densify`).
@@ -33,7 +33,13 @@ from hypernym.train.distill.views import apply_view, choose_view, pixel_box
 
 __all__ = ["StoreCodec", "StoreTarget", "densify"]
 
-_KEEP = 4  # sidecars kept per loader process: the shuffle buffer spans a few shards
+# Sidecars kept per loader process, in samples, as a multiple of the shuffle buffer. The reader's
+# buffer swaps a random entry for each sample read, so a sample stays for a geometric number of
+# reads (mean: the buffer's size) and the buffer holds samples of many more shards than its size
+# suggests: 4 shards of 256 samples under a 512-sample buffer missed 18% of lookups (each a read,
+# a sha256 and a decode of the sidecar). Keeping the shards of the last 8 buffers' worth of
+# samples misses a lookup with probability e^-8 (0.03%), for a few MB (N=50 views: 10 MB).
+_KEEP_BUFFERS = 8
 _TRIES = 4
 
 
@@ -67,20 +73,25 @@ class StoreCodec:
         manifest: its manifest.
         seed: the run's ``data.seed`` (with the epoch and key, it picks the view).
         img_size: the student's input side.
+        shuffle_buffer: the run's ``data.shuffle_buffer`` (how many sidecars to keep).
     """
 
     members = ("jpg", "cls")
     packs_ints = False
 
-    def __init__(self, *, store: str, manifest: StoreManifest, seed: int, img_size: int) -> None:
+    def __init__(self, *, store: str, manifest: StoreManifest, seed: int, img_size: int,
+                 shuffle_buffer: int = 512) -> None:
         self.store, self.seed, self.size = store, seed, img_size
         self.views = manifest.views
-        self.sidecars = {info.shard: (info.name, info.sha256)
+        self.sidecars = {info.shard: (info.name, info.sha256, info.samples)
                          for infos in manifest.sidecars.values() for info in infos}
+        self.keep_samples = _KEEP_BUFFERS * shuffle_buffer
         self._cache: OrderedDict[str, Sidecar] = OrderedDict()
+        self._cached_samples = 0
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_cache": OrderedDict()}  # loaded sidecars stay where they are
+        # loaded sidecars stay where they are
+        return {**self.__dict__, "_cache": OrderedDict(), "_cached_samples": 0}
 
     def __call__(self, raw: RawSample, transform: Callable[[bytes], Any]):
         sidecar = self._sidecar(raw.shard.rstrip("/").rsplit("/", 1)[-1])
@@ -121,7 +132,7 @@ class StoreCodec:
             self._cache.move_to_end(shard)
             return self._cache[shard]
         try:
-            name, sha256 = self.sidecars[shard]
+            name, sha256, samples = self.sidecars[shard]
         except KeyError:
             raise HypernymError(f"the teacher store {self.store} has no sidecar for shard "
                                 f"{shard}: it belongs to another dataset") from None
@@ -129,10 +140,12 @@ class StoreCodec:
         if hashlib.sha256(data).hexdigest() != sha256:
             raise HypernymError(f"{join(self.store, name)} is not the sidecar the store's "
                                 "manifest recorded (sha256 differs): write the store again")
-        self._cache[shard] = decode_sidecar(data)
-        while len(self._cache) > _KEEP:
-            self._cache.popitem(last=False)
-        return self._cache[shard]
+        sidecar = decode_sidecar(data)
+        self._cache[shard], self._cached_samples = sidecar, self._cached_samples + samples
+        while self._cached_samples > self.keep_samples and len(self._cache) > 1:
+            evicted, _ = self._cache.popitem(last=False)
+            self._cached_samples -= self.sidecars[evicted][2]
+        return sidecar
 
 
 def _read(uri: str) -> bytes:

@@ -40,7 +40,7 @@ def check_recipe(recipe, dataset, *, base) -> dict[str, Any]:
         "loss": loss, "alpha": spec.alpha, "settings": settings,
         "student": {"img_size": recipe.data.img_size, "mean": recipe.data.mean,
                     "std": recipe.data.std, "channels_last": recipe.train.channels_last,
-                    "seed": recipe.data.seed}}
+                    "seed": recipe.data.seed, "shuffle_buffer": recipe.data.shuffle_buffer}}
     if spec.store is None:
         out["teacher"] = resolve_teacher(spec.teacher, dataset, loss=spec.loss,
                                          student=student, settings=settings)

@@ -63,7 +63,7 @@ class DistillTask(Task):
         teacher: the pinned teacher (online), or None.
         store, store_manifest: the teacher store (offline), or None.
         student: the data settings the teacher's input is made from (``img_size``, ``mean``,
-            ``std``, ``channels_last``) and the run's ``seed``.
+            ``std``, ``channels_last``), the run's ``seed`` and ``shuffle_buffer``.
         settings: where the registry is (workers load the teacher through it).
     """
 
@@ -103,7 +103,8 @@ class DistillTask(Task):
         if self.store is None:
             return self.base.codec()
         return StoreCodec(store=self.store, manifest=self.store_manifest,
-                          seed=self.student["seed"], img_size=self.student["img_size"])
+                          seed=self.student["seed"], img_size=self.student["img_size"],
+                          shuffle_buffer=self.student["shuffle_buffer"])
 
     def batch_labels(self, target) -> torch.Tensor:
         return target.labels if isinstance(target, StoreTarget) else target
