@@ -107,7 +107,8 @@ def make_glyph_scenes(out_dir: str | Path, *, images: dict[str, int] | None = No
         params["glyph_tree"] = tree
     if _same(out, params):
         return out
-    glyphs = class_glyphs(tree, seed=seed)
+    shaped = class_glyphs(tree, seed=seed)
+    glyphs = {c: shaped[c] for c in classes}  # drawn: the classes, not the rest of the tree
     categories = [{"id": i + 1, "name": c, "supercategory": "glyph"}
                   for i, c in enumerate(classes)]
     for split, count in images.items():
