@@ -68,6 +68,7 @@ def test_a_killed_ddp_detection_run_resumes_and_trains_every_scene_once(scenes, 
     starts = sorted(map(int, attempts(trace)))
     assert len(starts) == 2 and starts[0] == 0, f"one restart, attempts from steps {starts}"
     resumed = starts[1]
+    print(f"killed rank 1 after step {killed_at}; resumed from the checkpoint of step {resumed}")
     assert resumed % EVERY == 0 and 0 < resumed < STEPS, starts  # from a checkpoint
     assert killed_at > resumed, "the killed attempt trained past the checkpoint it resumed from"
     # the surviving history: each scene of each epoch once, across the two attempts
