@@ -89,7 +89,8 @@ def main() -> None:
                                                 img_size=pre["img_size"]),
                                 in_process=True, settings=settings, show_progress=False)
         reference = "glyph-backbone@candidate"
-        print(f"backbone: {pre} val/top1 {backbone.metrics.get('val/top1', float('nan')):.3f}")
+        print(f"backbone: {pre} val/top1 {backbone.metrics.get('val/top1', float('nan')):.3f}"
+              f" (registered as {reference} in the hypernym home {os.environ['HYPERNYM_HOME']})")
     times["pretrain"] = time.perf_counter() - t0
     budget = {**FINETUNE, "epochs": args.epochs, "img_size": size}
     rows = []
