@@ -186,8 +186,9 @@ class DetectionSpec(BaseModel):
         0.1, gt=0, le=1, description="a pretrained backbone's LR as a fraction of optim.lr "
         "(the FPN and the heads train at optim.lr; from random init, everything does)")
     frozen_bn: bool = Field(
-        True, description="the backbone's BatchNorm with fixed statistics and affine "
-        "(FrozenBatchNorm2d), as torchvision's references fine-tune detectors")
+        True, description="a pretrained backbone's BatchNorm with fixed statistics and affine "
+        "(FrozenBatchNorm2d), as torchvision's references fine-tune detectors; from random "
+        "init BatchNorm trains (torchvision's builders do the same)")
     levels: int | None = Field(
         None, ge=2, le=5, description="backbone stages the FPN reads (default: 3 for fcos and "
         "retinanet, plus P6 and P7; 4 for fasterrcnn, plus a pooled level)")

@@ -1,17 +1,18 @@
 """Detection transfer: FCOS fine-tuned on glyph scenes from a glyph backbone vs random init.
 
-    .venv/bin/python tests/benchmarks/detection.py [--seeds 3] [--pretrain test|demo]
+    .venv/bin/python tests/benchmarks/detection.py [--seeds 3] [--pretrain demo|test]
         [--scenes 96 --val 32 --canvas 96 --img-size 96] [--epochs 3]
         [--backbone REF --home DIR] [--set detection.backbone_lr_scale=1]
 
-Generates the glyph scenes (COCO layout, `hypernym.data.scenes`) and single glyphs of the same
-16 classes, prepares both (Ray tasks), pretrains a resnet10t backbone on the glyphs in this
-process and registers it (``--pretrain test``: the test suite's budget, tests/detection.py;
-``demo``: the demo's pretraining recipe and data, 200 images per class, 4 epochs), then, per
-seed, fine-tunes the same FCOS recipe from the backbone and from random init (one process,
-`run_training(in_process=True)`, its own MLflow home) and prints each run's val mAP@.5 and
-mAP@[.5:.95], the pretrained start's lead and the ratio of the two means, and the wall time
-of each stage. The baseline is the random init at the same budget, in the same run.
+Generates the glyph scenes (COCO layout, `hypernym.data.scenes`, the demo's 16 leaves drawn as
+the demo draws them) and the demo's glyphs, prepares both (Ray tasks), pretrains the demo's
+resnet10t backbone with the demo's recipe in this process and registers it (``--pretrain
+demo``: the demo's budget, 200 images per class, 4 epochs; ``test``: the test suite's smaller
+one, tests/detection.py), then, per seed, fine-tunes the same FCOS recipe from the backbone
+and from random init (one process, `run_training(in_process=True)`, its own MLflow home) and
+prints each run's val mAP@.5 and mAP@[.5:.95], the pretrained start's lead and the ratio of
+the two means, and the wall time of each stage. The baseline is the random init at the same
+budget, in the same run.
 ``--backbone REF --home DIR`` starts from a backbone already registered in that hypernym home
 instead (the demo's: ``hypernym demo`` with ``HYPERNYM_HOME=DIR`` registers
 ``hypernym-demo-backbone@candidate``).
@@ -30,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: t
 
 from hypernym.config import apply_overrides  # noqa: E402
 from tests.detection import (  # noqa: E402
+    DEMO_PRETRAIN,
     FINETUNE,
     PRETRAIN,
     SCENES,
@@ -43,7 +45,7 @@ from tests.detection import (  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--pretrain", choices=("test", "demo"), default="test")
+    parser.add_argument("--pretrain", choices=("test", "demo"), default="demo")
     parser.add_argument("--scenes", type=int, default=SCENES["images"]["train"])
     parser.add_argument("--val", type=int, default=SCENES["images"]["val"])
     parser.add_argument("--canvas", type=int, default=SCENES["canvas"][0])
@@ -71,8 +73,7 @@ def main() -> None:
     times = {}
     started = time.perf_counter()
     ray.init(address="local", num_cpus=2, include_dashboard=False)
-    pre = dict(PRETRAIN) if args.pretrain == "test" else \
-        {"images_per_class": 200, "epochs": 4, "img_size": 48}
+    pre = dict(PRETRAIN if args.pretrain == "test" else DEMO_PRETRAIN)
     if args.backbone is None:
         glyphs = prepare_glyphs(root, images_per_class=pre["images_per_class"],
                                 img_size=pre["img_size"])
@@ -88,7 +89,8 @@ def main() -> None:
                                                 img_size=pre["img_size"]),
                                 in_process=True, settings=settings, show_progress=False)
         reference = "glyph-backbone@candidate"
-        print(f"backbone: {pre} val/top1 {backbone.metrics.get('val/top1', float('nan')):.3f}")
+        print(f"backbone: {pre} val/top1 {backbone.metrics.get('val/top1', float('nan')):.3f}"
+              f" (registered as {reference} in the hypernym home {os.environ['HYPERNYM_HOME']})")
     times["pretrain"] = time.perf_counter() - t0
     budget = {**FINETUNE, "epochs": args.epochs, "img_size": size}
     rows = []

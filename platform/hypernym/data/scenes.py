@@ -69,7 +69,8 @@ def make_glyph_scenes(out_dir: str | Path, *, images: dict[str, int] | None = No
                       canvas: tuple[int, int] = (160, 160), objects: tuple[int, int] = (1, 4),
                       object_size: tuple[float, float] = (0.25, 0.5),
                       max_overlap: float = 0.3, classes: list[str] | None = None,
-                      seed: int = 0, quality: int = 90) -> Path:
+                      glyph_tree: list[str] | None = None, seed: int = 0,
+                      quality: int = 90) -> Path:
     """Write a COCO-layout dataset of glyph scenes to ``out_dir`` and return it.
 
     Args:
@@ -82,6 +83,10 @@ def make_glyph_scenes(out_dir: str | Path, *, images: dict[str, int] | None = No
         max_overlap: the most IoU a glyph's box may have with an earlier one.
         classes: synset ids; the demo's 16 leaves (``DEMO_SYNSETS``) by default. They are the
             COCO categories (ids 1..n), so a prepared dataset's classes are these synsets.
+        glyph_tree: the classes whose WordNet tree shapes the glyphs (`class_glyphs`: a class's
+            strokes depend on every class beside it), ``classes`` by default. The demo pretrains
+            on ``DEMO_CLASSES``, the 16 leaves and their 4 groups: pass it to draw the leaves
+            as the demo's backbone saw them.
         seed: with the arguments, decides every byte; a folder already holding this exact
             dataset is kept as it is.
         quality: JPEG quality.
@@ -89,13 +94,21 @@ def make_glyph_scenes(out_dir: str | Path, *, images: dict[str, int] | None = No
     images = {"train": 200, "val": 50} if images is None else dict(images)
     classes = list(DEMO_SYNSETS if classes is None else classes)
     _check(images, canvas, objects, object_size, max_overlap, classes)
+    tree = classes if glyph_tree is None else list(glyph_tree)
+    if not set(classes) <= set(tree):
+        missing = sorted(set(classes) - set(tree))
+        raise HypernymError(f"glyph_tree lacks the classes {missing[:3]}: it must hold every "
+                            "class the scenes draw (and may hold more)")
     out = Path(out_dir)
     params = {"generator": "hypernym glyph scenes", "images": images, "canvas": list(canvas),
               "objects": list(objects), "object_size": list(object_size),
               "max_overlap": max_overlap, "classes": classes, "seed": seed, "quality": quality}
+    if glyph_tree is not None:
+        params["glyph_tree"] = tree
     if _same(out, params):
         return out
-    glyphs = class_glyphs(classes, seed=seed)
+    shaped = class_glyphs(tree, seed=seed)
+    glyphs = {c: shaped[c] for c in classes}  # drawn: the classes, not the rest of the tree
     categories = [{"id": i + 1, "name": c, "supercategory": "glyph"}
                   for i, c in enumerate(classes)]
     for split, count in images.items():

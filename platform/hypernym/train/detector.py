@@ -11,8 +11,10 @@ trains is the ``detection`` section's:
 - ``full``: every layer trains.
 
 In ``partial`` and ``full`` a pretrained backbone's LR is ``backbone_lr_scale`` times the
-recipe's: it needs smaller steps than the freshly initialised FPN and heads. From random init
-the whole detector trains at the recipe's LR.
+recipe's: it needs smaller steps than the freshly initialised FPN and heads; ``frozen_bn`` fixes
+its BatchNorm statistics. From random init the whole detector trains at the recipe's LR and its
+BatchNorm layers train (torchvision's builders do the same: frozen BatchNorm only for trained
+weights).
 """
 
 from __future__ import annotations
@@ -67,6 +69,11 @@ def build_detection_model(recipe, *, num_classes: int, backbone: str | None = No
     """
     config = detector_config(recipe, num_classes=num_classes, for_training=True)
     if backbone is None:
+        # torchvision's rule for its detectors: FrozenBatchNorm2d only in a pretrained backbone,
+        # whose statistics and affine pretraining learned. A random init's are the init's
+        # (timm zero-initialises each residual block's last BatchNorm scale): frozen, every
+        # residual branch would stay off for good, so from random init BatchNorm trains.
+        config["frozen_bn"] = False
         model = build_detector(config)
     else:
         from hypernym.registry.card import CARD_FILE, WEIGHTS_FILE, ModelCard

@@ -1,7 +1,7 @@
-"""Detection fine-tuning end to end, in process: a glyph backbone pretrained here (the demo's
-way, small), an FCOS fine-tune on glyph scenes from it (the lead over random init is measured
-over seeds by tests/benchmarks/detection.py, not here),
-the registered detector's card, lineage, report, pulled folder (rebuilt without hypernym), its
+"""Detection fine-tuning end to end, in process: the demo's glyph backbone pretrained here (the
+demo's recipe at a smaller budget), an FCOS fine-tune on glyph scenes from it (its lead over
+random init is measured over seeds by tests/benchmarks/detection.py), the registered detector's
+card, lineage, report, pulled folder (rebuilt without hypernym), its
 MLflow pyfunc, and Ray Serve answering a JPEG over HTTP with boxes.
 
 Ray runs only the prepare tasks and Ray Serve; training runs in this process

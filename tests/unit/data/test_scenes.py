@@ -76,6 +76,26 @@ def test_prepare_reads_it_as_coco_and_it_is_fast(tmp_path):
     assert image.size == (160, 160) and image.mode == "RGB"
 
 
+def test_glyph_tree_draws_the_leaves_as_the_demo_does(tmp_path):
+    """The demo pretrains on its 20 classes (the leaves and their groups), and a glyph's strokes
+    depend on the whole tree: with glyph_tree=DEMO_CLASSES the scenes draw the demo's leaves."""
+    from hypernym.data.demo import DEMO_CLASSES, class_glyphs, named_rng
+    from hypernym.data.scenes import render_scene
+
+    kw = {"images": {"train": 3}, "canvas": (64, 64)}
+    demo = make_glyph_scenes(tmp_path / "demo", glyph_tree=DEMO_CLASSES, **kw)
+    own = make_glyph_scenes(tmp_path / "own", **kw)
+    leaves = class_glyphs(list(DEMO_CLASSES))
+    rng = named_rng(0, "scenes/train")
+    for i in range(3):
+        image, _ = render_scene({c: leaves[c] for c in DEMO_SYNSETS}, (64, 64), rng)
+        written = np.asarray(Image.open(demo / "train" / f"train_{i:06d}.jpg"), np.float32)
+        assert np.abs(written - np.asarray(image, np.float32)).mean() < 3  # JPEG's loss
+    assert (demo / "train" / "train_000000.jpg").read_bytes() != \
+        (own / "train" / "train_000000.jpg").read_bytes()
+    assert load(demo, "train")["info"]["glyph_tree"] == list(DEMO_CLASSES)
+
+
 @pytest.mark.parametrize(("kw", "message"), [
     ({"images": {"train": 0}}, "each at least 1"),
     ({"canvas": (8, 64)}, "canvas is"),
@@ -83,6 +103,7 @@ def test_prepare_reads_it_as_coco_and_it_is_fast(tmp_path):
     ({"object_size": (0.5, 1.5)}, "object_size is"),
     ({"max_overlap": 2.0}, "max_overlap is"),
     ({"classes": ["n02085620", "n02085620"]}, "distinct class ids"),
+    ({"glyph_tree": ["n02085620"]}, "glyph_tree lacks the classes"),
 ])
 def test_bad_parameters(tmp_path, kw, message):
     with pytest.raises(HypernymError, match=message):

@@ -87,10 +87,11 @@ def test_each_detector_trains_through_the_core_and_predicts_boxes(detector, part
     assert torch.allclose(result.loss, sum(result.parts.values()))
     after = t.state.model.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
-    # frozen BatchNorm in the backbone by default, as torchvision's references have it
+    # from random init the backbone's BatchNorm trains (torchvision's rule: frozen only for
+    # trained weights; test_a_pretrained_backbone_lands_in_the_features_body_frozen)
     body = t.state.model.backbone.body
-    assert any(isinstance(m, FrozenBatchNorm2d) for m in body.modules())
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in body.modules())
+    assert not any(isinstance(m, FrozenBatchNorm2d) for m in body.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in body.modules())
     t.state.model.eval()
     with torch.no_grad():
         out = t.task.predict(t.state.model, t.normalize(batch(1).image))
@@ -152,3 +153,30 @@ def test_registered_detector_normalises_itself():
     for a, b in zip(ours, theirs, strict=True):
         assert torch.allclose(a["scores"], b["scores"], atol=1e-5)
         assert torch.allclose(a["boxes"], b["boxes"], atol=1e-3)
+
+
+def test_a_pretrained_backbone_lands_in_the_features_body_frozen(tmp_path):
+    """A registered classifier's weights (head left out) are the detector's ``features_only``
+    body, BatchNorm frozen with the pretrained statistics; the FPN reads the stages' channels."""
+    import timm
+    from safetensors.torch import save_file
+
+    from hypernym.registry.detector_model import build_detector
+
+    classifier = timm.create_model("resnet10t", num_classes=5)
+    with torch.no_grad():
+        for tensor in [*classifier.parameters(), *classifier.buffers()]:
+            if tensor.is_floating_point():
+                tensor.uniform_(0.5, 1.5)  # unlike any init: nothing here can come from one
+    save_file(classifier.state_dict(), str(tmp_path / "model.safetensors"))
+    config = {"detector": "fcos", "arch": "resnet10t", "num_classes": 2, "fpn_channels": 32,
+              "img_size": SIZE, "mean": [0.0] * 3, "std": [1.0] * 3}
+    body = build_detector(config, weights=str(tmp_path / "model.safetensors"),
+                          weights_classes=5).backbone
+    pretrained = classifier.state_dict()
+    state = body.body.state_dict()
+    assert state and all(torch.equal(v, pretrained[k]) for k, v in state.items())
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in body.body.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in body.body.modules())
+    assert [b[0].in_channels for b in body.fpn.inner_blocks] == [128, 256, 512]  # C3-C5
+    assert body.strides == [8, 16, 32, 64, 128]
