@@ -11,6 +11,8 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -55,6 +57,22 @@ class _Records(logging.Handler):
         self.records.append(record)
 
 
+@contextmanager
+def warnings_of(name: str) -> Iterator[_Records]:
+    """The WARNING records of logger ``name`` during the block, from a handler on that logger
+    itself: the CLI's logging set up by earlier tests in this process may stop records from
+    propagating to pytest's capture. The handler and the level are undone afterwards."""
+    logger, records = logging.getLogger(name), _Records()
+    level = logger.level
+    logger.addHandler(records)
+    logger.setLevel(logging.WARNING)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(records)
+        logger.setLevel(level)
+
+
 def test_run_storage_waits_out_an_s3_outage(endpoint):
     import pyarrow.fs
 
@@ -67,30 +85,24 @@ def test_run_storage_waits_out_an_s3_outage(endpoint):
     with fs.open_output_stream(f"{path}/before.json") as out:
         out.write(b"{}")
 
-    # A handler on the module's own logger: the CLI's logging set up by earlier tests in this
-    # process may stop records from propagating to pytest's capture.
-    caplog = _Records()
-    logger = logging.getLogger("hypernym.train.run_storage")
-    logger.addHandler(caplog)
-    logger.setLevel(logging.WARNING)
-    back = outage(server, s3_server)
-    started = time.monotonic()
-    # What Ray Train's controller does at a checkpoint: write its snapshot, then read it back.
-    with fs.open_output_stream(f"{path}/checkpoint_manager_snapshot.json") as out:
-        out.write(b'{"step": 8}')
-    waited = time.monotonic() - started
-    back.join()
-    with fs.open_input_stream(f"{path}/checkpoint_manager_snapshot.json") as src:
-        assert src.read() == b'{"step": 8}'
-    print(f"\nwrite during a {OUTAGE_S:.0f} s S3 outage completed after {waited:.1f} s")
-    assert waited >= OUTAGE_S - 1, "the write did not meet the outage: the test proves nothing"
-    # The write came through run storage's retries (plain s3fs gives up within seconds).
-    assert any("retrying for up to" in r.getMessage() for r in caplog.records)
+    with warnings_of("hypernym.train.run_storage") as records:
+        back = outage(server, s3_server)
+        started = time.monotonic()
+        # What Ray Train's controller does at a checkpoint: write its snapshot, then read it back.
+        with fs.open_output_stream(f"{path}/checkpoint_manager_snapshot.json") as out:
+            out.write(b'{"step": 8}')
+        waited = time.monotonic() - started
+        back.join()
+        with fs.open_input_stream(f"{path}/checkpoint_manager_snapshot.json") as src:
+            assert src.read() == b'{"step": 8}'
+        print(f"\nwrite during a {OUTAGE_S:.0f} s S3 outage completed after {waited:.1f} s")
+        assert waited >= OUTAGE_S - 1, "the write did not meet the outage: the test proves nothing"
+        # The write came through run storage's retries (plain s3fs gives up within seconds).
+        assert any("retrying for up to" in r.getMessage() for r in records.records)
 
-    # An answer is final: a missing object is reported at once, not retried for minutes.
-    started = time.monotonic()
-    info = fs.get_file_info(f"{path}/missing.json")
-    assert info.type == pyarrow.fs.FileType.NotFound
-    assert time.monotonic() - started < 5
-    logger.removeHandler(caplog)
+        # An answer is final: a missing object is reported at once, not retried for minutes.
+        started = time.monotonic()
+        info = fs.get_file_info(f"{path}/missing.json")
+        assert info.type == pyarrow.fs.FileType.NotFound
+        assert time.monotonic() - started < 5
 
