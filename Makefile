@@ -11,15 +11,15 @@ DEMO_STAMP := $(VENV)/.installed-demo
 
 setup: $(STAMP)
 
-# The tests need the test tools and the demo extra (they use the demo's digits). infra/venv.py
+# The tests need the test tools and the demo extra (they use the demo's digits). infra/install.py
 # installs with uv under pip's settings (pip where uv is missing): the same versions, 9x faster.
-$(STAMP): pyproject.toml infra/venv.py
-	$(PY) infra/venv.py $(VENV) '.[test,demo$(GPU)]'
+$(STAMP): pyproject.toml infra/install.py
+	$(PY) infra/install.py $(VENV) '.[test,demo$(GPU)]'
 	touch $(STAMP)
 
 # The demo needs the package and its demo extra (scikit-learn's digits).
-$(DEMO_STAMP): pyproject.toml infra/venv.py
-	$(PY) infra/venv.py $(VENV) '.[demo$(GPU)]'
+$(DEMO_STAMP): pyproject.toml infra/install.py
+	$(PY) infra/install.py $(VENV) '.[demo$(GPU)]'
 	touch $(DEMO_STAMP)
 
 demo: $(DEMO_STAMP)

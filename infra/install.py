@@ -1,4 +1,5 @@
-"""Create a virtual environment and install the package into it: `python infra/venv.py VENV SPEC`.
+"""Create a virtual environment and install the package into it: `python infra/install.py VENV
+SPEC`.
 
 `make demo` and `make test` call this. The install runs through uv (`uv pip install`), with pip's
 own configuration (indexes, find-links, constraints, certificate, timeout) passed on, so it
@@ -78,7 +79,7 @@ def install(target: Path, spec: str) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:
-        sys.exit("usage: python infra/venv.py VENV SPEC   (e.g. .venv '.[test,demo]')")
+        sys.exit("usage: python infra/install.py VENV SPEC   (e.g. .venv '.[test,demo]')")
     try:
         install(Path(sys.argv[1]).absolute(), sys.argv[2])
     except subprocess.CalledProcessError as exc:
