@@ -67,7 +67,8 @@ def install(target: Path, spec: str) -> None:
     if not python.exists():
         venv.create(target, with_pip=True)
     quiet = ["--quiet", "--disable-pip-version-check"]
-    got_uv = subprocess.run([str(python), "-m", "pip", "install", *quiet, "uv"],
+    # -qq: pip warns of every configured index that lacks uv, which is noise here
+    got_uv = subprocess.run([str(python), "-m", "pip", "install", *quiet, "-q", "uv"],
                             check=False).returncode == 0
     if got_uv:
         command, env = uv_command(python, spec, pip_config(python))
