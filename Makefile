@@ -34,10 +34,16 @@ gpu-check:
 	$(BIN)/hypernym gpu-check --out gpu-check $(ARGS)
 
 # Bytecode for the package and the tests first: where PYTHONDONTWRITEBYTECODE is set, each of the
-# suite's hundreds of processes would otherwise compile them again.
+# suite's hundreds of processes would otherwise compile them again. Two pytest-xdist workers, one
+# module each at a time: much of the suite waits on servers, Ray start-up and outages it stages,
+# and the other worker computes meanwhile. OMP_WAIT_POLICY=PASSIVE: torch's OpenMP threads sleep
+# at once instead of spinning, so the two workers' threads do not spin on each other's cores
+# (the thread count, and so every figure, stays as it is).
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/python -m compileall -q platform tests infra examples pipelines >/dev/null
-	$(BIN)/python -m pytest -q -ra --durations=15
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q -ra --durations=15 \
+		-n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit

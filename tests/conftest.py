@@ -13,8 +13,30 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 
+# `make test` runs the suite on two pytest-xdist workers that take one module at a time in
+# collection order (`--dist loadfile`). These modules take a minute or more each on a 2-core
+# machine; started first, they run beside the short ones instead of last and alone. Slowest
+# first, measured with `pytest --durations=0` (docs/benchmarks.md, "Suite and install").
+SLOWEST_FIRST = (
+    "tests/integration/cluster/test_rig.py",
+    "tests/e2e/test_cli.py",
+    "tests/e2e/test_gpu_check.py",
+    "tests/integration/train/test_resume.py",
+    "tests/e2e/test_distill.py",
+    "tests/integration/transfer/test_sweep.py",
+    "tests/integration/jobs/test_jobs.py",
+    "tests/integration/train/test_detection_ddp.py",
+    "tests/integration/train/test_custom_task.py",
+    "tests/integration/train/test_detection.py",
+    "tests/integration/train/test_distill.py",
+)
+
+
 def pytest_collection_modifyitems(config, items):
-    """`@pytest.mark.gpu` tests run only where torch sees a CUDA device."""
+    """The slowest modules first (a stable sort: the rest keep their order); `@pytest.mark.gpu`
+    tests run only where torch sees a CUDA device."""
+    rank = {path: i for i, path in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
     gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
     if not gpu_tests:
         return

@@ -150,23 +150,41 @@ def start_mlflow_server(root: Path, *, app_name: str | None = None,
 
 
 def start_ray_head(temp: Path, *, env: dict[str, str] | None = None, num_cpus: int = 2,
-                   headers: dict[str, str] | None = None, timeout_s: float = 240.0) -> Server:
+                   headers: dict[str, str] | None = None, timeout_s: float = 240.0,
+                   attempts: int = 3) -> Server:
     """A Ray head (``ray start --head --block``) on 127.0.0.1 with its dashboard, ready once
-    the Jobs API answers (with ``headers``: a token-auth cluster's bearer token). Every port
-    Ray would take by default gets a free one, so that two heads (or another test's Ray) on one
-    machine do not fight over the agent ports. ``temp`` is Ray's temp dir (keep it short: Ray's
-    socket paths must stay under 107 bytes); ``env`` replaces this process's environment."""
-    dash = free_port()
-    ports = [f"--{name}={free_port()}" for name in (
-        "port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-        "runtime-env-agent-port", "metrics-export-port", "ray-client-server-port")]
-    command = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
-               "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
-               "--include-dashboard", "true", "--num-cpus", str(num_cpus), "--temp-dir",
-               str(temp), "--disable-usage-stats", *ports]
-    return start_server(command, url=f"http://127.0.0.1:{dash}", ready_path="/api/jobs/",
-                        log=temp / "head.log", env=env, timeout_s=timeout_s, headers=headers,
-                        accept=lambda answer: answer.ok)
+    the Jobs API answers and so does the head's dashboard agent, which runs every submitted job
+    (with ``headers``: a token-auth cluster's bearer token). Every port Ray would take by default
+    gets a free one, so that two heads (or another test's Ray) on one machine do not fight over
+    the agent ports. A port is free when picked, but another Ray starting on the machine may
+    take it before this head binds it: a head whose agent does not come up is stopped and
+    started again on fresh ports, up to ``attempts`` times. ``temp`` is Ray's temp dir (keep
+    it short: Ray's socket paths must stay under 107 bytes); ``env`` replaces this process's
+    environment."""
+    for attempt in range(1, attempts + 1):
+        dash, agent = free_port(), free_port()
+        ports = [f"--dashboard-agent-listen-port={agent}"] + [
+            f"--{name}={free_port()}" for name in (
+                "port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
+                "metrics-export-port", "ray-client-server-port")]
+        command = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address",
+                   "127.0.0.1", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
+                   "--include-dashboard", "true", "--num-cpus", str(num_cpus), "--temp-dir",
+                   str(temp), "--disable-usage-stats", *ports]
+        server = start_server(command, url=f"http://127.0.0.1:{dash}", ready_path="/api/jobs/",
+                              log=temp / "head.log", env=env, timeout_s=timeout_s,
+                              headers=headers, accept=lambda answer: answer.ok)
+        try:
+            wait_ready(f"http://127.0.0.1:{agent}/api/healthz", timeout_s=90, proc=server.proc,
+                       log=server.log, headers=headers, accept=lambda answer: answer.ok)
+            return server
+        except RuntimeError as exc:
+            server.stop(timeout_s=5.0)
+            if attempt == attempts:
+                raise
+            print(f"Ray head attempt {attempt}: its agent did not come up ({str(exc)[:200]}); "
+                  "starting it again on fresh ports", file=sys.stderr)
+    raise AssertionError("unreachable")
 
 
 @contextmanager

@@ -18,10 +18,12 @@ pytestmark = pytest.mark.e2e
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "distill.py"
 
 # The distilled students' leads over the student alone at the example's defaults, in points of
-# held-out top-1, per seed 0, 1, 2: online +3.5, +17.0, +11.0; store +2.5, +14.0, +13.5
-# (docs/distillation.md). This test runs seed 0; each floor sits below the weakest seed.
-ONLINE_FLOOR = 2.0
-STORE_FLOOR = 1.0
+# held-out top-1, mean over seeds 0, 1, 2, on two 2-core machines of different CPU models
+# (docs/distillation.md): online +10.5 and +9.8, store +10.0 and +4.3. A single seed is not
+# enough: seed 0's store lead was +2.5 on one and +0.0 on the other. This test runs the three
+# seeds (the students take seconds each) and holds each mean above a floor below the weakest.
+ONLINE_FLOOR = 5.0
+STORE_FLOOR = 2.0
 
 
 def test_distillation_example_end_to_end(tmp_path):
@@ -29,7 +31,7 @@ def test_distillation_example_end_to_end(tmp_path):
     # One thread per process: on a machine shared with other work, two OpenMP threads per
     # process wait on each other (measured 4x slower steps); the figures do not depend on it.
     env = {**os.environ, "HYPERNYM_HOME": str(home), "OMP_NUM_THREADS": "1"}
-    budget = ["seeds=1"]
+    budget = ["seeds=3"]
     args = [a for setting in budget for a in ("--set", setting)]
     proc = subprocess.run([sys.executable, str(EXAMPLE), *args],
                           capture_output=True, text=True, timeout=900, env=env,

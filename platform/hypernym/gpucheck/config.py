@@ -29,6 +29,8 @@ class GpuCheckConfig(BaseModel):
                                        "height); 224x224 is the ImageNet-21K-P size")
     epochs: int = Field(2, ge=1, description="pretraining epochs per decode mode")
     log_every: int = Field(10, ge=1, description="steps per throughput window")
+    system_metrics_s: float = Field(2.0, gt=0, description="seconds between MLflow's system "
+                                    "metric samples in the pretraining runs")
     ray_train: bool = Field(True, description="train through Ray Train, as `hypernym "
                             "pretrain` does; False trains in the part's process with the same "
                             "core (`run_training(in_process=True)`), without Ray's start-up")
@@ -58,7 +60,9 @@ class GpuCheckConfig(BaseModel):
         """The same check on the CPU at toy sizes: every part's code runs, in minutes."""
         toy = dict(device="cpu", arch="resnet10t", img_size=32, batch_size=8, classes=4,
                    images_per_class=12, val_per_class=2, jpeg_size=(40, 40), epochs=1,
-                   log_every=1, ray_train=False, compile=False, compile_backend="eager",
+                   log_every=1, ray_train=False,
+                   # a toy run lasts a few seconds: sampled often enough to log some
+                   system_metrics_s=0.5, compile=False, compile_backend="eager",
                    ceiling_steps=2,
                    warmup_steps=1, cpus=1,
                    serve_clients=[1, 2], serve_seconds=1.5, serve_requests=40,

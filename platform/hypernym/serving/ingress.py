@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -85,9 +86,28 @@ class IngressPlan:
         os.environ.update(self.env)
 
     def cleanup(self) -> None:
-        """Remove the private folder (after Ray has stopped)."""
+        """Stop the HAProxy that read its configuration from the private folder, and remove
+        the folder (after Ray has stopped)."""
         if self.private_dir:
+            _stop_haproxy(self.private_dir)
             shutil.rmtree(self.private_dir, ignore_errors=True)
+
+
+def _stop_haproxy(private_dir: str) -> None:
+    # Ray Serve's proxy actor starts HAProxy as a child process of its own; when the local Ray
+    # goes down (ray.shutdown), that HAProxy is orphaned and keeps running. The processes whose
+    # configuration lies in this serve's private folder are ours, and only those are stopped.
+    marker = f"{private_dir}/".encode()
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or not Linux
+            continue
+        if argv and argv[0].endswith(b"haproxy") and any(a.startswith(marker) for a in argv):
+            try:
+                os.kill(int(entry.name), signal.SIGTERM)
+            except ProcessLookupError:
+                pass
 
 
 def find_haproxy() -> tuple[str | None, str]:

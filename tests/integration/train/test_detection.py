@@ -1,8 +1,8 @@
 """Detection fine-tuning end to end, in process: the demo's glyph backbone pretrained here (the
 demo's recipe at a smaller budget), an FCOS fine-tune on glyph scenes from it, the registered
 detector's card, lineage, report, pulled folder (rebuilt without hypernym), its MLflow pyfunc,
-and Ray Serve answering a JPEG over HTTP with boxes; and Faster R-CNN from the backbone beating
-the same detector from random init in mAP@.5 at the same budget.
+and Ray Serve answering a JPEG over HTTP with boxes. (Whether the backbone beats random init is
+the benchmark's question: tests/benchmarks/detection.py, docs/detection.md.)
 
 Ray runs only the prepare tasks and Ray Serve; training runs in this process
 (`run_training(in_process=True)`). The module shares one MLflow home (explicit settings)."""
@@ -32,13 +32,6 @@ from tests.integration.registry.helpers import settings_at
 from tests.servers import free_port, local_ray, routed, wait_ready
 
 pytestmark = pytest.mark.integration
-
-# Faster R-CNN's lead in val mAP@.5 from this module's backbone over random init at FINETUNE's
-# budget, data seeds 0, 1, 2: +0.047, +0.046, +0.064 (`tests/benchmarks/detection.py --seeds 3
-# --pretrain test --set detection.detector=fasterrcnn`, docs/benchmarks.md "Detection"). This
-# module runs seed 0; the floor sits below the weakest seed. (FCOS shows no lead at a budget this
-# small: docs/detection.md, "Does the backbone help?".)
-FASTER_RCNN_FLOOR = 0.02
 
 
 @pytest.fixture(scope="module")
@@ -74,19 +67,6 @@ def finetunes(world):
             metrics=result.metrics, settings=world.settings)
         out[start] = SimpleNamespace(recipe=recipe, result=result, report=report)
     return out
-
-
-def test_faster_rcnn_from_the_backbone_beats_random_init_in_map_50(world):
-    from hypernym.train import run_training
-
-    map_50 = {}
-    for start, backbone in (("backbone", "glyph-backbone@candidate"), ("random", None)):
-        recipe = detection_recipe(world.scenes, backbone=backbone, name=f"frcnn-{start}",
-                                  detection={"detector": "fasterrcnn"}, **FINETUNE)
-        result = run_training(recipe, in_process=True, settings=world.settings,
-                              show_progress=False)
-        map_50[start] = result.metrics["val/map_50"]
-    assert map_50["backbone"] - map_50["random"] > FASTER_RCNN_FLOOR, map_50
 
 
 def test_the_fine_tune_reports_every_coco_figure(finetunes):

@@ -5,7 +5,10 @@ serves through each ingress)."""
 from __future__ import annotations
 
 import os
+import socket as socketlib
 import stat
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -51,6 +54,38 @@ def test_haproxy_plan_moves_rays_files_into_a_private_short_folder(monkeypatch):
     finally:
         plan.cleanup()
     assert not folder.exists()
+
+
+def _haproxy(binary: str, folder: Path) -> subprocess.Popen:
+    """HAProxy in the foreground on a free port, its configuration in ``folder``."""
+    with socketlib.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = folder / "haproxy.cfg"
+    config.write_text("defaults\n  mode http\n  timeout connect 1s\n  timeout client 1s\n"
+                      f"  timeout server 1s\nfrontend f\n  bind 127.0.0.1:{port}\n"
+                      "  default_backend b\nbackend b\n  server s 127.0.0.1:9\n")
+    return subprocess.Popen([binary, "-db", "-f", str(config)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+@needs_haproxy
+def test_cleanup_stops_the_haproxy_of_its_folder_and_no_other(tmp_path):
+    # Ray leaves the HAProxy of a local Ray's proxy running after ray.shutdown()
+    plan = plan_ingress("haproxy", port=8123, replicas=2, autoscaling=False, on_cluster=False)
+    binary = plan.env["RAY_SERVE_HAPROXY_BINARY_PATH"]
+    ours, other = _haproxy(binary, Path(plan.private_dir)), _haproxy(binary, tmp_path)
+    try:
+        time.sleep(0.5)
+        assert ours.poll() is None and other.poll() is None  # both run
+        plan.cleanup()
+        assert ours.wait(timeout=10) is not None
+        assert other.poll() is None and not Path(plan.private_dir).exists()
+    finally:
+        for proc in (ours, other):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def test_the_default_is_direct_for_one_replica_and_haproxy_for_several():
