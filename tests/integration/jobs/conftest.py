@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -53,7 +54,22 @@ def start_head() -> Iterator:
     yield start
     for server, temp in started:  # a short grace: gcs_server and raylet may linger
         server.stop(timeout_s=3)
+        _stop_job_drivers(temp)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def _stop_job_drivers(temp: Path) -> None:
+    """Kill the process groups of jobs of this head that outlived it. A job's driver runs in
+    its own session, in a working directory under the head's temp dir, so stopping the head's
+    group leaves it running: a job stopped while its runtime environment was still being set up
+    was seen to start its driver anyway, which then waited for the head that was gone."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if not os.readlink(proc / "cwd").startswith(f"{temp}/"):
+                continue
+            os.killpg(os.getpgid(int(proc.name)), signal.SIGKILL)
+        except (OSError, ProcessLookupError):  # gone meanwhile, or not ours to read
+            continue
 
 
 @pytest.fixture(scope="package")
