@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from infra.stack.procs import stop_group
 from tests.servers import Server, start_ray_head
 
 BIN = Path(sys.executable).parent
@@ -63,13 +64,15 @@ def _stop_job_drivers(temp: Path) -> None:
     its own session, in a working directory under the head's temp dir, so stopping the head's
     group leaves it running: a job stopped while its runtime environment was still being set up
     was seen to start its driver anyway, which then waited for the head that was gone."""
+    groups = set()
     for proc in Path("/proc").glob("[0-9]*"):
         try:
-            if not os.readlink(proc / "cwd").startswith(f"{temp}/"):
-                continue
-            os.killpg(os.getpgid(int(proc.name)), signal.SIGKILL)
-        except (OSError, ProcessLookupError):  # gone meanwhile, or not ours to read
+            if os.readlink(proc / "cwd").startswith(f"{temp}/"):
+                groups.add(os.getpgid(int(proc.name)))
+        except OSError:  # gone meanwhile, or not ours to read
             continue
+    for pgid in groups:
+        stop_group(pgid, first=signal.SIGKILL)
 
 
 @pytest.fixture(scope="package")

